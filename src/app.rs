@@ -1,0 +1,150 @@
+//! Wiring: opens the store, builds providers and the mailer, and runs the
+//! SMTP server, the dispatcher and the reply sender until shutdown.
+
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::reply_sender::ReplySender;
+use crate::pipeline::Pipeline;
+use crate::replies::Mailer;
+use crate::shutdown::{self, Shutdown, Trigger};
+use crate::store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A provider could not be set up.
+    #[error(transparent)]
+    Provider(#[from] crate::providers::ProviderError),
+    /// The reply transport or templates are unusable.
+    #[error("replies: {0}")]
+    Replies(#[from] crate::replies::ReplyError),
+    /// The SMTP address cannot be bound.
+    #[error("smtp.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The parts shared by `serve` and `deliver`.
+pub struct Core {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Email → stored request.
+    pub pipeline: Arc<Pipeline>,
+    /// Rung when jobs are queued.
+    pub dispatch_wake: Arc<Notify>,
+    /// Rung when replies are queued.
+    pub replies_wake: Arc<Notify>,
+}
+
+impl Core {
+    /// Opens the store and builds the pipeline.
+    pub async fn open(config: &Config) -> Result<Core, StartError> {
+        crate::request::phone::warm_up();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await?);
+        let dispatch_wake = Arc::new(Notify::new());
+        let replies_wake = Arc::new(Notify::new());
+        let pipeline = Arc::new(Pipeline::new(
+            config,
+            store.clone(),
+            dispatch_wake.clone(),
+            replies_wake.clone(),
+        ));
+        Ok(Core {
+            store,
+            pipeline,
+            dispatch_wake,
+            replies_wake,
+        })
+    }
+}
+
+/// A running daemon.
+pub struct Running {
+    /// Where SMTP listens (the real port when the config said 0).
+    pub smtp_addr: SocketAddr,
+    /// The store, for inspection.
+    pub store: Arc<dyn Store>,
+    /// Stops everything.
+    trigger: Trigger,
+    /// The daemon's tasks.
+    tasks: JoinSet<()>,
+}
+
+/// Starts the daemon: binds `smtp.listen` and runs every task.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(&config.smtp.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.smtp.listen.clone(),
+            source,
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts the daemon on an already bound listener.
+pub async fn start_with_listener(
+    config: Config,
+    listener: TcpListener,
+) -> Result<Running, StartError> {
+    let smtp_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.smtp.listen.clone(),
+        source,
+    })?;
+    let core = Core::open(&config).await?;
+    let providers = crate::providers::build(&config.providers)?;
+    let mailer = Arc::new(Mailer::new(&config.replies)?);
+    let (trigger, listen) = shutdown::channel();
+    let mut tasks = JoinSet::new();
+
+    let dispatcher = Arc::new(Dispatcher::new(
+        &config,
+        core.store.clone(),
+        providers,
+        core.dispatch_wake.clone(),
+        core.replies_wake.clone(),
+    ));
+    tasks.spawn(dispatcher.run(listen.clone()));
+    let replies = ReplySender::new(core.store.clone(), mailer, core.replies_wake.clone());
+    tasks.spawn(replies.run(listen.clone()));
+    let smtp_config = Arc::new(config.smtp.clone());
+    let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
+    let mut smtp_stop: Shutdown = listen;
+    tasks.spawn(crate::smtp::run(
+        listener,
+        smtp_config,
+        handler,
+        async move { smtp_stop.wait().await },
+    ));
+    tracing::info!(%smtp_addr, "mail2sms is running");
+    Ok(Running {
+        smtp_addr,
+        store: core.store,
+        trigger,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting mail, lets work in progress finish, and returns.
+    pub async fn stop(mut self) {
+        self.trigger.fire();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until one of the tasks ends (they only end on shutdown).
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}

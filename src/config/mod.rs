@@ -1,0 +1,252 @@
+//! The configuration file (TOML) and its validation.
+//!
+//! Each part's own table type lives with that part (`smtp::SmtpConfig`,
+//! `store::StoreConfig`, …); this module assembles them, checks what crosses
+//! tables (an account naming a provider that does not exist), and never lets
+//! an unknown key pass silently.
+
+use crate::dispatch::DispatchConfig;
+use crate::providers::ProviderConfig;
+use crate::replies::RepliesConfig;
+use crate::smtp::SmtpConfig;
+use crate::store::StoreConfig;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The embedded defaults (`serve` with no `--config`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The SMTP listener.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// Where state is kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How etatAck / etatNot emails are sent.
+    pub replies: RepliesConfig,
+    /// How SMS jobs are sent, retried and failed over.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// Limits on what one email may ask for.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The accounts, by name; each has its own keyid.
+    pub accounts: BTreeMap<String, AccountConfig>,
+    /// The SMS providers, by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// `[limits]`: what one email may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The most lines a `mobiles.csv` may have.
+    pub max_csv_lines: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_csv_lines: 100_000,
+        }
+    }
+}
+
+/// `[accounts.NAME]`: one customer of the bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The `<keyid>` that selects this account.
+    pub keyid: String,
+    /// Who may send for it: full addresses (`ops@example.com`) or whole
+    /// domains (`@example.com`), compared without case.
+    pub senders: Vec<String>,
+    /// Provider names, in failover order.
+    pub providers: Vec<String>,
+    /// The country national numbers are read in (ISO code).
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_region() -> String {
+    "FR".into()
+}
+
+/// Why a configuration cannot be used. Every message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a bad value.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and the line).
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `accounts.demo.providers`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// The embedded defaults.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_TOML, Path::new("<embedded defaults>"))
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.smtp.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "smtp.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:2525",
+                    self.smtp.listen
+                ),
+            ));
+        }
+        if self.smtp.domains.is_empty() {
+            return Err(invalid("smtp.domains", "at least one domain is needed"));
+        }
+        if self.smtp.max_connections == 0 {
+            return Err(invalid("smtp.max_connections", "must be at least 1"));
+        }
+        if self.accounts.is_empty() {
+            return Err(invalid("accounts", "at least one account is needed"));
+        }
+        let mut keyids = HashSet::new();
+        for (name, account) in &self.accounts {
+            let key = |k: &str| format!("accounts.{name}.{k}");
+            if account.keyid.trim().is_empty() {
+                return Err(invalid(key("keyid"), "must not be empty"));
+            }
+            if !keyids.insert(account.keyid.as_str()) {
+                return Err(invalid(key("keyid"), "another account has the same keyid"));
+            }
+            if account.senders.is_empty() {
+                return Err(invalid(
+                    key("senders"),
+                    "at least one address or @domain is needed",
+                ));
+            }
+            for sender in &account.senders {
+                let ok = match sender.strip_prefix('@') {
+                    Some(domain) => !domain.is_empty() && !domain.contains('@'),
+                    None => sender
+                        .split_once('@')
+                        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')),
+                };
+                if !ok {
+                    return Err(invalid(
+                        key("senders"),
+                        format!("`{sender}` is neither an address nor @domain"),
+                    ));
+                }
+            }
+            if account.providers.is_empty() {
+                return Err(invalid(key("providers"), "at least one provider is needed"));
+            }
+            for provider in &account.providers {
+                if !self.providers.contains_key(provider) {
+                    return Err(invalid(
+                        key("providers"),
+                        format!("no provider named `{provider}` in [providers]"),
+                    ));
+                }
+            }
+            if !crate::request::phone::is_valid_region(&account.region) {
+                return Err(invalid(
+                    key("region"),
+                    format!("`{}` is not a country code like FR", account.region),
+                ));
+            }
+        }
+        self.dispatch.validate().map_err(|(k, r)| invalid(k, r))?;
+        Ok(())
+    }
+
+    /// A readable summary for `check-config`: no secret in it (keyids are
+    /// shortened, passwords are never printed).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "smtp: listening on {} as {}, accepting mail for {}",
+            self.smtp.listen,
+            self.smtp.hostname,
+            self.smtp.domains.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "smtp limits: {} connections, {} bytes per message, {} bytes per line, {} s idle",
+            self.smtp.max_connections,
+            self.smtp.max_message_size,
+            self.smtp.max_line_length,
+            self.smtp.idle_timeout_secs
+        );
+        let _ = writeln!(out, "store: sqlite {}", self.store.path.display());
+        let _ = writeln!(out, "replies: from {}", self.replies.from);
+        for (name, a) in &self.accounts {
+            let _ = writeln!(
+                out,
+                "account {name}: keyid {}, senders {}, providers {}, region {}",
+                mask(&a.keyid),
+                a.senders.join(", "),
+                a.providers.join(" → "),
+                a.region
+            );
+        }
+        out
+    }
+}
+
+/// Shows the first four characters of a secret and hides the rest.
+pub fn mask(secret: &str) -> String {
+    let shown: String = secret.chars().take(4).collect();
+    format!("{shown}…")
+}

@@ -1,0 +1,574 @@
+//! Sends queued SMS through the account's providers and records each
+//! outcome; [`classify`] is the one place where a provider's answer becomes
+//! sent, retry later (same or next provider) or failed.
+//!
+//! Retries are scheduled in the store (`next_attempt_at`), not in memory, so
+//! they survive restarts; the backoff is exponential with full jitter.
+
+pub mod reply_sender;
+
+use crate::codes::Code;
+use crate::config::Config;
+use crate::providers::{FailureKind, OutgoingSms, Providers, Reconciled, SendError};
+use crate::shutdown::Shutdown;
+use crate::store::{Job, JobOutcome, Millis, Store, now_millis};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// What to do with an SMS whose send was interrupted (the daemon died while
+/// the provider was being called) and that the provider cannot account for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownOutcome {
+    /// Send it again: never lost, possibly received twice (the default).
+    Resend,
+    /// Report it failed (code 999): never twice, possibly lost.
+    Fail,
+}
+
+/// The `[dispatch]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Jobs claimed from the store at once.
+    pub batch_size: usize,
+    /// Provider calls in flight at once.
+    pub concurrency: usize,
+    /// Tries per provider before failing over to the next one.
+    pub max_attempts: u32,
+    /// First retry delay, in milliseconds (doubles each try, with jitter).
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// After this many seconds since the email arrived, a transient failure
+    /// is final (code 999).
+    pub max_age_secs: u64,
+    /// How often the store is checked for due retries when nothing wakes
+    /// the dispatcher, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Policy for interrupted sends the provider cannot account for.
+    pub unknown_outcome: UnknownOutcome,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: 500,
+            concurrency: 4,
+            max_attempts: 5,
+            retry_initial_ms: 2_000,
+            retry_max_ms: 300_000,
+            max_age_secs: 86_400,
+            poll_interval_ms: 1_000,
+            unknown_outcome: UnknownOutcome::Resend,
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// Checks the values; the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let zero = |k: &str| Err((format!("dispatch.{k}"), "must be at least 1".to_string()));
+        if self.batch_size == 0 {
+            return zero("batch_size");
+        }
+        if self.concurrency == 0 {
+            return zero("concurrency");
+        }
+        if self.max_attempts == 0 {
+            return zero("max_attempts");
+        }
+        if self.poll_interval_ms == 0 {
+            return zero("poll_interval_ms");
+        }
+        if self.retry_max_ms < self.retry_initial_ms {
+            return Err((
+                "dispatch.retry_max_ms".into(),
+                "must not be less than retry_initial_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before try number `attempt + 1` (full jitter).
+    fn backoff(&self, attempt: u32) -> Millis {
+        let exp = self
+            .retry_initial_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
+            .min(self.retry_max_ms);
+        (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
+    }
+}
+
+/// Decides what a provider's answer means for a job: the single place where
+/// failures are sorted into retry, fail over, or final.
+pub fn classify(
+    job: &Job,
+    provider: &str,
+    provider_count: usize,
+    result: Result<String, SendError>,
+    config: &DispatchConfig,
+    now: Millis,
+) -> JobOutcome {
+    let error = match result {
+        Ok(provider_ref) => {
+            return JobOutcome::Sent {
+                job_id: job.id,
+                provider: provider.to_string(),
+                provider_ref,
+            };
+        }
+        Err(e) => e,
+    };
+    let failed = |e: &SendError| JobOutcome::Failed {
+        job_id: job.id,
+        code: e.code,
+        detail: format!("{provider}: {}", e.detail),
+        provider: Some(provider.to_string()),
+    };
+    let next_provider = job.provider_index + 1;
+    let has_next = (next_provider as usize) < provider_count;
+    let fail_over = |e: &SendError| JobOutcome::Retry {
+        job_id: job.id,
+        at: now,
+        provider_index: next_provider,
+        detail: format!("{provider}: {}", e.detail),
+    };
+    match error.kind {
+        FailureKind::Permanent => failed(&error),
+        FailureKind::ProviderUnusable if has_next => fail_over(&error),
+        FailureKind::ProviderUnusable => failed(&error),
+        FailureKind::Transient => {
+            let too_old = now - job.received_at > (config.max_age_secs as Millis) * 1000;
+            // Tries on this provider: attempts count across the whole list.
+            let tries_here = job
+                .attempts
+                .saturating_sub(job.provider_index * config.max_attempts);
+            if too_old {
+                failed(&error)
+            } else if tries_here >= config.max_attempts {
+                if has_next {
+                    fail_over(&error)
+                } else {
+                    failed(&error)
+                }
+            } else {
+                JobOutcome::Retry {
+                    job_id: job.id,
+                    at: now + config.backoff(tries_here),
+                    provider_index: job.provider_index,
+                    detail: format!("{provider}: {}", error.detail),
+                }
+            }
+        }
+    }
+}
+
+fn outgoing(job: &Job) -> OutgoingSms {
+    OutgoingSms {
+        job_id: job.id,
+        to: job.number.clone(),
+        text: job.text.clone(),
+        sender_id: job.sender_id.clone(),
+        account: job.account.clone(),
+        email_id: job.email_id.clone(),
+        tracker: job.tracker.clone(),
+    }
+}
+
+/// The SMS sender.
+pub struct Dispatcher {
+    /// Where jobs come from and outcomes go.
+    store: Arc<dyn Store>,
+    /// The configured providers.
+    providers: Providers,
+    /// Each account's provider names, in failover order.
+    routes: HashMap<String, Vec<String>>,
+    /// Batching, retries, policies.
+    config: DispatchConfig,
+    /// Rung when new jobs are queued.
+    wake: Arc<Notify>,
+    /// Rung when a request completes (its etatNot is queued).
+    replies_wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for this configuration.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        providers: Providers,
+        wake: Arc<Notify>,
+        replies_wake: Arc<Notify>,
+    ) -> Dispatcher {
+        Dispatcher {
+            store,
+            providers,
+            routes: config
+                .accounts
+                .iter()
+                .map(|(name, a)| (name.clone(), a.providers.clone()))
+                .collect(),
+            config: config.dispatch.clone(),
+            wake,
+            replies_wake,
+        }
+    }
+
+    /// The provider name a job goes to now, if any.
+    fn route(&self, job: &Job) -> Option<(&str, usize)> {
+        let list = self.routes.get(&job.account)?;
+        let name = list.get(job.provider_index as usize)?;
+        Some((name.as_str(), list.len()))
+    }
+
+    /// Settles jobs a previous run left half-sent, then sends until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        if let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "cannot recover interrupted sends");
+        }
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        while !shutdown.is_fired() {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let jobs = match self
+                .store
+                .claim_jobs(now_millis(), self.config.batch_size)
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim jobs");
+                    Vec::new()
+                }
+            };
+            if jobs.is_empty() {
+                drop(permit);
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.wait() => {}
+                }
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.send_batch(jobs).await;
+                drop(permit);
+            });
+        }
+        // Let batches in flight finish recording their outcomes.
+        let _ = permits.acquire_many(self.config.concurrency as u32).await;
+    }
+
+    /// Sends claimed jobs, grouped by provider, and records the outcomes.
+    async fn send_batch(&self, jobs: Vec<Job>) {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut groups: BTreeMap<&str, (usize, Vec<&Job>)> = BTreeMap::new();
+        for job in &jobs {
+            match self.route(job) {
+                Some((name, count)) => groups
+                    .entry(name)
+                    .or_insert((count, Vec::new()))
+                    .1
+                    .push(job),
+                None => outcomes.push(JobOutcome::Failed {
+                    job_id: job.id,
+                    code: Code::INTERNAL,
+                    detail: format!(
+                        "account {} has no provider number {}",
+                        job.account,
+                        job.provider_index + 1
+                    ),
+                    provider: None,
+                }),
+            }
+        }
+        for (name, (count, group)) in groups {
+            let Some(provider) = self.providers.get(name) else {
+                continue;
+            };
+            for chunk in group.chunks(provider.max_batch().max(1)) {
+                let batch: Vec<OutgoingSms> = chunk.iter().map(|j| outgoing(j)).collect();
+                let results = provider.send(&batch).await;
+                let mut results = results.into_iter();
+                for job in chunk {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(SendError::transient("provider gave no answer for this SMS"))
+                    });
+                    let outcome = classify(job, name, count, result, &self.config, now_millis());
+                    log_outcome(job, &outcome);
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        let completes = outcomes
+            .iter()
+            .any(|o| !matches!(o, JobOutcome::Retry { .. }));
+        self.record(outcomes).await;
+        if completes {
+            self.replies_wake.notify_one();
+        }
+        if jobs.len() >= self.config.batch_size {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records outcomes, insisting until the store takes them: an outcome
+    /// that is not recorded would make the SMS be sent again.
+    async fn record(&self, outcomes: Vec<JobOutcome>) {
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.store.record_outcomes(outcomes.clone()).await {
+            tracing::error!(error = %e, "cannot record SMS outcomes; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Settles jobs left "being sent" by a crash: asks each provider what
+    /// became of them, and applies [`UnknownOutcome`] where it cannot tell.
+    pub async fn recover(&self) -> Result<(), crate::store::StoreError> {
+        let jobs = self.store.in_flight_jobs().await?;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            count = jobs.len(),
+            "settling SMS whose send was interrupted"
+        );
+        let now = now_millis();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut groups: BTreeMap<&str, Vec<&Job>> = BTreeMap::new();
+        for job in &jobs {
+            if let Some((name, _)) = self.route(job) {
+                groups.entry(name).or_default().push(job);
+            } else {
+                outcomes.push(self.unknown(job, "", now));
+            }
+        }
+        for (name, group) in groups {
+            let Some(provider) = self.providers.get(name) else {
+                continue;
+            };
+            let batch: Vec<OutgoingSms> = group.iter().map(|j| outgoing(j)).collect();
+            let states = provider.reconcile(&batch).await;
+            for (job, state) in group.iter().zip(states) {
+                outcomes.push(match state {
+                    Reconciled::Sent(provider_ref) => JobOutcome::Sent {
+                        job_id: job.id,
+                        provider: name.to_string(),
+                        provider_ref,
+                    },
+                    Reconciled::NotSent => JobOutcome::Retry {
+                        job_id: job.id,
+                        at: now,
+                        provider_index: job.provider_index,
+                        detail: "interrupted before it reached the provider".into(),
+                    },
+                    Reconciled::Unknown => self.unknown(job, name, now),
+                });
+            }
+        }
+        self.record(outcomes).await;
+        self.replies_wake.notify_one();
+        Ok(())
+    }
+
+    fn unknown(&self, job: &Job, provider: &str, now: Millis) -> JobOutcome {
+        match self.config.unknown_outcome {
+            UnknownOutcome::Resend => JobOutcome::Retry {
+                job_id: job.id,
+                at: now,
+                provider_index: job.provider_index,
+                detail: "send interrupted, outcome unknown: sending again".into(),
+            },
+            UnknownOutcome::Fail => JobOutcome::Failed {
+                job_id: job.id,
+                code: Code::INTERNAL,
+                detail: "send interrupted, outcome unknown".into(),
+                provider: (!provider.is_empty()).then(|| provider.to_string()),
+            },
+        }
+    }
+}
+
+fn log_outcome(job: &Job, outcome: &JobOutcome) {
+    match outcome {
+        JobOutcome::Sent {
+            provider,
+            provider_ref,
+            ..
+        } => {
+            tracing::debug!(job = job.id, %provider, %provider_ref, "SMS sent")
+        }
+        JobOutcome::Failed { code, detail, .. } => {
+            tracing::warn!(job = job.id, code = code.0, %detail, "SMS failed")
+        }
+        JobOutcome::Retry {
+            at,
+            provider_index,
+            detail,
+            ..
+        } => {
+            tracing::info!(job = job.id, retry_at = at, provider_index, %detail, "SMS will be retried")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempts: u32, provider_index: u32, received_at: Millis) -> Job {
+        Job {
+            id: 9,
+            request_id: 1,
+            account: "a".into(),
+            number: "+33601020304".into(),
+            text: "t".into(),
+            sender_id: None,
+            tracker: None,
+            email_id: "1".into(),
+            received_at,
+            attempts,
+            provider_index,
+        }
+    }
+
+    fn config() -> DispatchConfig {
+        DispatchConfig {
+            max_attempts: 3,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 8_000,
+            max_age_secs: 3_600,
+            ..DispatchConfig::default()
+        }
+    }
+
+    const NOW: Millis = 10_000_000;
+
+    #[test]
+    fn success_is_sent() {
+        let o = classify(&job(1, 0, NOW), "p", 1, Ok("ref1".into()), &config(), NOW);
+        assert_eq!(
+            o,
+            JobOutcome::Sent {
+                job_id: 9,
+                provider: "p".into(),
+                provider_ref: "ref1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_failure_is_final_with_its_code() {
+        let e = SendError::permanent(Code::BAD_NUMBER, "invalid number");
+        match classify(&job(1, 0, NOW), "p", 2, Err(e), &config(), NOW) {
+            JobOutcome::Failed { code, detail, .. } => {
+                assert_eq!(code, Code::BAD_NUMBER);
+                assert_eq!(detail, "p: invalid number");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn transient_failure_is_retried_with_growing_backoff() {
+        let c = config();
+        for (attempt, low, high) in [(1, 500, 1_000), (2, 1_000, 2_000)] {
+            match classify(
+                &job(attempt, 0, NOW),
+                "p",
+                1,
+                Err(SendError::transient("timeout")),
+                &c,
+                NOW,
+            ) {
+                JobOutcome::Retry {
+                    at, provider_index, ..
+                } => {
+                    assert_eq!(provider_index, 0);
+                    assert!(
+                        (NOW + low..=NOW + high).contains(&at),
+                        "{attempt}: {}",
+                        at - NOW
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let capped = c.backoff(30);
+        assert!((4_000..=8_000).contains(&capped), "{capped}");
+    }
+
+    #[test]
+    fn transient_failures_fail_over_after_max_attempts_then_fail() {
+        let c = config();
+        let e = || Err(SendError::transient("HTTP 503"));
+        match classify(&job(3, 0, NOW), "p", 2, e(), &c, NOW) {
+            JobOutcome::Retry {
+                at, provider_index, ..
+            } => {
+                assert_eq!((at, provider_index), (NOW, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Second provider: its own three tries.
+        assert!(matches!(
+            classify(&job(4, 1, NOW), "q", 2, e(), &c, NOW),
+            JobOutcome::Retry {
+                provider_index: 1,
+                ..
+            }
+        ));
+        match classify(&job(6, 1, NOW), "q", 2, e(), &c, NOW) {
+            JobOutcome::Failed { code, .. } => assert_eq!(code, Code::INTERNAL),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_old_transient_failure_is_final() {
+        let received = NOW - 3_601_000;
+        assert!(matches!(
+            classify(
+                &job(1, 0, received),
+                "p",
+                2,
+                Err(SendError::transient("t")),
+                &config(),
+                NOW
+            ),
+            JobOutcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn unusable_provider_is_skipped_at_once() {
+        let e = SendError {
+            kind: FailureKind::ProviderUnusable,
+            code: Code::NO_CREDIT,
+            detail: "no credit".into(),
+        };
+        assert!(matches!(
+            classify(&job(1, 0, NOW), "p", 2, Err(e.clone()), &config(), NOW),
+            JobOutcome::Retry {
+                provider_index: 1,
+                at: NOW,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&job(1, 1, NOW), "q", 2, Err(e), &config(), NOW),
+            JobOutcome::Failed {
+                code: Code::NO_CREDIT,
+                ..
+            }
+        ));
+    }
+}

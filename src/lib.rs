@@ -1,0 +1,21 @@
+//! mail2sms: an email-to-SMS bridge speaking iSendPro's "mail 2 SMS"
+//! protocol.
+//!
+//! Data flows one way: `smtp` → `mail` (MIME) → `request` (`<envoi>`, CSV
+//! merge) → `rules` → `store` → `dispatch` → `providers` → `replies`.
+//! `pipeline` is the one path from a received email to a stored request, and
+//! `app` wires the parts into a daemon.
+
+pub mod app;
+pub mod codes;
+pub mod config;
+pub mod dispatch;
+pub mod mail;
+pub mod pipeline;
+pub mod providers;
+pub mod replies;
+pub mod request;
+pub mod rules;
+pub mod shutdown;
+pub mod smtp;
+pub mod store;

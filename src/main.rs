@@ -1,0 +1,147 @@
+//! The `mail2sms` command.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mail2sms::app;
+use mail2sms::config::Config;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Email-to-SMS bridge speaking iSendPro's "mail 2 SMS" protocol.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (embedded defaults when no --config is given).
+    Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Process one message read on standard input, as SMTP would (for an
+    /// MTA's pipe transport or a cron job). Exit codes follow sysexits:
+    /// 0 accepted, 65 unreadable request, 77 not allowed, 75 try again later.
+    Deliver {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The envelope sender (used when the message has no From: header).
+        #[arg(long, short = 'f', default_value = "")]
+        from: String,
+    },
+    /// Validate a configuration file and print a summary (no secrets).
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mail2sms: cannot start the runtime: {e}");
+            return ExitCode::from(71); // EX_OSERR
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mail2sms: {e:#}");
+            ExitCode::from(78) // EX_CONFIG
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load(config.as_deref())?;
+            let mut running = app::start(config).await?;
+            tokio::select! {
+                _ = running.wait() => {}
+                _ = terminate() => tracing::info!("stopping"),
+            }
+            running.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliver { config, from } => {
+            let config = load(config.as_deref())?;
+            let mut raw = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut raw)
+                .context("reading the message on standard input")?;
+            let core = match app::Core::open(&config).await {
+                Ok(core) => core,
+                Err(e) => {
+                    eprintln!("mail2sms: {e}");
+                    return Ok(ExitCode::from(75)); // EX_TEMPFAIL: the MTA retries
+                }
+            };
+            let verdict = core.pipeline.process(&from, raw).await;
+            let (code, enhanced, text) = verdict.smtp_reply();
+            if verdict.exit_code() == 0 {
+                println!("{code} {enhanced} {text}");
+            } else {
+                eprintln!("{code} {enhanced} {text}");
+            }
+            Ok(ExitCode::from(verdict.exit_code()))
+        }
+        Command::CheckConfig { config } => {
+            let config = load(config.as_deref())?;
+            print!("{}", config.summary());
+            for (name, p) in &config.providers {
+                println!("provider {name}: {}", p.describe());
+            }
+            let mailer = mail2sms::replies::Mailer::new(&config.replies)?;
+            println!("replies: {}", mailer.describe());
+            println!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

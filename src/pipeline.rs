@@ -1,0 +1,234 @@
+//! From one received email to one decision: the single path shared by SMTP
+//! and `mail2sms deliver`.
+//!
+//! The decision is made before the client gets an answer: the request is
+//! parsed, its account and sender checked, and everything is committed to
+//! the store; only then is it [`Verdict::Queued`] (SMTP `250`).
+
+use crate::config::{AccountConfig, Config};
+use crate::request::{self, Limits};
+use crate::store::{Accepted, NewMessage, NewRequest, RequestBody, Store};
+use crate::{mail, rules};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Messages at least this large are parsed on the blocking pool, so a big
+/// `mobiles.csv` never stalls other SMTP sessions.
+const PARSE_INLINE_MAX: usize = 64 * 1024;
+
+/// What became of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored; its SMS are queued (possibly none, if every number was bad or
+    /// the request was refused as a whole: etatNot says so).
+    Queued {
+        /// The request's id.
+        request_id: i64,
+        /// SMS queued.
+        jobs: usize,
+    },
+    /// Same (account, emailId) as an earlier email: etatAck code 1, no SMS.
+    Duplicate {
+        /// The repeated emailId.
+        email_id: String,
+    },
+    /// No emailId: etatAck code 2, no SMS.
+    NoEmailId,
+    /// Not a request we can read (`550 5.6.0`).
+    Unreadable(String),
+    /// Unknown keyid or sender not allowed (`550 5.7.1`); no reply email,
+    /// since answering unauthenticated mail would be backscatter.
+    Unauthorized(String),
+    /// The store could not commit (`451 4.3.0`): the sender retries later.
+    Unavailable(String),
+}
+
+impl Verdict {
+    /// The SMTP reply: code, enhanced status, text.
+    pub fn smtp_reply(&self) -> (u16, &'static str, String) {
+        match self {
+            Verdict::Queued { request_id, jobs } => (
+                250,
+                "2.0.0",
+                format!("Ok: queued as {request_id} ({jobs} SMS)"),
+            ),
+            Verdict::Duplicate { email_id } => (
+                250,
+                "2.0.0",
+                format!("Ok: emailId {email_id} already processed, nothing sent (etatAck 1)"),
+            ),
+            Verdict::NoEmailId => (
+                250,
+                "2.0.0",
+                "Ok: no emailId, nothing sent (etatAck 2)".to_string(),
+            ),
+            Verdict::Unreadable(reason) => (550, "5.6.0", reason.clone()),
+            Verdict::Unauthorized(reason) => (550, "5.7.1", reason.clone()),
+            Verdict::Unavailable(reason) => (451, "4.3.0", reason.clone()),
+        }
+    }
+
+    /// The `sysexits.h` exit code for `mail2sms deliver`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Verdict::Queued { .. } | Verdict::Duplicate { .. } | Verdict::NoEmailId => 0,
+            Verdict::Unreadable(_) => 65,   // EX_DATAERR
+            Verdict::Unauthorized(_) => 77, // EX_NOPERM
+            Verdict::Unavailable(_) => 75,  // EX_TEMPFAIL
+        }
+    }
+}
+
+/// An account as the pipeline needs it.
+#[derive(Debug)]
+struct Account {
+    /// Its name in the config (the store's key).
+    name: String,
+    /// Its settings.
+    config: AccountConfig,
+}
+
+/// Turns emails into stored requests.
+pub struct Pipeline {
+    /// Accounts by keyid.
+    accounts: HashMap<String, Account>,
+    /// Where requests go.
+    store: Arc<dyn Store>,
+    /// What one email may ask for.
+    limits: Limits,
+    /// Wakes the dispatcher when new SMS are queued.
+    dispatch_wake: Arc<Notify>,
+    /// Wakes the reply sender when new replies are queued.
+    replies_wake: Arc<Notify>,
+}
+
+impl Pipeline {
+    /// A pipeline for this configuration and store.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        dispatch_wake: Arc<Notify>,
+        replies_wake: Arc<Notify>,
+    ) -> Pipeline {
+        let accounts = config
+            .accounts
+            .iter()
+            .map(|(name, a)| {
+                (
+                    a.keyid.clone(),
+                    Account {
+                        name: name.clone(),
+                        config: a.clone(),
+                    },
+                )
+            })
+            .collect();
+        Pipeline {
+            accounts,
+            store,
+            limits: Limits {
+                max_csv_lines: config.limits.max_csv_lines,
+            },
+            dispatch_wake,
+            replies_wake,
+        }
+    }
+
+    /// Processes one email: `envelope_from` is the SMTP `MAIL FROM` (empty
+    /// for `<>`), `raw` the message as received.
+    pub async fn process(&self, envelope_from: &str, raw: Vec<u8>) -> Verdict {
+        let parsed = if raw.len() >= PARSE_INLINE_MAX {
+            let limits = self.limits.clone();
+            tokio::task::spawn_blocking(move || read_request(&raw, &limits))
+                .await
+                .unwrap_or_else(|e| Err(format!("internal error while reading the message: {e}")))
+        } else {
+            read_request(&raw, &self.limits)
+        };
+        let (mail_from_header, message_id, request) = match parsed {
+            Ok(ok) => ok,
+            Err(reason) => return Verdict::Unreadable(reason),
+        };
+        let Some(account) = self.accounts.get(request.keyid.trim()) else {
+            return Verdict::Unauthorized("unknown keyid".to_string());
+        };
+        // The From: header is who the request claims to come from; the
+        // envelope only stands in when there is none.
+        let sender = mail_from_header.as_deref().unwrap_or(envelope_from);
+        if !rules::sender_allowed(&account.config.senders, sender) {
+            return Verdict::Unauthorized(format!(
+                "sender <{sender}> is not allowed for this keyid"
+            ));
+        }
+        let body = match request.recipients {
+            Err(code) => RequestBody::Refused(code),
+            Ok(recipients) => RequestBody::Messages(
+                request::resolve(recipients, &account.config.region)
+                    .into_iter()
+                    .map(|r| NewMessage {
+                        tel: r.tel,
+                        number: r.number.map(|n| n.as_str().to_string()),
+                        text: r.text,
+                    })
+                    .collect(),
+            ),
+        };
+        let email_id = request.email_id.clone();
+        let new = NewRequest {
+            account: account.name.clone(),
+            email_id: request.email_id,
+            message_id,
+            mail_from: sender.to_string(),
+            sender_id: request.sender_id,
+            tracker: request.tracker,
+            email_ack: request.email_ack,
+            email_not: request.email_not,
+            body,
+        };
+        match self.store.accept(new).await {
+            Ok(accepted) => {
+                self.replies_wake.notify_one();
+                match accepted {
+                    Accepted::Queued { request_id, jobs } => {
+                        if jobs > 0 {
+                            self.dispatch_wake.notify_one();
+                        }
+                        tracing::info!(account = %account.name, request_id, jobs, "request queued");
+                        Verdict::Queued { request_id, jobs }
+                    }
+                    Accepted::Duplicate => {
+                        let email_id = email_id.unwrap_or_default();
+                        tracing::info!(account = %account.name, %email_id, "duplicate emailId");
+                        Verdict::Duplicate { email_id }
+                    }
+                    Accepted::NoEmailId => Verdict::NoEmailId,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a request");
+                Verdict::Unavailable("cannot store the request now, try again later".to_string())
+            }
+        }
+    }
+}
+
+/// What is read from an email before its account is known: the From:
+/// address, the Message-ID and the request.
+type ReadRequest = (Option<String>, Option<String>, request::Request);
+
+/// Parses MIME and the `<envoi>` request; the error is the 5.6.0 reason.
+fn read_request(raw: &[u8], limits: &Limits) -> Result<ReadRequest, String> {
+    let mail = mail::parse(raw).map_err(|e| e.to_string())?;
+    let request = request::parse(&mail, limits).map_err(|e| e.to_string())?;
+    Ok((mail.from, mail.message_id, request))
+}
+
+#[async_trait::async_trait]
+impl crate::smtp::Handler for Pipeline {
+    async fn message(&self, envelope: &crate::smtp::Envelope, data: Vec<u8>) -> crate::smtp::Reply {
+        let verdict = self.process(&envelope.mail_from, data).await;
+        let (code, enhanced, text) = verdict.smtp_reply();
+        crate::smtp::Reply::new(code, enhanced, text)
+    }
+}

@@ -1,0 +1,291 @@
+//! The `outbox` provider: appends each SMS as one JSON object per line to a
+//! local file. It is the embedded default, the stand-in for a real provider
+//! in tests and benchmarks, and a simple integration point (a script can tail
+//! the file).
+//!
+//! Exactly once across crashes: the dispatcher marks a job as being sent in
+//! the store before calling [`Outbox::send`], and marks it sent after. After a
+//! crash between the two, [`Outbox::reconcile`] looks for the job's line: if it
+//! is there the job is sent, otherwise it is queued again. A line cut short by
+//! a crash mid-write is removed when the file is opened, so it never counts.
+
+use super::{OutgoingSms, Provider, Reconciled, SendError};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// `type = "outbox"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The JSON-lines file SMS are appended to (its directory is created).
+    pub path: PathBuf,
+    /// fsync after each batch, so a power cut loses no line the store
+    /// already counts as sent. On by default.
+    #[serde(default = "default_true")]
+    pub fsync: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One line of the outbox file.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutboxLine {
+    /// The job id: how a crashed send is recognised (first, for fast scans).
+    pub job: i64,
+    /// E.164 destination.
+    pub to: String,
+    /// The SMS text.
+    pub text: String,
+    /// The sender id, if any.
+    pub sender_id: Option<String>,
+    /// The account's name in the config.
+    pub account: String,
+    /// The request's emailId.
+    pub email_id: String,
+    /// The request's tracker.
+    pub tracker: Option<String>,
+    /// When it was written, in Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// The outbox provider.
+pub struct Outbox {
+    /// Where lines go (for messages).
+    path: PathBuf,
+    /// The open file; one writer at a time keeps lines whole.
+    file: Arc<Mutex<File>>,
+    /// Whether to fsync after each batch.
+    fsync: bool,
+}
+
+impl Outbox {
+    /// Opens the file for appending, creating it, and drops a partial last
+    /// line left by a crash mid-write.
+    pub fn open(config: &OutboxConfig) -> std::io::Result<Outbox> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&config.path)?;
+        repair(&mut file)?;
+        Ok(Outbox {
+            path: config.path.clone(),
+            file: Arc::new(Mutex::new(file)),
+            fsync: config.fsync,
+        })
+    }
+}
+
+/// Truncates the file after its last complete line.
+fn repair(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(pos) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + pos as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end != len {
+        tracing::warn!(
+            dropped_bytes = len - end,
+            "outbox: removing a partial last line"
+        );
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    crate::store::now_millis()
+}
+
+#[async_trait]
+impl Provider for Outbox {
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
+        let at_ms = now_ms();
+        let mut bytes = Vec::with_capacity(batch.len() * 200);
+        for sms in batch {
+            let line = OutboxLine {
+                job: sms.job_id,
+                to: sms.to.clone(),
+                text: sms.text.clone(),
+                sender_id: sms.sender_id.clone(),
+                account: sms.account.clone(),
+                email_id: sms.email_id.clone(),
+                tracker: sms.tracker.clone(),
+                at_ms,
+            };
+            if serde_json::to_writer(&mut bytes, &line).is_ok() {
+                bytes.push(b'\n');
+            }
+        }
+        let file = self.file.clone();
+        let fsync = self.fsync;
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = file
+                .lock()
+                .map_err(|_| std::io::Error::other("outbox lock poisoned"))?;
+            if let Err(e) = file.write_all(&bytes) {
+                // Leave no partial line behind for the next batch to follow.
+                let _ = repair(&mut file);
+                return Err(e);
+            }
+            if fsync {
+                file.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match written {
+            Ok(()) => batch
+                .iter()
+                .map(|sms| Ok(format!("outbox-{}", sms.job_id)))
+                .collect(),
+            Err(e) => {
+                let error = SendError::transient(format!("outbox {}: {e}", self.path.display()));
+                vec![Err(error); batch.len()]
+            }
+        }
+    }
+
+    async fn reconcile(&self, batch: &[OutgoingSms]) -> Vec<Reconciled> {
+        let wanted: HashSet<i64> = batch.iter().map(|s| s.job_id).collect();
+        let path = self.path.clone();
+        let found = tokio::task::spawn_blocking(move || -> std::io::Result<HashSet<i64>> {
+            #[derive(Deserialize)]
+            struct JobOnly {
+                job: i64,
+            }
+            let mut found = HashSet::new();
+            for line in BufReader::new(File::open(&path)?).lines() {
+                if let Ok(l) = serde_json::from_str::<JobOnly>(&line?)
+                    && wanted.contains(&l.job)
+                {
+                    found.insert(l.job);
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match found {
+            Ok(found) => batch
+                .iter()
+                .map(|s| {
+                    if found.contains(&s.job_id) {
+                        Reconciled::Sent(format!("outbox-{}", s.job_id))
+                    } else {
+                        Reconciled::NotSent
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: cannot read the file to reconcile");
+                vec![Reconciled::Unknown; batch.len()]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sms(job_id: i64) -> OutgoingSms {
+        OutgoingSms {
+            job_id,
+            to: "+33601020304".into(),
+            text: "L'été \"chaud\"\nligne 2".into(),
+            sender_id: Some("MaSociete".into()),
+            account: "masociete".into(),
+            email_id: "1548".into(),
+            tracker: None,
+        }
+    }
+
+    fn config(dir: &tempfile::TempDir) -> OutboxConfig {
+        OutboxConfig {
+            path: dir.path().join("sub/outbox.jsonl"),
+            fsync: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_one_json_line_per_sms() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(&dir)).unwrap();
+        let refs = outbox.send(&[sms(1), sms(2)]).await;
+        assert_eq!(refs, vec![Ok("outbox-1".into()), Ok("outbox-2".into())]);
+        let text = std::fs::read_to_string(dir.path().join("sub/outbox.jsonl")).unwrap();
+        let lines: Vec<OutboxLine> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].job, 2);
+        assert_eq!(lines[0].to, "+33601020304");
+        assert_eq!(lines[0].text, "L'été \"chaud\"\nligne 2");
+        assert_eq!(lines[0].sender_id.as_deref(), Some("MaSociete"));
+        assert!(text.starts_with("{\"job\":1,"));
+    }
+
+    #[tokio::test]
+    async fn partial_last_line_is_dropped_on_open_and_reconcile_sees_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/outbox.jsonl");
+        {
+            let outbox = Outbox::open(&config(&dir)).unwrap();
+            let _ = outbox.send(&[sms(7)]).await;
+        }
+        // A crash in the middle of writing job 8's line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"job\":8,\"to\":\"+336").unwrap();
+        drop(f);
+        let outbox = Outbox::open(&config(&dir)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with('\n'));
+        let states = outbox.reconcile(&[sms(7), sms(8)]).await;
+        assert_eq!(
+            states,
+            vec![Reconciled::Sent("outbox-7".into()), Reconciled::NotSent]
+        );
+    }
+
+    #[test]
+    fn repair_of_a_file_without_any_newline_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.jsonl");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        repair(&mut f).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,85 @@
+//! The `[replies]` table of the configuration file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::transport::redact_url;
+
+/// The `[replies]` table of the config.
+///
+/// `Debug` is written by hand: `transport` may hold an SMTP password, which
+/// must never reach a log line or a `check-config` dump.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepliesConfig {
+    /// The address replies are sent from (`From:` and envelope sender); its
+    /// domain also names the replies' Message-IDs. `Name <addr>` is accepted.
+    pub from: String,
+    /// Where replies go: `smtp://[user:password@]host[:port][?tls=starttls|required|none]`,
+    /// `smtps://[user:password@]host[:port]`, `file://DIR` (one `.eml` per
+    /// reply, for tests and for handing over to another MTA) or `sendmail`
+    /// (`sendmail:///path/to/sendmail` for another binary).
+    pub transport: String,
+    /// A directory whose `etat_ack.xml` / `etat_not.xml`, when present,
+    /// replace the embedded templates, so operators can adapt the replies
+    /// to a client that expects a slightly different form.
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+    /// How long one SMTP command (or one whole sendmail / file delivery) may
+    /// take before the attempt counts as a transient failure.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// The default of `replies.timeout_secs`.
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+impl fmt::Debug for RepliesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepliesConfig")
+            .field("from", &self.from)
+            .field("transport", &redact_url(&self.transport))
+            .field("templates", &self.templates)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Wrapper {
+        replies: RepliesConfig,
+    }
+
+    fn parse(text: &str) -> Result<RepliesConfig, toml::de::Error> {
+        toml::from_str::<Wrapper>(text).map(|w| w.replies)
+    }
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let config = parse("[replies]\nfrom = \"a@b.c\"\ntransport = \"sendmail\"\n")
+            .expect("minimal table");
+        assert_eq!(config.timeout_secs, 30);
+        assert!(config.templates.is_none());
+        let err = parse("[replies]\nfrom = \"a@b.c\"\ntransport = \"sendmail\"\nport = 25\n");
+        assert!(err.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = parse(
+            "[replies]\nfrom = \"a@b.c\"\ntransport = \"smtp://bob:s3cr%40t@mx.example:587\"\n",
+        )
+        .expect("table");
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(shown.contains("mx.example:587"), "{shown}");
+    }
+}

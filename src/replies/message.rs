@@ -1,0 +1,147 @@
+//! The MIME message around a rendered reply.
+//!
+//! The body is the XML encoded in ISO-8859-1 (as its declaration says), with
+//! CRLF line ends, sent as `text/plain; charset=ISO-8859-1` in
+//! quoted-printable: text/plain because the protocol's emails are plain text
+//! (spec §III) and clients read the body as text; quoted-printable because
+//! Latin-1 bytes are not valid 8bit UTF-8, which lettre refuses to send raw.
+
+use lettre::Message;
+use lettre::message::Mailbox;
+use lettre::message::header::{ContentTransferEncoding, HeaderName, HeaderValue, MIME_VERSION_1_0};
+
+use super::error::ReplyError;
+use super::{ReplyBody, to_latin1};
+
+/// The body's content type, written verbatim (lettre's typed header would
+/// lower-case the charset).
+pub const CONTENT_TYPE: &str = "text/plain; charset=ISO-8859-1";
+
+/// The reply email from `from` to `to`, carrying `xml` (the rendered body).
+///
+/// `id` is the caller's stable id for this reply; `<{id}@{domain}>` is its
+/// Message-ID, so a resent reply can be recognised as the same message.
+/// The message is single-part, so `formatted()` ends exactly with the body.
+pub fn build(
+    from: &Mailbox,
+    domain: &str,
+    id: &str,
+    to: &str,
+    body: &ReplyBody,
+    xml: &str,
+) -> Result<Message, ReplyError> {
+    let to_mailbox: Mailbox = to.trim().parse().map_err(|source| ReplyError::Recipient {
+        address: to.to_owned(),
+        source,
+    })?;
+    let message = Message::builder()
+        .from(from.clone())
+        .to(to_mailbox)
+        .subject(format!("{} {}", body.kind(), body.email_id()))
+        .message_id(Some(format!("<{}@{domain}>", id_token(id)?)))
+        // RFC 3834: an automatic reply, so that vacation responders and
+        // the like do not answer it (and loop with us).
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-replied".to_owned(),
+        ))
+        .header(MIME_VERSION_1_0)
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Content-Type"),
+            CONTENT_TYPE.to_owned(),
+        ))
+        // With the encoding preset, lettre quoted-printable-encodes the bytes
+        // (it cannot refuse: any bytes can be quoted-printable).
+        .header(ContentTransferEncoding::QuotedPrintable)
+        .body(crlf(to_latin1(xml)))?;
+    Ok(message)
+}
+
+/// `id` made safe for a file name and a Message-ID: letters, digits, `.`,
+/// `_` and `-` are kept, every other byte becomes `%XX` (injective, so two
+/// ids never share a file).
+pub fn id_token(id: &str) -> Result<String, ReplyError> {
+    if id.is_empty() {
+        return Err(ReplyError::Id(id.to_owned()));
+    }
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// LF → CRLF (the rendered text uses LF; a CR already before an LF is kept
+/// as is).
+fn crlf(bytes: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    let mut previous = 0u8;
+    for b in bytes {
+        if b == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        previous = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::AckCode;
+
+    #[test]
+    fn id_tokens_are_injective_and_path_safe() {
+        assert_eq!(id_token("ack-1548.2_x").expect("id"), "ack-1548.2_x");
+        assert_eq!(id_token("a/b").expect("id"), "a%2Fb");
+        assert_eq!(id_token("a%2Fb").expect("id"), "a%252Fb");
+        assert_eq!(id_token("é").expect("id"), "%C3%A9");
+        assert!(id_token("").is_err());
+    }
+
+    #[test]
+    fn crlf_line_ends() {
+        assert_eq!(crlf(b"a\nb\r\nc\n".to_vec()), b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn headers() {
+        let from: Mailbox = "mail2sms <sms@gw.example>".parse().expect("from");
+        let body = ReplyBody::Ack {
+            email_id: Some("1548".into()),
+            code: AckCode::Processed,
+        };
+        let message = build(
+            &from,
+            "gw.example",
+            "ack-7",
+            "ack@client.example",
+            &body,
+            "<x>é</x>\n",
+        )
+        .expect("message");
+        let text = String::from_utf8(message.formatted()).expect("ascii");
+        for header in [
+            "From: mail2sms <sms@gw.example>\r\n",
+            "To: ack@client.example\r\n",
+            "Subject: etatAck 1548\r\n",
+            "Message-ID: <ack-7@gw.example>\r\n",
+            "Auto-Submitted: auto-replied\r\n",
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: text/plain; charset=ISO-8859-1\r\n",
+            "Content-Transfer-Encoding: quoted-printable\r\n",
+        ] {
+            assert!(text.contains(header), "{header:?} missing in\n{text}");
+        }
+        assert!(text.ends_with("\r\n\r\n<x>=E9</x>\r\n"), "{text}");
+
+        let err = build(&from, "gw.example", "ack-7", "not an address", &body, "")
+            .expect_err("bad recipient");
+        assert!(err.is_permanent(), "{err}");
+    }
+}

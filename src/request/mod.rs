@@ -1,0 +1,307 @@
+//! From a parsed email to a send request: the `<envoi>` block of the body
+//! ([`envoi`]), or its attachment form ([`csv`]), interpreted into a
+//! [`Request`]; then [`resolve`] turns the recipients into phone numbers for
+//! one account's default region ([`phone`]).
+//!
+//! Two kinds of failure, as the protocol has them:
+//! * the email cannot be read as a request at all (no `<envoi>`, no keyid, a
+//!   broken attachment…): [`RequestError`], refused during the SMTP dialogue;
+//! * the request is readable but refused as a whole with a protocol code
+//!   (23, 34, 6): [`Request::recipients`] is `Err(code)`, reported to the
+//!   sender through `emailNot` like any other result.
+
+mod csv;
+mod envoi;
+pub mod phone;
+mod text;
+
+use crate::codes::Code;
+use crate::mail::{Attachment, ParsedMail};
+
+pub use phone::{PhoneNumber, is_valid_region, warm_up};
+
+/// At most this many `numX` in one `<envoi>` (spec §2; code 23 beyond).
+pub const MAX_NUMBERS: usize = 500;
+
+/// Operator-set bounds on a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most non-blank lines accepted in `mobiles.csv` (the 500-number limit
+    /// being `<envoi>`'s only); beyond, the email is refused.
+    pub max_csv_lines: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_csv_lines: 100_000,
+        }
+    }
+}
+
+/// One send request, as the sender wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `<keyid>`: identifies the account (never empty).
+    pub keyid: String,
+    /// `<emailId>`: the sender's unique id, for duplicate detection and
+    /// reports.
+    pub email_id: Option<String>,
+    /// `<emailAck>`: where to say whether the email was processed.
+    pub email_ack: Option<String>,
+    /// `<emailNot>`: where to send per-SMS results.
+    pub email_not: Option<String>,
+    /// `<emetteur>`: the requested sender id.
+    pub sender_id: Option<String>,
+    /// `<tracker>`: the sender's id of the send, passed along.
+    pub tracker: Option<String>,
+    /// `<smslong>`: the announced number of SMS parts. `None` when absent,
+    /// empty, or not an integer (then `recipients` is `Err(34)`).
+    pub smslong: Option<u32>,
+    /// `<nostop>1</nostop>`: the sender asks not to append the STOP mention.
+    pub nostop: bool,
+    /// The recipients in order, or the request-level code that refuses the
+    /// whole email (23, 34, 6 when no number at all).
+    pub recipients: Result<Vec<RawRecipient>, Code>,
+}
+
+/// One recipient as written in the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecipient {
+    /// The number as the sender wrote it (trimmed), echoed in `etatNot`.
+    pub tel: String,
+    /// The message for this recipient, line breaks (`Ö`) applied.
+    pub text: String,
+}
+
+/// One recipient after number normalisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The number as the sender wrote it, echoed in `etatNot`.
+    pub tel: String,
+    /// The normalised number, or the code reported for it (6, 7).
+    pub number: Result<PhoneNumber, Code>,
+    /// The message for this recipient.
+    pub text: String,
+}
+
+/// Why an email cannot be read as a request; the message is sent back on a
+/// single SMTP `550 5.6.0` line, so it is short ASCII.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body has no `<envoi>` tag.
+    #[error("no <envoi> request found in the message body")]
+    NoEnvoi,
+    /// `<envoi>` is never closed.
+    #[error("<envoi> is not closed: add </envoi> after the last tag")]
+    UnclosedEnvoi,
+    /// A known tag inside `<envoi>` is never closed.
+    #[error("<{tag}> is not closed: add </{tag}>")]
+    UnclosedTag {
+        /// The tag name as written (ASCII letters and digits).
+        tag: String,
+    },
+    /// No (or an empty) `<keyid>`.
+    #[error("missing <keyid> in <envoi>")]
+    MissingKeyid,
+    /// A `numX` has neither `smsX` nor `sms`.
+    #[error("{} has no message: add <sms> or <{}>", num_tag(*index), sms_tag(*index))]
+    NoMessage {
+        /// The recipient's index (0 for `num`).
+        index: u64,
+    },
+    /// `mobiles.csv` without `message.csv` nor `<sms>`.
+    #[error("mobiles.csv is attached without message.csv (attach it or give <sms>)")]
+    MobilesWithoutMessage,
+    /// `message.csv` without `mobiles.csv`.
+    #[error("message.csv is attached without mobiles.csv")]
+    MessageWithoutMobiles,
+    /// `message.csv` holds no message (and no `<sms>` replaces it).
+    #[error("message.csv is empty: its first line must be the message")]
+    EmptyTemplate,
+    /// `mobiles.csv` has more lines than allowed.
+    #[error("mobiles.csv has more than {max} lines")]
+    TooManyCsvLines {
+        /// The configured cap.
+        max: usize,
+    },
+    /// A CSV attachment cannot be read.
+    #[error("{file} cannot be read (line {line})")]
+    Csv {
+        /// Which attachment.
+        file: &'static str,
+        /// The line where reading failed (1-based, 0 if unknown).
+        line: u64,
+    },
+}
+
+/// `num` or `numX`, as the sender would write it.
+fn num_tag(index: u64) -> String {
+    if index == 0 {
+        "num".to_owned()
+    } else {
+        format!("num{index}")
+    }
+}
+
+/// The `smsX` that would give `numX` its message.
+fn sms_tag(index: u64) -> String {
+    format!("sms{index}")
+}
+
+/// Reads the request of an email: its `<envoi>` block and, if attached,
+/// `mobiles.csv` / `message.csv`.
+///
+/// Attachments replace `numX`/`smsX` (spec §3): when `mobiles.csv` is
+/// present, body numbers are ignored; its template is `message.csv`'s first
+/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
+/// keyid, attachments, then the request-level codes 34, 23, 6, and last a
+/// number without message.
+pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
+    let envoi = envoi::scan(&mail.text)?;
+    let keyid = envoi
+        .keyid
+        .clone()
+        .filter(|k| !k.is_empty())
+        .ok_or(RequestError::MissingKeyid)?;
+    let sms = envoi
+        .sms
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(text::message_text);
+
+    let csv_recipients = attachment_recipients(&mail.attachments, sms.as_deref(), limits)?;
+
+    let smslong_text = envoi.smslong.as_deref().filter(|s| !s.is_empty());
+    let smslong = smslong_text.map(str::parse::<u32>);
+    let recipients = if let Some(Err(_)) = smslong {
+        Err(Code::SMSLONG_NOT_INTEGER)
+    } else if let Some(list) = csv_recipients {
+        if !envoi.nums.is_empty() {
+            tracing::debug!("mobiles.csv attached: the numbers of the body are ignored");
+        }
+        if list.is_empty() {
+            Err(Code::NO_NUMBER)
+        } else {
+            Ok(list)
+        }
+    } else {
+        body_recipients(&envoi, sms.as_deref())?
+    };
+
+    Ok(Request {
+        keyid,
+        email_id: envoi.email_id,
+        email_ack: envoi.email_ack,
+        email_not: envoi.email_not,
+        sender_id: envoi.emetteur,
+        tracker: envoi.tracker,
+        smslong: smslong.and_then(Result::ok),
+        nostop: envoi.nostop.as_deref() == Some("1"),
+        recipients,
+    })
+}
+
+/// The recipients of the body's `numX`, each with its `smsX` or `<sms>`;
+/// an empty `smsX` counts as absent. `smsX` without `numX` are ignored.
+fn body_recipients(
+    envoi: &envoi::Envoi,
+    sms: Option<&str>,
+) -> Result<Result<Vec<RawRecipient>, Code>, RequestError> {
+    let too_many = envoi.nums.len() > MAX_NUMBERS
+        || envoi
+            .nums
+            .last_key_value()
+            .is_some_and(|(&index, _)| index > MAX_NUMBERS as u64);
+    if too_many {
+        return Ok(Err(Code::TOO_MANY_NUMBERS));
+    }
+    if envoi.nums.is_empty() {
+        return Ok(Err(Code::NO_NUMBER));
+    }
+    for index in envoi.smss.keys().filter(|i| !envoi.nums.contains_key(i)) {
+        tracing::debug!(index, "smsX without numX ignored");
+    }
+    envoi
+        .nums
+        .iter()
+        .map(|(&index, tel)| {
+            let own = envoi
+                .smss
+                .get(&index)
+                .filter(|s| !s.is_empty())
+                .map(|s| text::message_text(s));
+            let text = own
+                .or_else(|| sms.map(str::to_owned))
+                .ok_or(RequestError::NoMessage { index })?;
+            Ok(RawRecipient {
+                tel: tel.clone(),
+                text,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ok)
+}
+
+/// The recipients of `mobiles.csv` (`None` when not attached).
+fn attachment_recipients(
+    attachments: &[Attachment],
+    sms: Option<&str>,
+    limits: &Limits,
+) -> Result<Option<Vec<RawRecipient>>, RequestError> {
+    let mobiles = find_attachment(attachments, "mobiles.csv");
+    let message = find_attachment(attachments, "message.csv");
+    let (mobiles, template) = match (mobiles, message) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err(RequestError::MessageWithoutMobiles),
+        (Some(mobiles), Some(message)) => (
+            mobiles,
+            csv::template(&message.text)?
+                .or_else(|| sms.map(str::to_owned))
+                .ok_or(RequestError::EmptyTemplate)?,
+        ),
+        (Some(mobiles), None) => (
+            mobiles,
+            sms.map(str::to_owned)
+                .ok_or(RequestError::MobilesWithoutMessage)?,
+        ),
+    };
+    csv::recipients(&mobiles.text, &template, limits).map(Some)
+}
+
+/// The first attachment named `name` (case-insensitive, any directory part
+/// ignored).
+fn find_attachment<'a>(attachments: &'a [Attachment], name: &str) -> Option<&'a Attachment> {
+    attachments.iter().find(|a| {
+        let base = a.name.rsplit(['/', '\\']).next().unwrap_or(&a.name);
+        base.trim().eq_ignore_ascii_case(name)
+    })
+}
+
+/// Normalises the recipients' numbers for `default_region` and removes
+/// duplicates: a valid number already met (same E.164) is dropped, the first
+/// occurrence and its text winning. Invalid entries are all kept, each being
+/// reported to the sender.
+pub fn resolve(recipients: Vec<RawRecipient>, default_region: &str) -> Vec<Recipient> {
+    let mut seen = std::collections::HashSet::new();
+    recipients
+        .into_iter()
+        .filter_map(|raw| {
+            let number = PhoneNumber::parse(&raw.tel, default_region);
+            if let Ok(n) = &number
+                && !seen.insert(n.as_str().to_owned())
+            {
+                tracing::debug!(tel = raw.tel, "duplicate recipient dropped");
+                return None;
+            }
+            Some(Recipient {
+                tel: raw.tel,
+                number,
+                text: raw.text,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

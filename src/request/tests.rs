@@ -1,0 +1,509 @@
+//! Tests of [`super::parse`] and [`super::resolve`] (the scanner, text, CSV
+//! and phone modules have their own).
+
+use super::*;
+
+/// Spec §1, verbatim.
+const SPEC_SINGLE: &str = "<envoi>
+<keyid>a296464ce012b8ab710a</keyid>
+<num>0601020304</num>
+<sms>L'été est fini! Super promo -10% à partir de 50€ d'achat !!!</sms>
+<emetteur>MaSociete</emetteur>
+<emailNot>not@masociete.com</emailNot>
+<emailAck>ack@masociete.com</emailAck>
+<emailId>1548</emailId>
+</envoi>";
+
+/// Spec §2, same message, verbatim.
+const SPEC_SAME: &str = "<envoi>
+<keyid>a296464ce012b8ab710a</keyid>
+<num1>0601020304</num1>
+<num2>0601020305</num2>
+<sms>L'été est fini! Super promo -10% à partir de 50€ d'achat !!!</sms>
+<emetteur>MaSociete</emetteur>
+<emailNot>not@masociete.com</emailNot>
+<emailAck>ack@masociete.com</emailAck>
+<emailId>1548</emailId>
+</envoi>";
+
+/// Spec §2, one message each, verbatim.
+const SPEC_EACH: &str = "<envoi>
+<keyid>a296464ce012b8ab710a</keyid>
+<num1>0601020304</num1>
+<num2>0601020305</num2>
+<sms1>L'été est fini! Super promo -10% à partir de 50€ d'achat !!!</sms1>
+<sms2>L'été est fini! Super promo -20% à partir de 100€ d'achat !!!</sms2>
+<emetteur>MaSociete</emetteur>
+<emailNot>not@masociete.com</emailNot>
+<emailAck>ack@masociete.com</emailAck>
+<emailId>1548</emailId>
+</envoi>";
+
+/// Spec §3, the body when attachments carry numbers and message, verbatim.
+const SPEC_ATTACHED: &str = "<envoi>
+<keyid>a296464ce012b8ab710a</keyid>
+<emetteur>MaSociete</emetteur>
+<emailNot>not@masociete.com</emailNot>
+<emailAck>ack@masociete.com</emailAck>
+<emailId>1548</emailId>
+</envoi>";
+
+/// Spec §3, verbatim.
+const SPEC_MOBILES: &str = "0601020304;;Michel;;Martin;;10/10/2015
+0601020305;;Sarah;;Dupont;;02/08/2015";
+
+/// Spec §3, verbatim.
+const SPEC_MESSAGE: &str = "Bonjour [1] [2], votre nouvelle carte sera disponible le [3]";
+
+const PROMO_10: &str = "L'été est fini! Super promo -10% à partir de 50€ d'achat !!!";
+const PROMO_20: &str = "L'été est fini! Super promo -20% à partir de 100€ d'achat !!!";
+
+fn body(text: &str) -> ParsedMail {
+    ParsedMail {
+        text: text.to_owned(),
+        ..ParsedMail::default()
+    }
+}
+
+fn with_files(text: &str, files: &[(&str, &str)]) -> ParsedMail {
+    ParsedMail {
+        attachments: files
+            .iter()
+            .map(|(name, text)| Attachment {
+                name: (*name).to_owned(),
+                text: (*text).to_owned(),
+            })
+            .collect(),
+        ..body(text)
+    }
+}
+
+fn req(mail: &ParsedMail) -> Result<Request, RequestError> {
+    parse(mail, &Limits::default())
+}
+
+fn recipients(mail: &ParsedMail) -> Result<Vec<(String, String)>, Code> {
+    req(mail)
+        .unwrap()
+        .recipients
+        .map(|list| list.into_iter().map(|r| (r.tel, r.text)).collect())
+}
+
+fn pairs(list: &[(&str, &str)]) -> Result<Vec<(String, String)>, Code> {
+    Ok(list
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect())
+}
+
+fn envoi(inner: &str) -> ParsedMail {
+    body(&format!("<envoi><keyid>k</keyid>{inner}</envoi>"))
+}
+
+#[test]
+fn spec_single_recipient() {
+    let request = req(&body(SPEC_SINGLE)).unwrap();
+    assert_eq!(
+        request,
+        Request {
+            keyid: "a296464ce012b8ab710a".to_owned(),
+            email_id: Some("1548".to_owned()),
+            email_ack: Some("ack@masociete.com".to_owned()),
+            email_not: Some("not@masociete.com".to_owned()),
+            sender_id: Some("MaSociete".to_owned()),
+            tracker: None,
+            smslong: None,
+            nostop: false,
+            recipients: Ok(vec![RawRecipient {
+                tel: "0601020304".to_owned(),
+                text: PROMO_10.to_owned(),
+            }]),
+        }
+    );
+}
+
+#[test]
+fn spec_several_recipients_same_message() {
+    assert_eq!(
+        recipients(&body(SPEC_SAME)),
+        pairs(&[("0601020304", PROMO_10), ("0601020305", PROMO_10)])
+    );
+}
+
+#[test]
+fn spec_several_recipients_own_message() {
+    assert_eq!(
+        recipients(&body(SPEC_EACH)),
+        pairs(&[("0601020304", PROMO_10), ("0601020305", PROMO_20)])
+    );
+}
+
+#[test]
+fn spec_attachments() {
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", SPEC_MOBILES), ("message.csv", SPEC_MESSAGE)],
+    );
+    let request = req(&mail).unwrap();
+    assert_eq!(request.keyid, "a296464ce012b8ab710a");
+    assert_eq!(request.email_id.as_deref(), Some("1548"));
+    assert_eq!(
+        recipients(&mail),
+        pairs(&[
+            (
+                "0601020304",
+                "Bonjour Michel Martin, votre nouvelle carte sera disponible le 10/10/2015"
+            ),
+            (
+                "0601020305",
+                "Bonjour Sarah Dupont, votre nouvelle carte sera disponible le 02/08/2015"
+            ),
+        ])
+    );
+}
+
+#[test]
+fn attachment_names_are_case_insensitive_and_replace_body_numbers() {
+    let mail = with_files(
+        "<envoi><keyid>k</keyid><num>0699999999</num><sms>ignored</sms></envoi>",
+        &[
+            ("Mobiles.CSV", "0601020304"),
+            (
+                "C:\\Users\\moi\\MESSAGE.csv",
+                "Bonjour, votre nouvelle carte est disponible",
+            ),
+        ],
+    );
+    assert_eq!(
+        recipients(&mail),
+        pairs(&[("0601020304", "Bonjour, votre nouvelle carte est disponible")])
+    );
+}
+
+#[test]
+fn mobiles_with_sms_as_template() {
+    let mail = with_files(
+        "<envoi><keyid>k</keyid><sms>Bonjour [1]Ö&agrave; bient&ocirc;t</sms></envoi>",
+        &[("mobiles.csv", SPEC_MOBILES)],
+    );
+    assert_eq!(
+        recipients(&mail),
+        pairs(&[
+            ("0601020304", "Bonjour Michel\nà bientôt"),
+            ("0601020305", "Bonjour Sarah\nà bientôt"),
+        ])
+    );
+}
+
+#[test]
+fn only_one_csv_file_is_refused() {
+    let mobiles_only = with_files(SPEC_ATTACHED, &[("mobiles.csv", SPEC_MOBILES)]);
+    assert_eq!(req(&mobiles_only), Err(RequestError::MobilesWithoutMessage));
+    let message_only = with_files(SPEC_ATTACHED, &[("message.csv", SPEC_MESSAGE)]);
+    assert_eq!(req(&message_only), Err(RequestError::MessageWithoutMobiles));
+    let empty_message = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", SPEC_MOBILES), ("message.csv", "\r\n")],
+    );
+    assert_eq!(req(&empty_message), Err(RequestError::EmptyTemplate));
+}
+
+#[test]
+fn empty_mobiles_is_no_number() {
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", "\r\n\r\n"), ("message.csv", SPEC_MESSAGE)],
+    );
+    assert_eq!(recipients(&mail), Err(Code::NO_NUMBER));
+}
+
+#[test]
+fn csv_line_cap() {
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", SPEC_MOBILES), ("message.csv", SPEC_MESSAGE)],
+    );
+    let limits = Limits { max_csv_lines: 1 };
+    assert_eq!(
+        parse(&mail, &limits),
+        Err(RequestError::TooManyCsvLines { max: 1 })
+    );
+    assert_eq!(Limits::default().max_csv_lines, 100_000);
+}
+
+#[test]
+fn csv_has_no_500_limit() {
+    let mobiles: String = (0..600).map(|i| format!("06010{i:05}\n")).collect();
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", &mobiles), ("message.csv", "hi")],
+    );
+    assert_eq!(recipients(&mail).map(|l| l.len()), Ok(600));
+}
+
+#[test]
+fn raw_lt_and_amp_in_sms() {
+    assert_eq!(
+        recipients(&envoi("<num>0601020304</num><sms>a < b & c</sms>")),
+        pairs(&[("0601020304", "a < b & c")])
+    );
+}
+
+#[test]
+fn entities_are_decoded() {
+    assert_eq!(
+        recipients(&envoi(
+            "<num>0601020304</num><sms>&lt;b&gt; &amp; &quot;x&quot; &apos; &#233;&#xE9; &eacute; 5&euro;&nbsp;! &foo; R&D</sms>"
+        )),
+        pairs(&[("0601020304", "<b> & \"x\" ' éé é 5€ ! &foo; R&D")])
+    );
+}
+
+#[test]
+fn o_umlaut_is_a_line_break_and_wrapping_is_folded() {
+    assert_eq!(
+        recipients(&envoi(
+            "<num>\r\n 0601020304 \r\n</num><sms>\r\n  Bonjour,ÖVotre rendez-vous est\r\n  confirmé.ÖÖCordialement \r\n</sms>"
+        )),
+        pairs(&[(
+            "0601020304",
+            "Bonjour,\nVotre rendez-vous est confirmé.\n\nCordialement"
+        )])
+    );
+}
+
+#[test]
+fn o_umlaut_in_emetteur_is_kept() {
+    let request = req(&envoi(
+        "<emetteur>SÖC</emetteur><num>0601020304</num><sms>x</sms>",
+    ))
+    .unwrap();
+    assert_eq!(request.sender_id.as_deref(), Some("SÖC"));
+}
+
+#[test]
+fn optional_fields() {
+    let request = req(&envoi(
+        "<num>0601020304</num><sms>x</sms><tracker>monCompte_monId</tracker><smslong> 2 </smslong><nostop>1</nostop>",
+    ))
+    .unwrap();
+    assert_eq!(request.tracker.as_deref(), Some("monCompte_monId"));
+    assert_eq!(request.smslong, Some(2));
+    assert!(request.nostop);
+    let request = req(&envoi(
+        "<num>0601020304</num><sms>x</sms><nostop>0</nostop>",
+    ))
+    .unwrap();
+    assert!(!request.nostop);
+    let request = req(&envoi(
+        "<num>0601020304</num><sms>x</sms><smslong></smslong>",
+    ))
+    .unwrap();
+    assert_eq!(request.smslong, None);
+    assert!(request.recipients.is_ok());
+}
+
+#[test]
+fn smslong_not_integer_is_code_34() {
+    for bad in ["deux", "2.5", "-1", "2 sms"] {
+        let request = req(&envoi(&format!(
+            "<num>0601020304</num><sms>x</sms><smslong>{bad}</smslong><emailId>9</emailId>"
+        )))
+        .unwrap();
+        assert_eq!(request.recipients, Err(Code::SMSLONG_NOT_INTEGER), "{bad}");
+        assert_eq!(request.smslong, None);
+        assert_eq!(request.email_id.as_deref(), Some("9"));
+    }
+}
+
+#[test]
+fn more_than_500_numbers_is_code_23() {
+    let nums: String = (1..=500)
+        .map(|i| format!("<num{i}>06010{i:05}</num{i}>"))
+        .collect();
+    let ok = envoi(&format!("{nums}<sms>x</sms>"));
+    assert_eq!(recipients(&ok).map(|l| l.len()), Ok(500));
+    let plus_num = envoi(&format!("<num>0601020304</num>{nums}<sms>x</sms>"));
+    assert_eq!(recipients(&plus_num), Err(Code::TOO_MANY_NUMBERS));
+    let index_501 = envoi("<num501>0601020304</num501><sms>x</sms>");
+    assert_eq!(recipients(&index_501), Err(Code::TOO_MANY_NUMBERS));
+    assert_eq!(MAX_NUMBERS, 500);
+}
+
+#[test]
+fn no_number_is_code_6() {
+    assert_eq!(recipients(&envoi("<sms>x</sms>")), Err(Code::NO_NUMBER));
+    assert_eq!(recipients(&body(SPEC_ATTACHED)), Err(Code::NO_NUMBER));
+}
+
+#[test]
+fn empty_num_is_a_recipient() {
+    assert_eq!(
+        recipients(&envoi("<num></num><sms>x</sms>")),
+        pairs(&[("", "x")])
+    );
+}
+
+#[test]
+fn order_and_fallback_to_sms() {
+    assert_eq!(
+        recipients(&envoi(
+            "<sms3>three</sms3><num3>3</num3><num1>1</num1><sms>all</sms><num>0</num><num2>2</num2><sms2></sms2><sms9>orphan</sms9>"
+        )),
+        pairs(&[("0", "all"), ("1", "all"), ("2", "all"), ("3", "three")])
+    );
+}
+
+#[test]
+fn number_without_message_is_refused() {
+    let err = req(&envoi(
+        "<num1>0601020304</num1><num2>0601020305</num2><sms1>x</sms1>",
+    ))
+    .unwrap_err();
+    assert_eq!(err, RequestError::NoMessage { index: 2 });
+    assert_eq!(err.to_string(), "num2 has no message: add <sms> or <sms2>");
+    let err = req(&envoi("<num>0601020304</num><sms></sms>")).unwrap_err();
+    assert_eq!(err.to_string(), "num has no message: add <sms> or <sms0>");
+}
+
+#[test]
+fn missing_keyid_is_refused() {
+    assert_eq!(
+        req(&body("<envoi><num>0601020304</num><sms>x</sms></envoi>")),
+        Err(RequestError::MissingKeyid)
+    );
+    assert_eq!(
+        req(&body(
+            "<envoi><keyid> </keyid><num>0601020304</num><sms>x</sms></envoi>"
+        )),
+        Err(RequestError::MissingKeyid)
+    );
+}
+
+#[test]
+fn no_envoi_is_refused() {
+    let err = req(&body("Bonjour, voici ma demande.")).unwrap_err();
+    assert_eq!(err, RequestError::NoEnvoi);
+    assert_eq!(
+        err.to_string(),
+        "no <envoi> request found in the message body"
+    );
+}
+
+#[test]
+fn error_messages_are_single_ascii_lines() {
+    let errors = [
+        RequestError::NoEnvoi,
+        RequestError::UnclosedEnvoi,
+        RequestError::UnclosedTag {
+            tag: "sms2".to_owned(),
+        },
+        RequestError::MissingKeyid,
+        RequestError::NoMessage { index: 7 },
+        RequestError::MobilesWithoutMessage,
+        RequestError::MessageWithoutMobiles,
+        RequestError::EmptyTemplate,
+        RequestError::TooManyCsvLines { max: 100_000 },
+        RequestError::Csv {
+            file: "mobiles.csv",
+            line: 3,
+        },
+    ];
+    for e in errors {
+        let text = e.to_string();
+        assert!(
+            text.is_ascii() && !text.contains(['\r', '\n']) && text.len() < 100,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn end_to_end_from_raw_mail() {
+    let raw = b"From: Service <service@masociete.com>\r\n\
+Content-Type: multipart/mixed; boundary=\"XYZ\"\r\n\
+\r\n\
+--XYZ\r\n\
+Content-Type: text/plain; charset=ISO-8859-15\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+Bonjour,\r\n\
+<envoi>\r\n\
+<keyid>a296464ce012b8ab710a</keyid>\r\n\
+<sms>Promo =E0 50=A4 pour [1]</sms>\r\n\
+<emailId>1548</emailId>\r\n\
+</envoi>\r\n\
+Ce message est confidentiel. <num>0000</num>\r\n\
+--XYZ\r\n\
+Content-Type: application/vnd.ms-excel; name=\"mobiles.csv\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+MDYwMTAyMDMwNDs7SOls6G5lDQowNiAwMSAwMiAwMyAwNDs7ZG91Ymxvbg0KMDY5NjEyMzQ1Njs7\r\n\
+QW5uYQ0K\r\n\
+--XYZ--\r\n";
+    let mail = crate::mail::parse(raw).unwrap();
+    let request = req(&mail).unwrap();
+    let resolved = resolve(request.recipients.unwrap(), "FR");
+    let got: Vec<(&str, Option<&str>, &str)> = resolved
+        .iter()
+        .map(|r| {
+            (
+                r.tel.as_str(),
+                r.number.as_ref().ok().map(PhoneNumber::as_str),
+                r.text.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "0601020304",
+                Some("+33601020304"),
+                "Promo à 50€ pour Hélène"
+            ),
+            ("0696123456", Some("+596696123456"), "Promo à 50€ pour Anna"),
+        ]
+    );
+}
+
+#[test]
+fn resolve_normalises_and_deduplicates() {
+    let raw = |tel: &str, text: &str| RawRecipient {
+        tel: tel.to_owned(),
+        text: text.to_owned(),
+    };
+    let resolved = resolve(
+        vec![
+            raw("0601020304", "first"),
+            raw("+33 6 01 02 03 04", "duplicate"),
+            raw("", "empty"),
+            raw("abc", "bad"),
+            raw("abc", "bad again"),
+            raw("0701020304", "seven"),
+            raw("0041791234567", "swiss"),
+        ],
+        "FR",
+    );
+    let got: Vec<(&str, Result<&str, Code>, &str)> = resolved
+        .iter()
+        .map(|r| {
+            (
+                r.tel.as_str(),
+                r.number.as_ref().map(PhoneNumber::as_str).map_err(|c| *c),
+                r.text.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("0601020304", Ok("+33601020304"), "first"),
+            ("", Err(Code::NO_NUMBER), "empty"),
+            ("abc", Err(Code::BAD_NUMBER), "bad"),
+            ("abc", Err(Code::BAD_NUMBER), "bad again"),
+            ("0701020304", Ok("+33701020304"), "seven"),
+            ("0041791234567", Ok("+41791234567"), "swiss"),
+        ]
+    );
+}

@@ -1,0 +1,236 @@
+//! The SMTP listener: receives mail for our domains and hands every message to
+//! a [`Handler`].
+//!
+//! Commands are parsed by `smtp-proto` (sans-IO); framing, the DATA phase and
+//! all I/O are ours: [`line`] frames command lines, [`data`] receives the
+//! message body, [`protocol`] is the SMTP state machine and [`session`] drives
+//! it over one connection. This module holds the configuration, the public
+//! types and the accept loop.
+
+mod data;
+mod line;
+mod protocol;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use session::Session;
+
+/// How long [`run`] waits for sessions in progress once shutdown is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long the accept loop backs off after an accept error (e.g. out of
+/// file descriptors), so that it does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The reply a client gets when all connection slots are taken.
+const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.3.2 too many connections, try later\r\n";
+
+/// Configuration of the SMTP listener (the `[smtp]` table of the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Address to listen on (used by the caller that binds the listener).
+    pub listen: String,
+    /// Our name, sent in the greeting and the HELO/EHLO replies.
+    pub hostname: String,
+    /// Recipient domains we accept mail for (case-insensitive); anything else
+    /// is refused so that we are never an open relay.
+    pub domains: Vec<String>,
+    /// Simultaneous connections; clients beyond it get a 421 at once.
+    pub max_connections: usize,
+    /// Longest command line in bytes, CRLF included; longer ones get a 500.
+    pub max_line_length: usize,
+    /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
+    pub max_message_size: usize,
+    /// Most recipients in one transaction; more get a 452.
+    pub max_recipients: usize,
+    /// Seconds a single read (or write) may wait before the client is dropped.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2525".into(),
+            hostname: "localhost".into(),
+            domains: vec!["localhost".into()],
+            max_connections: 1024,
+            max_line_length: 4096,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+/// The envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse-path of MAIL FROM, without brackets; `""` for `<>`.
+    pub mail_from: String,
+    /// The accepted forward-paths of RCPT TO, without brackets, in order.
+    pub rcpt_to: Vec<String>,
+    /// The name the client gave in HELO/EHLO.
+    pub helo: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// A reply the handler wants sent at end of DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The SMTP reply code (2xx accepted, 4xx try again later, 5xx refused).
+    /// A code outside 200..=599 is replaced by `451 4.3.0`.
+    pub code: u16,
+    /// The RFC 3463 enhanced status code, e.g. `"2.0.0"`; may be empty.
+    pub enhanced: String,
+    /// Human-readable text; several lines give a multi-line reply.
+    pub text: String,
+}
+
+impl Reply {
+    /// A reply with the given code, enhanced status code and text.
+    pub fn new(code: u16, enhanced: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            enhanced: enhanced.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// Receives the messages accepted by the SMTP server.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per message at end of DATA (after dot-unstuffing), with the
+    /// complete message bytes. The session sends exactly the returned reply.
+    async fn message(&self, envelope: &Envelope, data: Vec<u8>) -> Reply;
+}
+
+/// What every session of one server shares.
+struct Shared {
+    /// The listener's configuration.
+    config: Arc<SmtpConfig>,
+    /// Where accepted messages go.
+    handler: Arc<dyn Handler>,
+    /// The 220 greeting, rendered once.
+    greeting: Box<[u8]>,
+    /// The EHLO reply, rendered once.
+    ehlo: Box<[u8]>,
+    /// How long one read or write may take.
+    idle_timeout: Duration,
+}
+
+impl Shared {
+    fn new(config: Arc<SmtpConfig>, handler: Arc<dyn Handler>) -> Self {
+        let host = &config.hostname;
+        let greeting = format!("220 {host} ESMTP mail2sms\r\n");
+        let ehlo = format!(
+            "250-{host}\r\n\
+             250-PIPELINING\r\n\
+             250-8BITMIME\r\n\
+             250-SIZE {size}\r\n\
+             250 ENHANCEDSTATUSCODES\r\n",
+            size = config.max_message_size
+        );
+        Self {
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            config,
+            handler,
+            greeting: greeting.into_bytes().into_boxed_slice(),
+            ehlo: ehlo.into_bytes().into_boxed_slice(),
+        }
+    }
+}
+
+/// Serves SMTP on an already bound listener until `shutdown` completes; then
+/// stops accepting and waits (bounded) for sessions in progress.
+///
+/// Idle sessions are told `421` and closed at shutdown; sessions receiving a
+/// message or waiting for the handler get up to 30 s to finish, then are
+/// aborted.
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<SmtpConfig>,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared::new(config, handler));
+    let slots = Arc::new(Semaphore::new(
+        shared.config.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    tracing::info!(addr = ?listener.local_addr().ok(), "SMTP server listening");
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => log_join(done),
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "SMTP accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "SMTP connection refused: too many connections");
+                    // A fresh socket's send buffer is empty: this does not block.
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    continue;
+                };
+                tracing::debug!(%peer, "SMTP connection accepted");
+                // Replies are written once per batch: no reason to let Nagle delay them.
+                let _ = stream.set_nodelay(true);
+                let session = Session::new(stream, shared.clone(), peer, stop_rx.clone());
+                sessions.spawn(async move {
+                    let result = session.run().await;
+                    drop(permit);
+                    (peer, result)
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    tracing::info!(sessions = sessions.len(), "SMTP server stopping");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(done) = sessions.join_next().await {
+            log_join(done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "SMTP sessions still running after the grace period; aborting them"
+        );
+        sessions.shutdown().await;
+    }
+    tracing::info!("SMTP server stopped");
+}
+
+/// Logs how a session task ended.
+fn log_join(done: Result<(SocketAddr, Result<(), session::SessionError>), tokio::task::JoinError>) {
+    match done {
+        Ok((peer, Ok(()))) => tracing::debug!(%peer, "SMTP session closed"),
+        Ok((peer, Err(error))) => tracing::debug!(%peer, %error, "SMTP session ended"),
+        Err(error) => tracing::error!(%error, "SMTP session task failed"),
+    }
+}

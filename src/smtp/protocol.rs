@@ -1,0 +1,337 @@
+//! The SMTP state machine of one session: turns command lines into replies,
+//! collects the envelope and hands finished messages to the handler.
+//!
+//! It does no I/O: replies accumulate in an output buffer that the session
+//! writes out once per batch of input, which is what makes PIPELINING cheap.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use smtp_proto::{Error as ParseError, Request};
+
+use super::data::DataReceiver;
+use super::{Envelope, Shared};
+
+/// Whether the session goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Keep reading commands.
+    Continue,
+    /// The client said QUIT: send the output and close.
+    Quit,
+}
+
+/// The protocol state of one session.
+pub(super) struct Protocol {
+    /// Configuration, handler and pre-rendered replies.
+    shared: Arc<Shared>,
+    /// The client's address, for the envelope and the logs.
+    peer: SocketAddr,
+    /// Replies not yet written to the client.
+    out: Vec<u8>,
+    /// The HELO/EHLO name; `None` until the client introduced itself.
+    helo: Option<String>,
+    /// The reverse-path; `Some` once MAIL was accepted (a transaction is open).
+    mail_from: Option<String>,
+    /// The accepted recipients of the open transaction.
+    rcpt_to: Vec<String>,
+    /// Whether input is message content (after a 354) rather than commands.
+    in_data: bool,
+    /// Finds the end of the message content and unstuffs it.
+    data: DataReceiver,
+    /// The message content received so far.
+    message: Vec<u8>,
+}
+
+impl Protocol {
+    pub(super) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let data = DataReceiver::new(shared.config.max_message_size);
+        Self {
+            shared,
+            peer,
+            out: Vec::with_capacity(512),
+            helo: None,
+            mail_from: None,
+            rcpt_to: Vec::new(),
+            in_data: false,
+            data,
+            message: Vec::new(),
+        }
+    }
+
+    /// Replies waiting to be written.
+    pub(super) fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Forgets the replies once they are written.
+    pub(super) fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
+    /// Whether the input is message content.
+    pub(super) fn in_data(&self) -> bool {
+        self.in_data
+    }
+
+    /// Queues the 220 greeting.
+    pub(super) fn greet(&mut self) {
+        self.out.extend_from_slice(&self.shared.greeting);
+    }
+
+    /// Queues the reply for a read that timed out.
+    pub(super) fn idle_timeout(&mut self) {
+        let text = format!("{} idle timeout", self.shared.config.hostname);
+        self.reply(421, "4.4.2", &text);
+    }
+
+    /// Queues the reply for a session closed by the server's shutdown.
+    pub(super) fn shutting_down(&mut self) {
+        let text = format!("{} shutting down", self.shared.config.hostname);
+        self.reply(421, "4.3.2", &text);
+    }
+
+    /// Queues the reply for a command line over the length limit.
+    pub(super) fn line_too_long(&mut self) {
+        self.reply(500, "5.5.2", "line too long");
+    }
+
+    /// Handles one command line (LF included).
+    pub(super) fn command(&mut self, line: &[u8]) -> Flow {
+        match Request::parse(&mut line.iter()) {
+            Ok(request) => return self.request(request),
+            Err(ParseError::UnknownCommand) => self.reply(500, "5.5.1", "command not recognized"),
+            Err(ParseError::InvalidSenderAddress) => self.reply(501, "5.1.7", "bad sender address"),
+            Err(ParseError::InvalidRecipientAddress) => {
+                self.reply(501, "5.1.3", "bad recipient address")
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                self.reply(501, "5.5.2", &format!("syntax: {syntax}"))
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                self.reply(501, "5.5.4", &format!("invalid parameter {param}"))
+            }
+            Err(ParseError::UnsupportedParameter { param }) => {
+                self.reply(555, "5.5.4", &format!("unsupported parameter {param}"))
+            }
+            Err(_) => self.reply(501, "5.5.2", "syntax error"),
+        }
+        Flow::Continue
+    }
+
+    /// Handles one parsed command.
+    fn request(&mut self, request: Request<Cow<'_, str>>) -> Flow {
+        match request {
+            Request::Ehlo { host } => {
+                self.hello(host);
+                self.out.extend_from_slice(&self.shared.ehlo);
+            }
+            Request::Helo { host } => {
+                self.hello(host);
+                write_reply(&mut self.out, 250, "", &self.shared.config.hostname);
+            }
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    self.reply(503, "5.5.1", "send HELO/EHLO first");
+                } else if self.mail_from.is_some() {
+                    self.reply(503, "5.5.1", "sender already given");
+                } else if from.size > self.shared.config.max_message_size {
+                    self.reply(552, "5.3.4", "message size exceeds fixed limit");
+                } else {
+                    self.mail_from = Some(from.address.into_owned());
+                    self.reply(250, "2.1.0", "Ok");
+                }
+            }
+            Request::Rcpt { to } => self.recipient(&to.address),
+            Request::Data => {
+                if self.mail_from.is_none() {
+                    self.reply(503, "5.5.1", "need MAIL before DATA");
+                } else if self.rcpt_to.is_empty() {
+                    self.reply(503, "5.5.1", "need RCPT before DATA");
+                } else {
+                    self.in_data = true;
+                    self.data.reset();
+                    self.message.clear();
+                    self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+                }
+            }
+            Request::Rset => {
+                self.reset();
+                self.reply(250, "2.0.0", "Ok");
+            }
+            Request::Noop { .. } => self.reply(250, "2.0.0", "Ok"),
+            Request::Vrfy { .. } => self.reply(
+                252,
+                "2.5.0",
+                "cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Request::Help { .. } => self.reply(214, "2.0.0", "mail2sms: see RFC 5321"),
+            Request::Quit => {
+                let text = format!("{} closing connection", self.shared.config.hostname);
+                self.reply(221, "2.0.0", &text);
+                return Flow::Quit;
+            }
+            Request::Lhlo { .. }
+            | Request::Bdat { .. }
+            | Request::Auth { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::StartTls => self.reply(502, "5.5.1", "command not implemented"),
+        }
+        Flow::Continue
+    }
+
+    /// HELO/EHLO: records the name and starts afresh.
+    fn hello(&mut self, host: Cow<'_, str>) {
+        self.helo = Some(host.into_owned());
+        self.reset();
+    }
+
+    /// RCPT: accepts a recipient of one of our domains, within the limit.
+    fn recipient(&mut self, address: &str) {
+        let domains = &self.shared.config.domains;
+        let local = address
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domains.iter().any(|d| d.eq_ignore_ascii_case(domain)));
+        if self.mail_from.is_none() {
+            self.reply(503, "5.5.1", "need MAIL before RCPT");
+        } else if !local {
+            tracing::info!(peer = %self.peer, rcpt = address, "SMTP relaying denied");
+            self.reply(550, "5.7.1", "relaying denied");
+        } else if self.rcpt_to.len() >= self.shared.config.max_recipients {
+            self.reply(452, "4.5.3", "too many recipients");
+        } else {
+            self.rcpt_to.push(address.to_owned());
+            self.reply(250, "2.1.5", "Ok");
+        }
+    }
+
+    /// Consumes message content; returns the bytes consumed and whether the
+    /// message is complete (call [`Protocol::end_of_data`] then).
+    pub(super) fn receive(&mut self, input: &[u8]) -> (usize, bool) {
+        self.data.feed(input, &mut self.message)
+    }
+
+    /// Ends the DATA phase: hands the message to the handler (unless it was
+    /// too big), queues the reply and closes the transaction.
+    pub(super) async fn end_of_data(&mut self) {
+        self.in_data = false;
+        let envelope = Envelope {
+            mail_from: self.mail_from.take().unwrap_or_default(),
+            rcpt_to: std::mem::take(&mut self.rcpt_to),
+            helo: self.helo.clone().unwrap_or_default(),
+            peer: self.peer,
+        };
+        let size = self.data.size();
+        let (code, enhanced, text) = if self.data.oversized() {
+            (
+                552,
+                Cow::Borrowed("5.3.4"),
+                Cow::Borrowed("message too big"),
+            )
+        } else {
+            let message = std::mem::take(&mut self.message);
+            let reply = self.shared.handler.message(&envelope, message).await;
+            if (200..=599).contains(&reply.code) {
+                (
+                    reply.code,
+                    Cow::Owned(reply.enhanced),
+                    Cow::Owned(reply.text),
+                )
+            } else {
+                tracing::error!(
+                    code = reply.code,
+                    "SMTP handler returned an invalid reply code"
+                );
+                (451, Cow::Borrowed("4.3.0"), Cow::Borrowed("internal error"))
+            }
+        };
+        tracing::info!(
+            peer = %self.peer,
+            helo = %envelope.helo,
+            mail_from = %envelope.mail_from,
+            rcpts = envelope.rcpt_to.len(),
+            size,
+            code,
+            "SMTP message"
+        );
+        self.reply(code, &enhanced, &text);
+        // Keep the recipient list's allocation for the next transaction.
+        self.rcpt_to = envelope.rcpt_to;
+        self.rcpt_to.clear();
+    }
+
+    /// Aborts the open transaction, if any.
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.rcpt_to.clear();
+    }
+
+    /// Queues one reply.
+    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        write_reply(&mut self.out, code, enhanced, text);
+    }
+}
+
+/// Writes a reply (multi-line if `text` has several lines); `code` must be
+/// three digits. CRs and LFs cannot leak from `enhanced` or `text` into the
+/// protocol.
+fn write_reply(out: &mut Vec<u8>, code: u16, enhanced: &str, text: &str) {
+    let digits = [
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ];
+    let mut lines = text
+        .trim_end_matches(['\r', '\n'])
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .peekable();
+    while let Some(line) = lines.next() {
+        out.extend_from_slice(&digits);
+        out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+        if !enhanced.is_empty() {
+            push_clean(out, enhanced);
+            out.push(b' ');
+        }
+        push_clean(out, line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `text` with any CR or LF turned into a space.
+fn push_clean(out: &mut Vec<u8>, text: &str) {
+    let start = out.len();
+    out.extend_from_slice(text.as_bytes());
+    for byte in &mut out[start..] {
+        if matches!(byte, b'\r' | b'\n') {
+            *byte = b' ';
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_reply;
+
+    fn reply(code: u16, enhanced: &str, text: &str) -> String {
+        let mut out = Vec::new();
+        write_reply(&mut out, code, enhanced, text);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn replies_are_formatted() {
+        assert_eq!(reply(250, "2.0.0", "Ok"), "250 2.0.0 Ok\r\n");
+        assert_eq!(reply(354, "", "go"), "354 go\r\n");
+        assert_eq!(
+            reply(550, "5.7.1", "a\r\nb\n"),
+            "550-5.7.1 a\r\n550 5.7.1 b\r\n"
+        );
+        assert_eq!(reply(451, "4.3.0\r\n", "x\ry"), "451 4.3.0   x y\r\n");
+        assert_eq!(reply(250, "", ""), "250 \r\n");
+    }
+}

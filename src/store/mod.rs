@@ -1,0 +1,263 @@
+//! Durable state: accepted requests, their SMS jobs and the reply emails.
+//!
+//! The pipeline only talks to the [`Store`] trait, so that a PostgreSQL
+//! implementation (several daemons sharing one database) can sit beside the
+//! embedded SQLite one without touching the SMTP side or the dispatcher.
+//!
+//! Every write that the SMTP side waits on ([`Store::accept`]) is durable when
+//! it returns: the `250` is only sent after it.
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, StoreConfig};
+
+use crate::codes::{AckCode, Code};
+use async_trait::async_trait;
+
+/// Milliseconds since the Unix epoch: the store's clock unit.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Why the store could not do what was asked. Always transient from the
+/// sender's point of view: the SMTP side answers `451` and the MTA retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed (disk full, locked, I/O error).
+    #[error("store unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("store migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The store's writer task is gone (the daemon is shutting down).
+    #[error("store is shut down")]
+    Closed,
+    /// The store's directory could not be created.
+    #[error("store directory {path}: {source}")]
+    Directory {
+        /// The directory that could not be created.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// An email that passed every check, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// The account's name in the config: owner of the emailId namespace.
+    pub account: String,
+    /// The protocol's de-duplication key; `None` means "etatAck code 2, nothing sent".
+    pub email_id: Option<String>,
+    /// The email's Message-ID, kept for tracing a request back to its email.
+    pub message_id: Option<String>,
+    /// Who sent it (From: or envelope), kept for the record.
+    pub mail_from: String,
+    /// `<emetteur>`: the sender id the SMS go out with.
+    pub sender_id: Option<String>,
+    /// `<tracker>`: the sender's own reference, passed to the provider.
+    pub tracker: Option<String>,
+    /// `<emailAck>`: where etatAck goes (none: no etatAck).
+    pub email_ack: Option<String>,
+    /// `<emailNot>`: where etatNot goes (none: no etatNot).
+    pub email_not: Option<String>,
+    /// The SMS to send, or the request-level code refusing them all.
+    pub body: RequestBody,
+}
+
+/// What a request asks for once read.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    /// The whole email is refused with this code (23, 34, 6): etatAck 0,
+    /// etatNot with one `<etat>` holding it and an empty `<tel>`.
+    Refused(Code),
+    /// One entry per recipient, in the sender's order.
+    Messages(Vec<NewMessage>),
+}
+
+/// One recipient of a request.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The number as the sender wrote it: what etatNot reports in `<tel>`.
+    pub tel: String,
+    /// The E.164 number to send to, or the code that refuses this recipient
+    /// before any provider is asked.
+    pub number: Result<String, Code>,
+    /// The SMS text.
+    pub text: String,
+}
+
+/// What [`Store::accept`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded; `jobs` SMS are queued.
+    Queued {
+        /// The request's id in the store (shown in the `250` line).
+        request_id: i64,
+        /// How many SMS were queued for sending.
+        jobs: usize,
+    },
+    /// Another email with the same (account, emailId) was processed before:
+    /// nothing queued, etatAck code 1.
+    Duplicate,
+    /// No emailId: nothing queued, etatAck code 2.
+    NoEmailId,
+}
+
+/// One SMS claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job's id: also the client reference given to providers, so that
+    /// an interrupted send can be recognised afterwards.
+    pub id: i64,
+    /// The request it belongs to.
+    pub request_id: i64,
+    /// The account that sent it (selects the provider list).
+    pub account: String,
+    /// E.164 destination.
+    pub number: String,
+    /// The SMS text.
+    pub text: String,
+    /// The request's `<emetteur>`.
+    pub sender_id: Option<String>,
+    /// The request's `<tracker>`.
+    pub tracker: Option<String>,
+    /// The request's emailId.
+    pub email_id: String,
+    /// When the email was accepted: bounds how long retries may go on.
+    pub received_at: Millis,
+    /// Send attempts so far, this one included.
+    pub attempts: u32,
+    /// Which entry of the account's provider list to use.
+    pub provider_index: u32,
+}
+
+/// What happened to a claimed job; decided by `dispatch::classify`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// The provider took it.
+    Sent {
+        /// The job.
+        job_id: i64,
+        /// The provider's name in the config.
+        provider: String,
+        /// The provider's own id for the SMS.
+        provider_ref: String,
+    },
+    /// It will not be sent: the code goes into etatNot.
+    Failed {
+        /// The job.
+        job_id: i64,
+        /// The iSendPro code reported.
+        code: Code,
+        /// Why, in words (kept in the store and the log).
+        detail: String,
+        /// The provider that refused it, if any.
+        provider: Option<String>,
+    },
+    /// Try again later, possibly with another provider.
+    Retry {
+        /// The job.
+        job_id: i64,
+        /// When to try again.
+        at: Millis,
+        /// The provider list entry to use next time.
+        provider_index: u32,
+        /// Why the last try failed.
+        detail: String,
+    },
+}
+
+/// A reply email waiting to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingReply {
+    /// The reply's id in the store.
+    pub id: i64,
+    /// A key unique to this reply, even across databases, and stable across
+    /// retries: the Message-ID and the file name of `file://` replies.
+    pub key: String,
+    /// Where it goes.
+    pub to: String,
+    /// Send attempts so far, this one included.
+    pub attempts: u32,
+    /// What it says.
+    pub content: ReplyContent,
+}
+
+/// The content of a reply, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyContent {
+    /// etatAck.
+    Ack {
+        /// The request's emailId (`?` when absent).
+        email_id: Option<String>,
+        /// Whether the email was processed.
+        code: AckCode,
+    },
+    /// etatNot.
+    Not {
+        /// The request's emailId.
+        email_id: Option<String>,
+        /// One (code, tel as written) per recipient, in order.
+        etats: Vec<(Code, String)>,
+    },
+}
+
+/// What happened to a reply send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyOutcome {
+    /// Delivered to the transport.
+    Sent,
+    /// Try again at this time.
+    Retry {
+        /// When.
+        at: Millis,
+        /// Why the last try failed.
+        error: String,
+    },
+    /// Given up (permanent error): kept in the store with the error.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A job whose last send was interrupted (the daemon stopped mid-send).
+pub type InFlightJob = Job;
+
+/// The durable state behind the pipeline.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records an accepted email with its jobs and replies, atomically and
+    /// durably; de-duplicates on (account, emailId).
+    async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError>;
+
+    /// Claims up to `limit` jobs due at `now`, marking them as being sent.
+    async fn claim_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Records outcomes; a request whose last job ends gets its etatNot queued.
+    async fn record_outcomes(&self, outcomes: Vec<JobOutcome>) -> Result<(), StoreError>;
+
+    /// Jobs left "being sent" by a previous run: their outcome is unknown.
+    async fn in_flight_jobs(&self) -> Result<Vec<InFlightJob>, StoreError>;
+
+    /// Claims up to `limit` replies due at `now`.
+    async fn claim_replies(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<PendingReply>, StoreError>;
+
+    /// Records what happened to a reply.
+    async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError>;
+
+    /// Counts jobs per status (`queued`, `sending`, `sent`, `failed`), for
+    /// status output and tests.
+    async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}

@@ -1,0 +1,616 @@
+//! The embedded SQLite store.
+//!
+//! All writes go through one writer task owning one connection. It takes every
+//! operation waiting in its queue and runs them in a single transaction: one
+//! fsync covers many emails (group commit), which is what lets the SMTP side
+//! answer `250` only after a durable commit and still accept thousands of
+//! emails a second. An operation that fails is retried alone, so one bad
+//! request never makes its neighbours fail.
+
+use super::{
+    Accepted, InFlightJob, Job, JobOutcome, Millis, NewRequest, PendingReply, ReplyContent,
+    ReplyOutcome, RequestBody, Store, StoreError, now_millis,
+};
+use crate::codes::{AckCode, Code};
+use async_trait::async_trait;
+use serde::Deserialize;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, SqlSafeStr, SqlitePool};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The `[store]` table of the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// How long a write waits for a lock held by another process (e.g.
+    /// `mail2sms deliver` next to the daemon) before giving up with `451`.
+    pub busy_timeout_ms: u64,
+    /// The most operations committed in one transaction (group commit).
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("mail2sms-data/mail2sms.db"),
+            busy_timeout_ms: 5_000,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    /// Queue to the writer task, which owns the only writing connection.
+    writer: mpsc::Sender<Op>,
+    /// Read-only connections (WAL lets them read while the writer writes).
+    readers: SqlitePool,
+}
+
+/// One write operation and where its result goes.
+struct Op {
+    /// What to do; borrowed when run, so it can be run again alone.
+    kind: OpKind,
+    /// Who is waiting for the result.
+    reply: oneshot::Sender<Result<OpResult, StoreError>>,
+}
+
+enum OpKind {
+    Accept(NewRequest),
+    ClaimJobs { now: Millis, limit: usize },
+    Record(Vec<JobOutcome>),
+    ClaimReplies { now: Millis, limit: usize },
+    RecordReply { id: i64, outcome: ReplyOutcome },
+}
+
+enum OpResult {
+    Accepted(Accepted),
+    Jobs(Vec<Job>),
+    Replies(Vec<PendingReply>),
+    Done,
+}
+
+/// Migrations embedded in the binary, from `migrations/sqlite/`.
+fn migrator() -> Migrator {
+    let migrations = vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )];
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, resets replies
+    /// left half-sent, and starts the writer task.
+    pub async fn open(config: &StoreConfig) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+            .foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        migrator().run(&mut conn).await?;
+        sqlx::query("UPDATE replies SET status = 'pending' WHERE status = 'sending'")
+            .execute(&mut conn)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (writer, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_task(conn, rx, config.max_batch.max(1)));
+        Ok(SqliteStore { writer, readers })
+    }
+
+    async fn submit(&self, kind: OpKind) -> Result<OpResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Op { kind, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Runs queued operations in group-committed transactions until every
+/// sender is gone.
+async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        match run_batch(&mut conn, &batch).await {
+            Ok(results) => {
+                for (op, result) in batch.drain(..).zip(results) {
+                    let _ = op.reply.send(Ok(result));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(op) = batch.pop() {
+                    let _ = op.reply.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, ops = batch.len(), "group commit failed, retrying each alone");
+                for op in batch.drain(..) {
+                    let result = run_batch(&mut conn, std::slice::from_ref(&op))
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = op.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn run_batch(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        results.push(apply(&mut tx, &op.kind).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, StoreError> {
+    Ok(match kind {
+        OpKind::Accept(request) => OpResult::Accepted(accept(conn, request).await?),
+        OpKind::ClaimJobs { now, limit } => OpResult::Jobs(claim_jobs(conn, *now, *limit).await?),
+        OpKind::Record(outcomes) => {
+            for outcome in outcomes {
+                record_outcome(conn, outcome).await?;
+            }
+            OpResult::Done
+        }
+        OpKind::ClaimReplies { now, limit } => {
+            OpResult::Replies(claim_replies(conn, *now, *limit).await?)
+        }
+        OpKind::RecordReply { id, outcome } => {
+            record_reply(conn, *id, outcome).await?;
+            OpResult::Done
+        }
+    })
+}
+
+async fn insert_ack(
+    conn: &mut SqliteConnection,
+    to: &Option<String>,
+    email_id: &Option<String>,
+    code: AckCode,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    if let Some(to) = to {
+        sqlx::query(
+            "INSERT INTO replies (kind, recipient, email_id, ack_code, status, next_attempt_at, created_at)
+             VALUES ('ack', ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(to)
+        .bind(email_id)
+        .bind(i64::from(code.number()))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_not(
+    conn: &mut SqliteConnection,
+    request_id: i64,
+    to: &str,
+    email_id: &str,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO replies (kind, request_id, recipient, email_id, status, next_attempt_at, created_at)
+         VALUES ('not', ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(request_id)
+    .bind(to)
+    .bind(email_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Rows per multi-row INSERT of jobs (SQLite allows 32 766 bound values).
+const JOB_ROWS_PER_INSERT: usize = 500;
+
+async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted, StoreError> {
+    let now = now_millis();
+    let Some(email_id) = &r.email_id else {
+        insert_ack(conn, &r.email_ack, &None, AckCode::MissingEmailId, now).await?;
+        return Ok(Accepted::NoEmailId);
+    };
+    let (error_code, messages) = match &r.body {
+        RequestBody::Refused(code) => (Some(i64::from(code.0)), &[][..]),
+        RequestBody::Messages(m) => (None, &m[..]),
+    };
+    let queued = messages.iter().filter(|m| m.number.is_ok()).count();
+    let row = sqlx::query(
+        "INSERT INTO requests (account, email_id, received_at, message_id, mail_from, email_ack,
+                               email_not, error_code, pending_jobs, completed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (account, email_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&r.account)
+    .bind(email_id)
+    .bind(now)
+    .bind(&r.message_id)
+    .bind(&r.mail_from)
+    .bind(&r.email_ack)
+    .bind(&r.email_not)
+    .bind(error_code)
+    .bind(queued as i64)
+    .bind((queued == 0).then_some(now))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        insert_ack(conn, &r.email_ack, &r.email_id, AckCode::Duplicate, now).await?;
+        return Ok(Accepted::Duplicate);
+    };
+    let request_id: i64 = row.try_get(0)?;
+    for (chunk_index, chunk) in messages.chunks(JOB_ROWS_PER_INSERT).enumerate() {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO jobs (request_id, seq, tel, number, text, account, email_id, sender_id,
+                               tracker, received_at, status, code, detail, next_attempt_at, updated_at) ",
+        );
+        insert.push_values(chunk.iter().enumerate(), |mut row, (i, m)| {
+            let (number, status, code, detail) = match &m.number {
+                Ok(n) => (Some(n.as_str()), "queued", None, None),
+                Err(c) => (None, "failed", Some(i64::from(c.0)), Some(c.message())),
+            };
+            row.push_bind(request_id)
+                .push_bind((chunk_index * JOB_ROWS_PER_INSERT + i + 1) as i64)
+                .push_bind(m.tel.as_str())
+                .push_bind(number)
+                .push_bind(m.text.as_str())
+                .push_bind(r.account.as_str())
+                .push_bind(email_id.as_str())
+                .push_bind(r.sender_id.as_deref())
+                .push_bind(r.tracker.as_deref())
+                .push_bind(now)
+                .push_bind(status)
+                .push_bind(code)
+                .push_bind(detail)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    insert_ack(conn, &r.email_ack, &r.email_id, AckCode::Processed, now).await?;
+    if queued == 0
+        && let Some(to) = &r.email_not
+    {
+        insert_not(conn, request_id, to, email_id, now).await?;
+    }
+    Ok(Accepted::Queued {
+        request_id,
+        jobs: queued,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        request_id: row.try_get("request_id")?,
+        account: row.try_get("account")?,
+        number: row.try_get("number")?,
+        text: row.try_get("text")?,
+        sender_id: row.try_get("sender_id")?,
+        tracker: row.try_get("tracker")?,
+        email_id: row.try_get("email_id")?,
+        received_at: row.try_get("received_at")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        provider_index: row.try_get::<i64, _>("provider_index")? as u32,
+    })
+}
+
+const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index";
+
+async fn claim_jobs(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE jobs SET status = 'sending', attempts = attempts + 1, updated_at = ?1
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1
+                      ORDER BY next_attempt_at, id LIMIT ?2)
+         RETURNING id, request_id, account, number, text, sender_id, tracker, email_id,
+                   received_at, attempts, provider_index",
+    )
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut jobs = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
+}
+
+/// Marks a job final and, if it was its request's last one, completes the
+/// request and queues its etatNot. The `status = 'sending'` guard makes a
+/// repeated outcome harmless (never two etatNot).
+async fn finish_job(
+    conn: &mut SqliteConnection,
+    job_id: i64,
+    query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> Result<(), StoreError> {
+    let Some(row) = query.fetch_optional(&mut *conn).await? else {
+        tracing::warn!(job_id, "outcome for a job that is not being sent: ignored");
+        return Ok(());
+    };
+    let request_id: i64 = row.try_get(0)?;
+    let now = now_millis();
+    let done = sqlx::query(
+        "UPDATE requests SET pending_jobs = pending_jobs - 1,
+                completed_at = CASE WHEN pending_jobs = 1 THEN ?2 ELSE NULL END
+         WHERE id = ?1 RETURNING pending_jobs, email_not, email_id",
+    )
+    .bind(request_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let pending: i64 = done.try_get(0)?;
+    let email_not: Option<String> = done.try_get(1)?;
+    let email_id: String = done.try_get(2)?;
+    if pending == 0
+        && let Some(to) = email_not
+    {
+        insert_not(conn, request_id, &to, &email_id, now).await?;
+    }
+    Ok(())
+}
+
+async fn record_outcome(
+    conn: &mut SqliteConnection,
+    outcome: &JobOutcome,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    match outcome {
+        JobOutcome::Sent {
+            job_id,
+            provider,
+            provider_ref,
+        } => {
+            let q = sqlx::query(
+                "UPDATE jobs SET status = 'sent', code = 0, provider = ?, provider_ref = ?, updated_at = ?
+                 WHERE id = ? AND status = 'sending' RETURNING request_id",
+            )
+            .bind(provider)
+            .bind(provider_ref)
+            .bind(now)
+            .bind(job_id);
+            finish_job(conn, *job_id, q).await
+        }
+        JobOutcome::Failed {
+            job_id,
+            code,
+            detail,
+            provider,
+        } => {
+            let q = sqlx::query(
+                "UPDATE jobs SET status = 'failed', code = ?, detail = ?, provider = ?, updated_at = ?
+                 WHERE id = ? AND status = 'sending' RETURNING request_id",
+            )
+            .bind(i64::from(code.0))
+            .bind(detail)
+            .bind(provider)
+            .bind(now)
+            .bind(job_id);
+            finish_job(conn, *job_id, q).await
+        }
+        JobOutcome::Retry {
+            job_id,
+            at,
+            provider_index,
+            detail,
+        } => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', next_attempt_at = ?, provider_index = ?, detail = ?,
+                                 updated_at = ?
+                 WHERE id = ? AND status = 'sending'",
+            )
+            .bind(at)
+            .bind(i64::from(*provider_index))
+            .bind(detail)
+            .bind(now)
+            .bind(job_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn claim_replies(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    limit: usize,
+) -> Result<Vec<PendingReply>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE replies SET status = 'sending', attempts = attempts + 1
+         WHERE id IN (SELECT id FROM replies WHERE status = 'pending' AND next_attempt_at <= ?1
+                      ORDER BY next_attempt_at, id LIMIT ?2)
+         RETURNING id, kind, request_id, recipient, email_id, ack_code, attempts, created_at",
+    )
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut replies = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind: String = row.try_get("kind")?;
+        let email_id: Option<String> = row.try_get("email_id")?;
+        let content = if kind == "ack" {
+            let code: i64 = row.try_get("ack_code")?;
+            ReplyContent::Ack {
+                email_id,
+                code: AckCode::from_number(code as u16).unwrap_or(AckCode::Processed),
+            }
+        } else {
+            let request_id: i64 = row.try_get("request_id")?;
+            ReplyContent::Not {
+                email_id,
+                etats: etats(conn, request_id).await?,
+            }
+        };
+        let id: i64 = row.try_get("id")?;
+        let created_at: i64 = row.try_get("created_at")?;
+        replies.push(PendingReply {
+            id,
+            key: format!("{created_at}.{id}"),
+            to: row.try_get("recipient")?,
+            attempts: row.try_get::<i64, _>("attempts")? as u32,
+            content,
+        });
+    }
+    replies.sort_by_key(|r| r.id);
+    Ok(replies)
+}
+
+/// The etatNot lines of a request: one per job, or the request-level code.
+async fn etats(
+    conn: &mut SqliteConnection,
+    request_id: i64,
+) -> Result<Vec<(Code, String)>, StoreError> {
+    let error: Option<i64> = sqlx::query("SELECT error_code FROM requests WHERE id = ?")
+        .bind(request_id)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    if let Some(code) = error {
+        return Ok(vec![(Code(code as u16), String::new())]);
+    }
+    let rows = sqlx::query("SELECT code, tel FROM jobs WHERE request_id = ? ORDER BY seq")
+        .bind(request_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let code: Option<i64> = row.try_get(0)?;
+            Ok((
+                Code(code.unwrap_or(i64::from(Code::INTERNAL.0)) as u16),
+                row.try_get(1)?,
+            ))
+        })
+        .collect()
+}
+
+async fn record_reply(
+    conn: &mut SqliteConnection,
+    id: i64,
+    outcome: &ReplyOutcome,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    let query = match outcome {
+        ReplyOutcome::Sent => {
+            sqlx::query("UPDATE replies SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?")
+                .bind(now)
+                .bind(id)
+        }
+        ReplyOutcome::Retry { at, error } => sqlx::query(
+            "UPDATE replies SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
+        )
+        .bind(at)
+        .bind(error)
+        .bind(id),
+        ReplyOutcome::Failed { error } => {
+            sqlx::query("UPDATE replies SET status = 'failed', last_error = ? WHERE id = ?")
+                .bind(error)
+                .bind(id)
+        }
+    };
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError> {
+        match self.submit(OpKind::Accept(request)).await? {
+            OpResult::Accepted(a) => Ok(a),
+            _ => unreachable!("accept returns Accepted"),
+        }
+    }
+
+    async fn claim_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>, StoreError> {
+        match self.submit(OpKind::ClaimJobs { now, limit }).await? {
+            OpResult::Jobs(jobs) => Ok(jobs),
+            _ => unreachable!("claim_jobs returns Jobs"),
+        }
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<JobOutcome>) -> Result<(), StoreError> {
+        self.submit(OpKind::Record(outcomes)).await.map(|_| ())
+    }
+
+    async fn in_flight_jobs(&self) -> Result<Vec<InFlightJob>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'sending' ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn claim_replies(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<PendingReply>, StoreError> {
+        match self.submit(OpKind::ClaimReplies { now, limit }).await? {
+            OpResult::Replies(r) => Ok(r),
+            _ => unreachable!("claim_replies returns Replies"),
+        }
+    }
+
+    async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError> {
+        self.submit(OpKind::RecordReply { id, outcome })
+            .await
+            .map(|_| ())
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}

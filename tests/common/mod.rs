@@ -1,0 +1,341 @@
+//! Shared helpers for the integration tests: a daemon on port 0 in a
+//! temporary directory, a real SMTP client (lettre), and readers for what
+//! the daemon produced (outbox lines, reply emails).
+#![allow(dead_code)]
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::response::Response;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use mail2sms::app::{self, Running};
+use mail2sms::config::Config;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The spec's example key.
+pub const KEYID: &str = "a296464ce012b8ab710a";
+
+/// A configuration for tests: SMTP on 127.0.0.1:0, everything under `dir`.
+pub fn test_toml(dir: &Path) -> String {
+    format!(
+        r#"
+[smtp]
+listen = "127.0.0.1:0"
+hostname = "sms.example.com"
+domains = ["sms.example.com"]
+
+[store]
+path = "{dir}/mail2sms.db"
+
+[replies]
+from = "mail2sms@sms.example.com"
+transport = "file://{dir}/replies"
+
+[dispatch]
+poll_interval_ms = 50
+retry_initial_ms = 50
+retry_max_ms = 200
+
+[accounts.masociete]
+keyid = "{KEYID}"
+senders = ["ops@masociete.com", "@filiale.fr"]
+providers = ["outbox"]
+
+[providers.outbox]
+type = "outbox"
+path = "{dir}/outbox.jsonl"
+fsync = false
+"#,
+        dir = dir.display()
+    )
+}
+
+/// A daemon running in a temporary directory.
+pub struct TestApp {
+    /// Holds the files; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Where SMTP listens.
+    pub addr: SocketAddr,
+    /// The daemon (None once stopped).
+    pub running: Option<Running>,
+}
+
+impl TestApp {
+    /// A daemon on the test configuration.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A daemon on the test configuration changed by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config =
+            Config::parse(&test_toml(dir.path()), Path::new("test")).expect("test config");
+        tweak(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    /// Starts a daemon on `config` in `dir`.
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestApp {
+        let running = app::start(config.clone()).await.expect("daemon starts");
+        TestApp {
+            dir,
+            config,
+            addr: running.smtp_addr,
+            running: Some(running),
+        }
+    }
+
+    /// Stops the daemon and starts it again on the same files.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let running = app::start(self.config.clone())
+            .await
+            .expect("daemon restarts");
+        self.addr = running.smtp_addr;
+        self.running = Some(running);
+        self
+    }
+
+    /// Stops the daemon.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    /// A real SMTP client to the daemon.
+    pub fn client(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.addr.port())
+            .timeout(Some(Duration::from_secs(20)))
+            .build()
+    }
+
+    /// Sends raw message bytes from `from` to `sms@sms.example.com`.
+    pub async fn send(
+        &self,
+        from: &str,
+        raw: &[u8],
+    ) -> Result<Response, lettre::transport::smtp::Error> {
+        self.send_to(from, "sms@sms.example.com", raw).await
+    }
+
+    /// Sends raw message bytes with this envelope.
+    pub async fn send_to(
+        &self,
+        from: &str,
+        to: &str,
+        raw: &[u8],
+    ) -> Result<Response, lettre::transport::smtp::Error> {
+        let from = if from.is_empty() {
+            None
+        } else {
+            Some(from.parse().expect("from address"))
+        };
+        let envelope =
+            Envelope::new(from, vec![to.parse().expect("to address")]).expect("envelope");
+        self.client().send_raw(&envelope, raw).await
+    }
+
+    /// Sends the same message `n` times at once, each on its own
+    /// connection, and returns every result.
+    pub async fn send_concurrently(
+        &self,
+        from: &str,
+        raw: &[u8],
+        n: usize,
+    ) -> Vec<Result<Response, lettre::transport::smtp::Error>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+        for _ in 0..n {
+            let client = self.client();
+            let envelope = Envelope::new(
+                Some(from.parse().expect("from")),
+                vec!["sms@sms.example.com".parse().expect("to")],
+            )
+            .expect("envelope");
+            let raw = raw.to_vec();
+            let barrier = barrier.clone();
+            tasks.spawn(async move {
+                barrier.wait().await;
+                client.send_raw(&envelope, &raw).await
+            });
+        }
+        tasks.join_all().await
+    }
+
+    /// The outbox file.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.dir.path().join("outbox.jsonl")
+    }
+
+    /// Every outbox line so far.
+    pub fn outbox(&self) -> Vec<serde_json::Value> {
+        read_outbox(&self.outbox_path())
+    }
+
+    /// Waits until the outbox has at least `n` lines, and returns them.
+    pub async fn wait_outbox(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_until(|| {
+            let lines = self.outbox();
+            (lines.len() >= n).then_some(lines)
+        })
+        .await
+        .unwrap_or_else(|| panic!("outbox never reached {n} lines: {:?}", self.outbox()))
+    }
+
+    /// Every reply email written so far.
+    pub fn replies(&self) -> Vec<ReplyMail> {
+        read_replies(&self.dir.path().join("replies"))
+    }
+
+    /// Waits until at least `n` replies were written, and returns them.
+    pub async fn wait_replies(&self, n: usize) -> Vec<ReplyMail> {
+        wait_until(|| {
+            let r = self.replies();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("never got {n} replies: {:?}", self.replies()))
+    }
+
+    /// The replies sent to `to`.
+    pub async fn wait_reply_to(&self, to: &str) -> ReplyMail {
+        wait_until(|| self.replies().into_iter().find(|r| r.to == to))
+            .await
+            .unwrap_or_else(|| panic!("no reply to {to}: {:?}", self.replies()))
+    }
+}
+
+/// Polls `f` every 20 ms for up to 15 s.
+pub async fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..750 {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Reads an outbox file (missing: empty).
+pub fn read_outbox(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("outbox line is JSON"))
+        .collect()
+}
+
+/// A reply email as written by the `file://` transport.
+#[derive(Debug, Clone)]
+pub struct ReplyMail {
+    /// The To: header.
+    pub to: String,
+    /// The Subject: header.
+    pub subject: String,
+    /// The Content-Type: header.
+    pub content_type: String,
+    /// The body after quoted-printable decoding: the Latin-1 bytes.
+    pub body: Vec<u8>,
+    /// The file as written.
+    pub raw: String,
+}
+
+impl ReplyMail {
+    /// The body decoded from Latin-1, with CRLF turned into LF.
+    pub fn text(&self) -> String {
+        self.body
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>()
+            .replace("\r\n", "\n")
+    }
+}
+
+fn header(head: &str, name: &str) -> String {
+    head.split("\r\n")
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Reads every `.eml` in `dir`, in name order.
+pub fn read_replies(dir: &Path) -> Vec<ReplyMail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let raw = std::fs::read_to_string(p).expect("reply is ASCII (quoted-printable)");
+            let (head, body) = raw.split_once("\r\n\r\n").expect("headers and body");
+            ReplyMail {
+                to: header(head, "To"),
+                subject: header(head, "Subject"),
+                content_type: header(head, "Content-Type"),
+                body: decode_qp(body),
+                raw: raw.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Quoted-printable decoding (RFC 2045), written here independently of the
+/// daemon's encoder.
+pub fn decode_qp(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'=' if bytes[i + 1..].starts_with(b"\r\n") => i += 3,
+            b'=' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("QP escape"));
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// An email with a plain-text UTF-8 body, CRLF line ends.
+pub fn plain_email(from: &str, body: &str) -> Vec<u8> {
+    let body = body.replace("\r\n", "\n").replace('\n', "\r\n");
+    format!(
+        "From: {from}\r\nTo: sms@sms.example.com\r\nSubject: sms\r\nMessage-ID: <{}@masociete.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}",
+        fastrand::u64(..)
+    )
+    .into_bytes()
+}
+
+/// A one-recipient `<envoi>` body.
+pub fn envoi(num: &str, sms: &str, email_id: &str) -> String {
+    format!(
+        "<envoi>\n<keyid>{KEYID}</keyid>\n<num>{num}</num>\n<sms>{sms}</sms>\n<emailNot>not@masociete.com</emailNot>\n<emailAck>ack@masociete.com</emailAck>\n<emailId>{email_id}</emailId>\n</envoi>\n"
+    )
+}
+
+/// The Latin-1 bytes of `text` with LF turned into CRLF, as a reply body
+/// carries them.
+pub fn latin1_crlf(text: &str) -> Vec<u8> {
+    text.replace('\n', "\r\n")
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("Latin-1 text"))
+        .collect()
+}

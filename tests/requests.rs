@@ -1,0 +1,165 @@
+//! What one request asks for, end to end: de-duplication, request-level
+//! refusals, numbers, and the etatAck / etatNot codes that report them.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+async fn send_ok(app: &TestApp, body: &str) {
+    let response = app
+        .send("ops@masociete.com", &plain_email("ops@masociete.com", body))
+        .await
+        .expect("accepted");
+    assert!(response.is_positive());
+}
+
+#[tokio::test]
+async fn same_email_id_on_many_connections_is_processed_once() {
+    let app = TestApp::spawn().await;
+    let mail = plain_email("ops@masociete.com", &envoi("0601020304", "once", "dup-1"));
+    for result in app.send_concurrently("ops@masociete.com", &mail, 10).await {
+        assert!(result.expect("each copy gets 250").is_positive());
+    }
+    let acks = app.wait_replies(10 + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.outbox().len(), 1, "exactly one SMS");
+    let acks: Vec<_> = acks
+        .iter()
+        .filter(|r| r.to == "ack@masociete.com")
+        .collect();
+    assert_eq!(acks.len(), 10);
+    let processed = acks
+        .iter()
+        .filter(|a| a.text().contains("<code>0</code>"))
+        .count();
+    let duplicates: Vec<_> = acks
+        .iter()
+        .filter(|a| a.text().contains("<code>1</code>"))
+        .collect();
+    assert_eq!((processed, duplicates.len()), (1, 9));
+    assert!(duplicates[0].text().contains("<emailId>dup-1</emailId>"));
+    assert!(
+        duplicates[0]
+            .text()
+            .contains("<message>emailId deja traite</message>")
+    );
+}
+
+#[tokio::test]
+async fn missing_email_id_gets_ack_code_2_and_no_sms() {
+    let app = TestApp::spawn().await;
+    let body = envoi("0601020304", "x", "").replace("<emailId></emailId>\n", "");
+    send_ok(&app, &body).await;
+    let ack = app.wait_reply_to("ack@masociete.com").await;
+    assert_eq!(
+        ack.text(),
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<etatAck>\n<emailId>?</emailId>\n<code>2</code>\n<message>emailId non renseigne</message>\n</etatAck>\n"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.outbox().is_empty());
+    assert_eq!(app.replies().len(), 1, "no etatNot");
+}
+
+fn etat_not(email_id: &str, code: u16, tel: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<etatNot>\n<emailId>{email_id}</emailId>\n</etatNot>\n<etat>\n<code>{code}</code>\n<tel>{tel}</tel>\n<message>{message}</message>\n</etat>\n"
+    )
+}
+
+#[tokio::test]
+async fn more_than_500_numbers_is_code_23_for_the_whole_email() {
+    let app = TestApp::spawn().await;
+    let nums: String = (1..=501)
+        .map(|i| format!("<num{i}>06{:08}</num{i}>\n", i))
+        .collect();
+    let body = format!(
+        "<envoi>\n<keyid>{KEYID}</keyid>\n{nums}<sms>x</sms>\n<emailNot>not@masociete.com</emailNot>\n<emailAck>ack@masociete.com</emailAck>\n<emailId>big-501</emailId>\n</envoi>\n"
+    );
+    send_ok(&app, &body).await;
+    let ack = app.wait_reply_to("ack@masociete.com").await;
+    assert!(ack.text().contains("<code>0</code>"));
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert_eq!(
+        not.text(),
+        etat_not(
+            "big-501",
+            23,
+            "",
+            "Le nombre maximum de téléphones par requête est de 500"
+        )
+    );
+    assert!(app.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn smslong_not_an_integer_is_code_34() {
+    let app = TestApp::spawn().await;
+    let body =
+        envoi("0601020304", "x", "sl-1").replace("</envoi>", "<smslong>deux</smslong>\n</envoi>");
+    send_ok(&app, &body).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert_eq!(
+        not.text(),
+        etat_not("sl-1", 34, "", "La valeur de smslong doit être un entier !")
+    );
+    assert!(app.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn numbers_are_normalised_deduplicated_and_bad_ones_reported() {
+    let app = TestApp::spawn().await;
+    let body = format!(
+        "<envoi>\n<keyid>{KEYID}</keyid>\n<num1>06 01 02 03 04</num1>\n<num2>+33601020304</num2>\n<num3>0033601020305</num3>\n<num4>12345</num4>\n<num5></num5>\n<num6>+41 79 123 45 67</num6>\n<num7>0696123456</num7>\n<sms>hello</sms>\n<emailNot>not@masociete.com</emailNot>\n<emailId>nums-1</emailId>\n</envoi>\n"
+    );
+    send_ok(&app, &body).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    let text = not.text();
+    let lines = app.outbox();
+    let mut to: Vec<_> = lines
+        .iter()
+        .map(|l| l["to"].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "+33601020304",
+            "+33601020305",
+            "+41791234567",
+            "+596696123456"
+        ]
+    );
+    // The tel reported is the number as written; the duplicate is dropped.
+    assert!(text.contains("<tel1>06 01 02 03 04</tel1>"), "{text}");
+    assert!(!text.contains("+33601020304</tel"), "{text}");
+    assert!(text.contains("<code3>7</code3>\n<tel3>12345</tel3>\n<message3>Un numéro de téléphone est sur 10 chiffres</message3>"), "{text}");
+    assert!(text.contains("<code4>6</code4>\n<tel4></tel4>"), "{text}");
+    assert_eq!(text.matches("<code").count(), 6, "{text}");
+}
+
+#[tokio::test]
+async fn a_request_whose_numbers_are_all_bad_still_gets_its_etat_not() {
+    let app = TestApp::spawn().await;
+    send_ok(&app, &envoi("not-a-number", "x", "bad-1")).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert_eq!(
+        not.text(),
+        etat_not(
+            "bad-1",
+            7,
+            "not-a-number",
+            "Un numéro de téléphone est sur 10 chiffres"
+        )
+    );
+}
+
+#[tokio::test]
+async fn etat_not_waits_for_every_recipient() {
+    // With a provider that fails transiently twice, etatNot only comes once
+    // the retried SMS is sent, and says code 0.
+    let app = TestApp::spawn().await;
+    send_ok(&app, &envoi("0601020304", "x", "w-1")).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert!(not.text().contains("<code>0</code>"));
+    assert_eq!(app.outbox().len(), 1);
+}
