@@ -76,20 +76,35 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mail2sms: {e:#}");
+            eprintln!("mail2sms: {}", error_chain(&e));
             ExitCode::from(78) // EX_CONFIG
         }
     }
+}
+
+/// The error and its causes, skipping a cause its parent already quotes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let config = load(config.as_deref())?;
+            // Listen for SIGTERM before the port opens, so a stop request
+            // during start-up is a clean stop too.
+            let stop = terminate();
             let mut running = app::start(config).await?;
             tokio::select! {
                 _ = running.wait() => {}
-                _ = terminate() => tracing::info!("stopping"),
+                _ = stop => tracing::info!("stopping"),
             }
             running.stop().await;
             Ok(ExitCode::SUCCESS)
@@ -130,18 +145,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn terminate() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// Registers for SIGTERM and Ctrl-C now; the future completes on either.
+fn terminate() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
             }
-            return;
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -139,7 +139,7 @@ impl Pipeline {
     /// for `<>`), `raw` the message as received.
     pub async fn process(&self, envelope_from: &str, raw: Vec<u8>) -> Verdict {
         let parsed = if raw.len() >= PARSE_INLINE_MAX {
-            let limits = self.limits.clone();
+            let limits = self.limits;
             tokio::task::spawn_blocking(move || read_request(&raw, &limits))
                 .await
                 .unwrap_or_else(|e| Err(format!("internal error while reading the message: {e}")))
@@ -194,7 +194,7 @@ impl Pipeline {
                         if jobs > 0 {
                             self.dispatch_wake.notify_one();
                         }
-                        tracing::info!(account = %account.name, request_id, jobs, "request queued");
+                        tracing::debug!(account = %account.name, request_id, jobs, "request queued");
                         Verdict::Queued { request_id, jobs }
                     }
                     Accepted::Duplicate => {

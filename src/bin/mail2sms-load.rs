@@ -1249,3 +1249,81 @@ async fn run(args: Args) -> Result<bool> {
     println!("{out}");
     Ok(complete)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_311_260),
+            "Sun, 22 Nov 2026 01:34:20 +0000"
+        );
+    }
+
+    #[test]
+    fn numbers_are_distinct_french_mobiles() {
+        let mut seen = std::collections::HashSet::new();
+        for i in (1000..80_000_000).step_by(9_999_991).chain(0..1000) {
+            let n = MsgGen::number(i);
+            let b = n.as_bytes();
+            assert_eq!(b.len(), 10, "{n}");
+            assert!(n.starts_with("06") && b"01245678".contains(&b[2]), "{n}");
+            assert!(seen.insert(n));
+        }
+    }
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n.\r\n"), b"a\r\n..b\r\n..\r\n");
+        assert_eq!(dot_stuff(b"a"), b"a\r\n");
+    }
+
+    #[test]
+    fn message_shape() {
+        let g = MsgGen {
+            run_id: 42,
+            numeric_ids: false,
+            keyid: "k<1>".into(),
+            from: "load@load.test".into(),
+            to: "sms@sms.load.test".into(),
+            acks: true,
+            date: rfc5322_date(0),
+        };
+        let id = g.email_id(7);
+        assert_eq!(id, "42-7");
+        let d = String::from_utf8(g.data(7, &id)).unwrap();
+        assert!(
+            d.contains("\r\n\r\n<envoi>\r\n<keyid>k&lt;1&gt;</keyid>\r\n<num>0600000007</num>\r\n")
+        );
+        assert!(d.contains(
+            "<emailAck>ack@load.test</emailAck>\r\n<emailId>42-7</emailId>\r\n</envoi>\r\n"
+        ));
+        assert!(!d.replace("\r\n", "").contains('\n'));
+        let g = MsgGen {
+            numeric_ids: true,
+            ..g
+        };
+        assert_eq!(g.email_id(7), "420000007");
+        assert!(g.email_id(7).starts_with(&g.id_prefix()));
+    }
+
+    #[test]
+    fn tail_ingest() {
+        let mut t = TailState::default();
+        let now = Instant::now();
+        t.ingest(br#"{"to":"+33600000001","text":"x","email_id":"1-1","account":"a","sender_id":null,"tracker":null}"#, now);
+        t.ingest(br#"{"email_id":17}"#, now);
+        t.ingest(br#"{"email_id":"1-1"}"#, now);
+        t.ingest(b"garbage", now);
+        t.ingest(b"  ", now);
+        assert_eq!(t.lines, 4);
+        assert_eq!(t.invalid_json, 1);
+        assert_eq!(t.duplicates, 1);
+        assert!(t.seen.contains_key("1-1") && t.seen.contains_key("17"));
+        assert_eq!(t.missing_keys.get("to"), Some(&2));
+    }
+}

@@ -132,7 +132,7 @@ impl Config {
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string().trim_end().to_string(),
+            message: redact(e.to_string().trim_end()),
         })?;
         config.validate()?;
         Ok(config)
@@ -151,6 +151,9 @@ impl Config {
         }
         if self.smtp.domains.is_empty() {
             return Err(invalid("smtp.domains", "at least one domain is needed"));
+        }
+        if self.smtp.idle_timeout_secs == 0 {
+            return Err(invalid("smtp.idle_timeout_secs", "must be at least 1"));
         }
         if self.smtp.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
@@ -245,8 +248,180 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets wherever they appear.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "pass",
+    "access_token",
+    "token",
+    "secret",
+    "keyid",
+];
+
+/// Hides secrets in a parser message, which quotes the offending line: the
+/// password of any `scheme://user:password@host` URL, and the value of any
+/// `key = value` line whose key is a secret.
+pub fn redact(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let line = redact_url_passwords(line);
+            match line.split_once('=') {
+                Some((left, _))
+                    if SECRET_KEYS.iter().any(|k| {
+                        left.trim_end()
+                            .rsplit(|c: char| c.is_whitespace() || c == '|' || c == '.')
+                            .next()
+                            .is_some_and(|key| key.eq_ignore_ascii_case(k))
+                    }) =>
+                {
+                    format!("{left}= \"***\"")
+                }
+                _ => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`, everywhere in
+/// `text`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            out.push_str(&authority[..=colon]);
+            out.push_str("***");
+            out.push_str(&authority[at..]);
+        } else {
+            out.push_str(authority);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Shows the first four characters of a secret and hides the rest.
 pub fn mask(secret: &str) -> String {
     let shown: String = secret.chars().take(4).collect();
     format!("{shown}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:2525");
+        assert!(c.accounts.contains_key("demo"));
+    }
+
+    #[test]
+    fn example_file_is_valid_and_shows_the_contract_keys() {
+        let c = parse(include_str!("../../examples/mail2sms.toml")).unwrap();
+        let a = &c.accounts["masociete"];
+        assert_eq!(a.keyid, "a296464ce012b8ab710a");
+        assert_eq!(a.providers, ["outbox"]);
+        assert_eq!(c.store.path, PathBuf::from("/var/lib/mail2sms/mail2sms.db"));
+        assert_eq!(c.replies.transport, "smtp://127.0.0.1:25");
+    }
+
+    fn with(extra_smtp: &str, account: &str) -> String {
+        format!(
+            "[smtp]\n{extra_smtp}\n[replies]\nfrom = \"a@b.c\"\ntransport = \"file:///tmp/r\"\n\
+             [accounts.acme]\n{account}\n[providers.outbox]\ntype = \"outbox\"\npath = \"/tmp/o\"\n"
+        )
+    }
+
+    const ACCOUNT: &str = "keyid = \"k1\"\nsenders = [\"@acme.fr\"]\nproviders = [\"outbox\"]";
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (with("listen_typo = 1", ACCOUNT), "listen_typo"),
+            (
+                with("max_connections = \"many\"", ACCOUNT),
+                "max_connections",
+            ),
+            (with("listen = \"nowhere\"", ACCOUNT), "smtp.listen"),
+            (with("domains = []", ACCOUNT), "smtp.domains"),
+            (
+                with("", &ACCOUNT.replace("[\"outbox\"]", "[\"nope\"]")),
+                "accounts.acme.providers",
+            ),
+            (
+                with("", &ACCOUNT.replace("@acme.fr", "acme.fr")),
+                "accounts.acme.senders",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nregion = \"XX\"")),
+                "accounts.acme.region",
+            ),
+            (with("", &format!("{ACCOUNT}\ncolor = 1")), "color"),
+            (
+                with("idle_timeout_secs = 0", ACCOUNT),
+                "smtp.idle_timeout_secs",
+            ),
+            (
+                with("", ACCOUNT).replace("path = \"/tmp/o\"", "path = \"/tmp/o\"\nbogus = 1"),
+                "bogus",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = parse(&text).expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let twice = format!("{}[accounts.other]\n{ACCOUNT}\n", with("", ACCOUNT));
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(e.contains("keyid") && e.contains("same keyid"), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_type_is_an_error() {
+        let text = with("", ACCOUNT).replace("type = \"outbox\"", "type = \"carrier-pigeon\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("carrier-pigeon"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_never_quote_a_password() {
+        for bad in [
+            "transport = \"smtp://user:s3cr3tP4ss@127.0.0.1:25\" x",
+            "transport = \"file:///tmp/r\"\ntransport = \"smtp://u:s3cr3tP4ss@h\"",
+        ] {
+            let text = with("", ACCOUNT).replace("transport = \"file:///tmp/r\"", bad);
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(!e.contains("s3cr3tP4ss"), "{e}");
+            assert!(e.contains("line"), "{e}");
+        }
+        assert_eq!(
+            redact("  7 | password = \"hunter2\"\nsmtps://a:b@c/ and ftp://x@y"),
+            "  7 | password = \"***\"\nsmtps://a:***@c/ and ftp://x@y"
+        );
+    }
+
+    #[test]
+    fn summary_hides_the_keyid() {
+        let c = parse(&with("", &ACCOUNT.replace("k1", "secretkey123"))).unwrap();
+        let s = c.summary();
+        assert!(s.contains("account acme"));
+        assert!(!s.contains("secretkey123"));
+        assert!(s.contains("secr…"));
+    }
 }

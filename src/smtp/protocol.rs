@@ -256,6 +256,7 @@ impl Protocol {
             rcpts = envelope.rcpt_to.len(),
             size,
             code,
+            reply = %text,
             "SMTP message"
         );
         self.reply(code, &enhanced, &text);

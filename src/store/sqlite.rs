@@ -180,9 +180,7 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
         OpKind::Accept(request) => OpResult::Accepted(accept(conn, request).await?),
         OpKind::ClaimJobs { now, limit } => OpResult::Jobs(claim_jobs(conn, *now, *limit).await?),
         OpKind::Record(outcomes) => {
-            for outcome in outcomes {
-                record_outcome(conn, outcome).await?;
-            }
+            record_outcomes(conn, outcomes).await?;
             OpResult::Done
         }
         OpKind::ClaimReplies { now, limit } => {
@@ -359,99 +357,109 @@ async fn claim_jobs(
     Ok(jobs)
 }
 
-/// Marks a job final and, if it was its request's last one, completes the
-/// request and queues its etatNot. The `status = 'sending'` guard makes a
-/// repeated outcome harmless (never two etatNot).
-async fn finish_job(
+/// Records a batch of outcomes in a few set-based statements (the outcomes
+/// travel as one JSON parameter), whatever the batch size.
+///
+/// The `status = 'sending'` guard makes a repeated outcome harmless: a job is
+/// finished once, so its request's counter drops once and etatNot is queued
+/// once.
+async fn record_outcomes(
     conn: &mut SqliteConnection,
-    job_id: i64,
-    query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    outcomes: &[JobOutcome],
 ) -> Result<(), StoreError> {
-    let Some(row) = query.fetch_optional(&mut *conn).await? else {
-        tracing::warn!(job_id, "outcome for a job that is not being sent: ignored");
-        return Ok(());
-    };
-    let request_id: i64 = row.try_get(0)?;
     let now = now_millis();
-    let done = sqlx::query(
-        "UPDATE requests SET pending_jobs = pending_jobs - 1,
-                completed_at = CASE WHEN pending_jobs = 1 THEN ?2 ELSE NULL END
-         WHERE id = ?1 RETURNING pending_jobs, email_not, email_id",
+    let mut finals = Vec::new();
+    let mut retries = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            JobOutcome::Sent {
+                job_id,
+                provider,
+                provider_ref,
+            } => finals.push(serde_json::json!([
+                job_id,
+                "sent",
+                0,
+                null,
+                provider,
+                provider_ref
+            ])),
+            JobOutcome::Failed {
+                job_id,
+                code,
+                detail,
+                provider,
+            } => finals.push(serde_json::json!([
+                job_id, "failed", code.0, detail, provider, null
+            ])),
+            JobOutcome::Retry {
+                job_id,
+                at,
+                provider_index,
+                detail,
+            } => retries.push(serde_json::json!([job_id, at, provider_index, detail])),
+        }
+    }
+    if !retries.is_empty() {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
+                    provider_index = o.value ->> 2, detail = o.value ->> 3, updated_at = ?2
+             FROM json_each(?1) AS o
+             WHERE jobs.id = o.value ->> 0 AND jobs.status = 'sending'",
+        )
+        .bind(serde_json::Value::Array(retries).to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if finals.is_empty() {
+        return Ok(());
+    }
+    let final_count = finals.len();
+    let finished = sqlx::query(
+        "UPDATE jobs SET status = o.value ->> 1, code = o.value ->> 2, detail = o.value ->> 3,
+                provider = o.value ->> 4, provider_ref = o.value ->> 5, updated_at = ?2
+         FROM json_each(?1) AS o
+         WHERE jobs.id = o.value ->> 0 AND jobs.status = 'sending'
+         RETURNING jobs.request_id",
     )
-    .bind(request_id)
+    .bind(serde_json::Value::Array(finals).to_string())
     .bind(now)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let pending: i64 = done.try_get(0)?;
-    let email_not: Option<String> = done.try_get(1)?;
-    let email_id: String = done.try_get(2)?;
-    if pending == 0
-        && let Some(to) = email_not
-    {
-        insert_not(conn, request_id, &to, &email_id, now).await?;
+    let mut per_request: std::collections::BTreeMap<i64, i64> = Default::default();
+    for row in &finished {
+        *per_request.entry(row.try_get(0)?).or_default() += 1;
+    }
+    if finished.len() < final_count {
+        tracing::warn!(
+            ignored = final_count - finished.len(),
+            "outcomes for jobs that were not being sent: ignored"
+        );
+    }
+    let counts: Vec<[i64; 2]> = per_request.into_iter().map(|(id, n)| [id, n]).collect();
+    let completed = sqlx::query(
+        "UPDATE requests SET pending_jobs = pending_jobs - (d.value ->> 1),
+                completed_at = CASE WHEN pending_jobs = d.value ->> 1 THEN ?2 ELSE NULL END
+         FROM json_each(?1) AS d
+         WHERE requests.id = d.value ->> 0
+         RETURNING requests.id, requests.pending_jobs, requests.email_not, requests.email_id",
+    )
+    .bind(serde_json::to_string(&counts).unwrap_or_default())
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in completed {
+        let pending: i64 = row.try_get(1)?;
+        let email_not: Option<String> = row.try_get(2)?;
+        if pending == 0
+            && let Some(to) = email_not
+        {
+            let email_id: String = row.try_get(3)?;
+            insert_not(conn, row.try_get(0)?, &to, &email_id, now).await?;
+        }
     }
     Ok(())
-}
-
-async fn record_outcome(
-    conn: &mut SqliteConnection,
-    outcome: &JobOutcome,
-) -> Result<(), StoreError> {
-    let now = now_millis();
-    match outcome {
-        JobOutcome::Sent {
-            job_id,
-            provider,
-            provider_ref,
-        } => {
-            let q = sqlx::query(
-                "UPDATE jobs SET status = 'sent', code = 0, provider = ?, provider_ref = ?, updated_at = ?
-                 WHERE id = ? AND status = 'sending' RETURNING request_id",
-            )
-            .bind(provider)
-            .bind(provider_ref)
-            .bind(now)
-            .bind(job_id);
-            finish_job(conn, *job_id, q).await
-        }
-        JobOutcome::Failed {
-            job_id,
-            code,
-            detail,
-            provider,
-        } => {
-            let q = sqlx::query(
-                "UPDATE jobs SET status = 'failed', code = ?, detail = ?, provider = ?, updated_at = ?
-                 WHERE id = ? AND status = 'sending' RETURNING request_id",
-            )
-            .bind(i64::from(code.0))
-            .bind(detail)
-            .bind(provider)
-            .bind(now)
-            .bind(job_id);
-            finish_job(conn, *job_id, q).await
-        }
-        JobOutcome::Retry {
-            job_id,
-            at,
-            provider_index,
-            detail,
-        } => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'queued', next_attempt_at = ?, provider_index = ?, detail = ?,
-                                 updated_at = ?
-                 WHERE id = ? AND status = 'sending'",
-            )
-            .bind(at)
-            .bind(i64::from(*provider_index))
-            .bind(detail)
-            .bind(now)
-            .bind(job_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-    }
 }
 
 async fn claim_replies(

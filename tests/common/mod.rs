@@ -339,3 +339,16 @@ pub fn latin1_crlf(text: &str) -> Vec<u8> {
         .map(|c| u8::try_from(u32::from(c)).expect("Latin-1 text"))
         .collect()
 }
+
+/// An `<envoi>` body with one `<numN>` per number (the spec's multiple
+/// form), with emailNot / emailAck set as in [`envoi`].
+pub fn envoi_multi(nums: &[&str], sms: &str, email_id: &str) -> String {
+    let nums: String = nums
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("<num{i}>{n}</num{i}>\n", i = i + 1))
+        .collect();
+    format!(
+        "<envoi>\n<keyid>{KEYID}</keyid>\n{nums}<sms>{sms}</sms>\n<emailNot>not@masociete.com</emailNot>\n<emailAck>ack@masociete.com</emailAck>\n<emailId>{email_id}</emailId>\n</envoi>\n"
+    )
+}

@@ -1,0 +1,333 @@
+//! The command line, through the real binary: `deliver` (an MTA's pipe
+//! transport) and its sysexits codes, and `check-config`.
+
+mod common;
+use common::*;
+use mail2sms::config::Config;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const PASSWORD: &str = "s3cr3tP4ss";
+
+/// Runs `mail2sms ARGS` in `cwd` with `stdin` as its standard input.
+fn mail2sms(args: &[&str], cwd: &Path, stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mail2sms"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mail2sms");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    // A separate thread: the child may exit without reading (bad config).
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("wait for mail2sms");
+    let _ = writer.join();
+    output
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes `toml` as `dir/mail2sms.toml` and returns its path.
+fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("mail2sms.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// `mail2sms deliver --config FILE < message`.
+fn deliver(dir: &Path, config: &Path, message: &[u8]) -> Output {
+    mail2sms(
+        &["deliver", "--config", config.to_str().expect("utf-8 path")],
+        dir,
+        message,
+    )
+}
+
+/// `mail2sms check-config --config FILE` on `toml`.
+fn check_config(toml: &str) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), toml);
+    mail2sms(
+        &[
+            "check-config",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+        b"",
+    )
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    )
+}
+
+/// The test configuration with replies relayed through an SMTP server that
+/// needs a password.
+fn toml_with_password(dir: &Path) -> String {
+    let toml = test_toml(dir);
+    let file = format!("transport = \"file://{}/replies\"", dir.display());
+    assert!(toml.contains(&file));
+    toml.replace(
+        &file,
+        &format!("transport = \"smtp://user:{PASSWORD}@127.0.0.1:25\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_stores_the_request_for_the_daemon_to_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path(), &test_toml(dir.path()));
+    let message = plain_email(
+        "ops@masociete.com",
+        &envoi_multi(&["0601020304", "0601020305"], "par deliver", "cli-1"),
+    );
+
+    let first = deliver(dir.path(), &config_path, &message);
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    let out = stdout(&first);
+    assert!(out.starts_with("250 2.0.0 "), "{out}");
+    assert!(out.contains("(2 SMS)"), "{out}");
+    // deliver only stores: nothing is sent until the daemon runs.
+    assert!(read_outbox(&dir.path().join("outbox.jsonl")).is_empty());
+
+    // The same emailId again: accepted (exit 0), nothing more queued.
+    let again = deliver(dir.path(), &config_path, &message);
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    assert!(
+        stdout(&again).contains("already processed"),
+        "{}",
+        describe(&again)
+    );
+
+    let config = Config::load(&config_path).expect("config");
+    let mut app = TestApp::start_in(dir, config).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert!(
+        not.text().contains("<code1>0</code1>") && not.text().contains("<code2>0</code2>"),
+        "{}",
+        not.text()
+    );
+    app.stop().await;
+    let lines = app.outbox();
+    let mut to: Vec<&str> = lines.iter().map(|l| l["to"].as_str().unwrap()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["+33601020304", "+33601020305"]);
+    assert!(lines.iter().all(|l| l["text"] == "par deliver"));
+    let acks: Vec<String> = app
+        .replies()
+        .iter()
+        .filter(|r| r.to == "ack@masociete.com")
+        .map(|r| r.text())
+        .collect();
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert!(
+        acks.iter().any(|a| a.contains("<code>0</code>")),
+        "{acks:?}"
+    );
+    assert!(
+        acks.iter().any(|a| a.contains("<code>1</code>")),
+        "{acks:?}"
+    );
+}
+
+#[test]
+fn deliver_without_envoi_exits_65() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    let message = plain_email("ops@masociete.com", "Bonjour,\nun SMS au 0601020304 svp.\n");
+    let out = deliver(dir.path(), &config, &message);
+    assert_eq!(out.status.code(), Some(65), "{}", describe(&out));
+    assert!(stderr(&out).contains("550 5.6.0"), "{}", describe(&out));
+    assert!(stdout(&out).is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn deliver_with_an_unknown_keyid_exits_77() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    let body = envoi("0601020304", "x", "k-1").replace(KEYID, "not-a-key");
+    let out = deliver(
+        dir.path(),
+        &config,
+        &plain_email("ops@masociete.com", &body),
+    );
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(stderr(&out).contains("550 5.7.1"), "{}", describe(&out));
+    // A sender not allowed for the keyid is refused the same way.
+    let body = envoi("0601020304", "x", "k-2");
+    let out = deliver(
+        dir.path(),
+        &config,
+        &plain_email("intruder@evil.example", &body),
+    );
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+}
+
+#[test]
+fn deliver_with_the_store_unavailable_exits_75() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "u-1"));
+    let default_store = format!("path = \"{}/mail2sms.db\"", dir.path().display());
+    // A directory that cannot be created, and a file where a directory
+    // should be.
+    std::fs::write(dir.path().join("a-file"), "not a directory").expect("file");
+    let unusable = [
+        "/proc/nonexistent/x.db".to_string(),
+        format!("{}/a-file/x.db", dir.path().display()),
+    ];
+    for store in unusable {
+        let toml = test_toml(dir.path()).replace(&default_store, &format!("path = \"{store}\""));
+        assert!(toml.contains(&store));
+        let config = write_config(dir.path(), &toml);
+        let out = deliver(dir.path(), &config, &message);
+        assert_eq!(out.status.code(), Some(75), "{store}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("store"),
+            "{store}: {}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn check_config_summarises_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = check_config(&toml_with_password(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("account masociete"), "{text}");
+    assert!(text.contains("providers outbox"), "{text}");
+    assert!(text.contains("provider outbox"), "{text}");
+    assert!(text.contains("127.0.0.1:25"), "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+    let all = format!("{text}{}", stderr(&out));
+    assert!(!all.contains(KEYID), "the keyid is shown in full: {all}");
+    assert!(!all.contains(PASSWORD), "the password is shown: {all}");
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = test_toml(dir.path()).replace("[smtp]\n", "[smtp]\nlisten_typo = 1\n");
+    let out = check_config(&toml);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stderr(&out).contains("listen_typo"), "{}", describe(&out));
+    assert!(!stdout(&out).contains("configuration OK"));
+}
+
+#[test]
+fn check_config_names_an_account_whose_provider_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = test_toml(dir.path()).replace(
+        "providers = [\"outbox\"]",
+        "providers = [\"outbox\", \"nosuch\"]",
+    );
+    let out = check_config(&toml);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("accounts.masociete.providers") && err.contains("nosuch"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn check_config_names_a_bad_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = test_toml(dir.path()).replace("[smtp]\n", "[smtp]\nmax_connections = \"many\"\n");
+    let out = check_config(&toml);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("max_connections"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn check_config_errors_never_show_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = toml_with_password(dir.path());
+    let line = format!("transport = \"smtp://user:{PASSWORD}@127.0.0.1:25\"");
+    let broken = [
+        // A value the transport parser refuses.
+        (
+            "bad port",
+            good.replace("@127.0.0.1:25\"", "@127.0.0.1:smtp\""),
+        ),
+        // TOML syntax errors on the line holding the password: the parser's
+        // message quotes the line.
+        ("stray text", good.replace(&line, &format!("{line} x"))),
+        (
+            "duplicate key",
+            good.replace(&line, &format!("{line}\n{line}")),
+        ),
+    ];
+    for (what, toml) in broken {
+        let out = check_config(&toml);
+        assert_ne!(out.status.code(), Some(0), "{what}: {}", describe(&out));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !all.contains(PASSWORD),
+            "{what}: the password is shown: {all}"
+        );
+    }
+}
+
+#[test]
+fn check_config_without_a_file_checks_the_embedded_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = mail2sms(&["check-config"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("account demo"), "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+    assert!(!text.contains(KEYID), "{text}");
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mail2sms.toml");
+    assert!(
+        example.exists(),
+        "{} is missing: the documented example configuration",
+        example.display()
+    );
+    Config::load(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = mail2sms(
+        &[
+            "check-config",
+            "--config",
+            example.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("configuration OK"),
+        "{}",
+        describe(&out)
+    );
+}
