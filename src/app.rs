@@ -116,7 +116,12 @@ pub async fn start_with_listener(
         core.replies_wake.clone(),
     ));
     tasks.spawn(dispatcher.run(listen.clone()));
-    let replies = ReplySender::new(core.store.clone(), mailer, core.replies_wake.clone());
+    let replies = ReplySender::new(
+        &config.replies,
+        core.store.clone(),
+        mailer,
+        core.replies_wake.clone(),
+    );
     tasks.spawn(replies.run(listen.clone()));
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();

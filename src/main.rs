@@ -101,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Listen for SIGTERM before the port opens, so a stop request
             // during start-up is a clean stop too.
             let stop = terminate();
+            raise_fd_limit(config.smtp.max_connections);
             let mut running = app::start(config).await?;
             tokio::select! {
                 _ = running.wait() => {}
@@ -142,6 +143,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("configuration OK");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Raises the open-files limit to its hard maximum: each SMTP session is a
+/// descriptor, and the usual soft limit (1024) is below the default
+/// connection cap. Warns when even the hard limit is too low.
+fn raise_fd_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    let needed = max_connections as u64 + 64;
+    if (limit.rlim_cur as u64) < needed {
+        tracing::warn!(
+            open_files = limit.rlim_cur as u64,
+            needed,
+            "the open-files limit is below smtp.max_connections; raise LimitNOFILE"
+        );
     }
 }
 

@@ -191,3 +191,42 @@ async fn old_client_forms_are_accepted() {
     assert!(reply().await.starts_with("221"));
     assert_eq!(app.wait_outbox(1).await[0]["text"], "old client");
 }
+
+#[tokio::test]
+async fn idle_connections_do_not_block_others() {
+    let app = TestApp::spawn().await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mail = plain_email("ops@masociete.com", &envoi("0601020304", "busy", "idle-1"));
+    let ok = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.send("ops@masociete.com", &mail),
+    )
+    .await
+    .expect("served while 200 clients sit idle")
+    .expect("accepted");
+    assert!(ok.is_positive());
+    drop(idle);
+}
+
+#[tokio::test]
+async fn over_the_connection_cap_a_client_gets_421_at_once() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(|c| c.smtp.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"220");
+        held.push(s);
+    }
+    let mail = plain_email("ops@masociete.com", &envoi("0601020304", "x", "cap-1"));
+    let result = tokio::time::timeout(Duration::from_secs(5), app.send("ops@masociete.com", &mail))
+        .await
+        .expect("answered at once, not queued");
+    assert_eq!(code_of(&result), Some(421));
+    drop(held);
+}

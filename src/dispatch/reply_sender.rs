@@ -2,7 +2,7 @@
 //! transient failures with backoff; a reply is never dropped: a permanent
 //! failure stays in the store with its error.
 
-use crate::replies::{Etat, Mailer, ReplyBody};
+use crate::replies::{Etat, Mailer, RepliesConfig, ReplyBody};
 use crate::shutdown::Shutdown;
 use crate::store::{Millis, PendingReply, ReplyContent, ReplyOutcome, Store, now_millis};
 use std::sync::Arc;
@@ -12,8 +12,6 @@ use tokio::task::JoinSet;
 
 /// Replies claimed at once (and sent concurrently).
 const BATCH: usize = 32;
-/// Tries before a transiently failing reply is kept as failed.
-const MAX_ATTEMPTS: u32 = 20;
 /// How often due retries are looked for when nothing wakes the sender.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -25,15 +23,26 @@ pub struct ReplySender {
     mailer: Arc<Mailer>,
     /// Rung when replies are queued.
     wake: Arc<Notify>,
+    /// First retry delay, in milliseconds (`replies.retry_initial_ms`).
+    retry_initial_ms: u64,
+    /// Tries before giving up (`replies.max_attempts`).
+    max_attempts: u32,
 }
 
 impl ReplySender {
     /// A sender over this store and mailer.
-    pub fn new(store: Arc<dyn Store>, mailer: Arc<Mailer>, wake: Arc<Notify>) -> ReplySender {
+    pub fn new(
+        config: &RepliesConfig,
+        store: Arc<dyn Store>,
+        mailer: Arc<Mailer>,
+        wake: Arc<Notify>,
+    ) -> ReplySender {
         ReplySender {
             store,
             mailer,
             wake,
+            retry_initial_ms: config.retry_initial_ms.max(1),
+            max_attempts: config.max_attempts.max(1),
         }
     }
 
@@ -58,8 +67,9 @@ impl ReplySender {
             let mut sends = JoinSet::new();
             for reply in replies {
                 let mailer = self.mailer.clone();
+                let (initial, max) = (self.retry_initial_ms, self.max_attempts);
                 sends.spawn(async move {
-                    let outcome = send_one(&mailer, &reply).await;
+                    let outcome = send_one(&mailer, &reply, initial, max).await;
                     (reply.id, outcome)
                 });
             }
@@ -96,16 +106,21 @@ pub fn body(content: &ReplyContent) -> ReplyBody {
     }
 }
 
-async fn send_one(mailer: &Mailer, reply: &PendingReply) -> ReplyOutcome {
+async fn send_one(
+    mailer: &Mailer,
+    reply: &PendingReply,
+    retry_initial_ms: u64,
+    max_attempts: u32,
+) -> ReplyOutcome {
     match mailer
         .send(&reply.key, &reply.to, &body(&reply.content))
         .await
     {
         Ok(()) => ReplyOutcome::Sent,
-        Err(e) if e.is_transient() && reply.attempts < MAX_ATTEMPTS => {
+        Err(e) if e.is_transient() && reply.attempts < max_attempts => {
             tracing::warn!(reply = reply.id, to = %reply.to, error = %e, "reply failed, will retry");
             ReplyOutcome::Retry {
-                at: now_millis() + backoff(reply.attempts),
+                at: now_millis() + backoff(retry_initial_ms, reply.attempts),
                 error: e.to_string(),
             }
         }
@@ -118,9 +133,9 @@ async fn send_one(mailer: &Mailer, reply: &PendingReply) -> ReplyOutcome {
     }
 }
 
-/// 5 s doubling up to one hour, with jitter.
-fn backoff(attempts: u32) -> Millis {
-    let exp = 5_000u64
+/// `initial` doubling up to one hour, with jitter.
+fn backoff(initial: u64, attempts: u32) -> Millis {
+    let exp = initial
         .saturating_mul(1 << attempts.saturating_sub(1).min(20))
         .min(3_600_000);
     (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis

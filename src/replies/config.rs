@@ -31,6 +31,25 @@ pub struct RepliesConfig {
     /// take before the attempt counts as a transient failure.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// The first retry delay after a transient failure, in milliseconds; it
+    /// doubles on each try (with jitter) up to one hour.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Tries before a reply that keeps failing transiently is given up and
+    /// kept in the store as failed (with its last error), never silently
+    /// dropped. With the defaults, about 3 days of tries.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+/// The default of `replies.retry_initial_ms`.
+fn default_retry_initial_ms() -> u64 {
+    5_000
+}
+
+/// The default of `replies.max_attempts`.
+fn default_max_attempts() -> u32 {
+    80
 }
 
 /// The default of `replies.timeout_secs`.
@@ -45,6 +64,8 @@ impl fmt::Debug for RepliesConfig {
             .field("transport", &redact_url(&self.transport))
             .field("templates", &self.templates)
             .field("timeout_secs", &self.timeout_secs)
+            .field("retry_initial_ms", &self.retry_initial_ms)
+            .field("max_attempts", &self.max_attempts)
             .finish()
     }
 }

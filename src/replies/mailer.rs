@@ -218,7 +218,7 @@ mod tests {
         <etat2>\r\n<code2>12</code2>\r\n<tel2>0601020305</tel2>\r\n\
         <message2>Votre cr\xE9dit de MT est \xE9puis\xE9</message2>\r\n</etat2>\r\n\
         <etat3>\r\n<code3>24</code3>\r\n<tel3>+33601020306</tel3>\r\n\
-        <message3>Pas d&apos;envoi commercial entre 20h et 08h, ni les dimanches et jours \
+        <message3>Pas d'envoi commercial entre 20h et 08h, ni les dimanches et jours \
         f\xE9ri\xE9s</message3>\r\n</etat3>\r\n";
 
     fn config(transport: &str) -> RepliesConfig {
@@ -227,6 +227,8 @@ mod tests {
             transport: transport.into(),
             templates: None,
             timeout_secs: 5,
+            retry_initial_ms: 5_000,
+            max_attempts: 80,
         }
     }
 

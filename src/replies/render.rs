@@ -374,11 +374,11 @@ mod tests {
             })
             .expect("render");
         assert!(
-            xml.contains("<emailId>a&amp;b&lt;c&gt;&quot;d&apos;e/f</emailId>"),
+            xml.contains(r#"<emailId>a&amp;b&lt;c&gt;"d'e/f</emailId>"#),
             "{xml}"
         );
         assert!(xml.contains("<tel>&lt;06&gt;/&amp;</tel>"), "{xml}");
-        // The annex's apostrophes are escaped too (code 14: "L'adresse IP").
+        // The annex's apostrophes stay as the spec writes them (code 14).
         let xml = t
             .render(&ReplyBody::Not {
                 email_id: None,
@@ -386,7 +386,7 @@ mod tests {
             })
             .expect("render");
         assert!(
-            xml.contains("<message>L&apos;adresse IP n&apos;est pas autorisée</message>"),
+            xml.contains("<message>L'adresse IP n'est pas autorisée</message>"),
             "{xml}"
         );
     }

@@ -3,9 +3,12 @@
 //! The templates' formatter applies it to every `{{ value }}` (see
 //! [`render`](super::render)), so an operator editing a template cannot
 //! forget it. Unlike MiniJinja's HTML escaping it leaves `/` alone: the
-//! spec's clients read `0601020304`, not `&#x2f;`.
+//! spec's clients read `0601020304`, not `&#x2f;`. Values only ever stand
+//! in element content, so quotes and apostrophes stay as they are: the
+//! annex's messages ("L'adresse IP n'est pas autorisée") read as the spec
+//! writes them.
 
-/// Escapes `&`, `<`, `>`, `"` and `'`, and replaces the control characters
+/// Escapes `&`, `<` and `>`, and replaces the control characters
 /// XML 1.0 forbids (all of C0 but tab, LF and CR) with `?`.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -14,8 +17,6 @@ pub fn escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             '\t' | '\n' | '\r' => out.push(c),
             c if c < ' ' => out.push('?'),
             c => out.push(c),
@@ -29,11 +30,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_the_five_and_keeps_slash() {
-        assert_eq!(
-            escape(r#"a&b<c>"d'e/f é"#),
-            "a&amp;b&lt;c&gt;&quot;d&apos;e/f é"
-        );
+    fn escapes_markup_and_keeps_slash_and_quotes() {
+        assert_eq!(escape(r#"a&b<c>"d'e/f é"#), r#"a&amp;b&lt;c&gt;"d'e/f é"#);
         assert_eq!(escape("x\u{1}y\tz"), "x?y\tz");
     }
 }
