@@ -165,9 +165,9 @@ fn raise_fd_limit(max_connections: usize) {
         }
     }
     let needed = max_connections as u64 + 64;
-    if (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur < needed {
         tracing::warn!(
-            open_files = limit.rlim_cur as u64,
+            open_files = limit.rlim_cur,
             needed,
             "the open-files limit is below smtp.max_connections; raise LimitNOFILE"
         );
