@@ -123,6 +123,13 @@ pub async fn start_with_listener(
         core.replies_wake.clone(),
     );
     tasks.spawn(replies.run(listen.clone()));
+    if config.store.retention_days > 0 {
+        tasks.spawn(purge_loop(
+            core.store.clone(),
+            config.store.retention_days,
+            listen.clone(),
+        ));
+    }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
     let mut smtp_stop: Shutdown = listen;
@@ -139,6 +146,25 @@ pub async fn start_with_listener(
         trigger,
         tasks,
     })
+}
+
+/// Applies `store.retention_days` at start-up and then every hour.
+async fn purge_loop(store: Arc<dyn Store>, days: u64, mut shutdown: Shutdown) {
+    let keep = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    loop {
+        match store
+            .purge(crate::store::now_millis().saturating_sub(keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(requests = n, "retention: old requests purged"),
+            Err(e) => tracing::error!(error = %e, "retention: purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 impl Running {

@@ -245,3 +245,51 @@ async fn stop_and_start_in_the_middle_of_traffic_sends_each_sms_once() {
         assert_eq!(line["text"], format!("sms {i}"));
     }
 }
+
+#[tokio::test]
+async fn retention_forgets_finished_requests_and_their_email_ids() {
+    use mail2sms::store::Store;
+    let app = TestApp::spawn().await;
+    let mail = plain_email("ops@masociete.com", &envoi("0601020304", "first", "ret-1"));
+    app.send("ops@masociete.com", &mail)
+        .await
+        .expect("accepted");
+    app.wait_reply_to("not@masociete.com").await;
+    let store = app.running.as_ref().unwrap().store.clone();
+    // Nothing older than an hour ago: nothing purged, still a duplicate.
+    assert_eq!(
+        store
+            .purge(mail2sms::store::now_millis() - 3_600_000)
+            .await
+            .unwrap(),
+        0
+    );
+    let again = app
+        .send("ops@masociete.com", &mail)
+        .await
+        .expect("accepted");
+    assert!(
+        again.message().any(|l| l.contains("already processed")),
+        "{again:?}"
+    );
+    // Everything finished before now (once its replies are settled):
+    // forgotten, the emailId is new again.
+    let mut purged = 0;
+    for _ in 0..100 {
+        purged = store
+            .purge(mail2sms::store::now_millis() + 1)
+            .await
+            .unwrap();
+        if purged > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(purged, 1);
+    let fresh = app
+        .send("ops@masociete.com", &mail)
+        .await
+        .expect("accepted");
+    assert!(fresh.message().any(|l| l.contains("queued")), "{fresh:?}");
+    assert_eq!(app.wait_outbox(2).await.len(), 2);
+}

@@ -257,6 +257,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records what happened to a reply.
     async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError>;
 
+    /// Forgets requests finished before `before` (retention); returns how
+    /// many. Their emailIds may then be used again.
+    async fn purge(&self, before: Millis) -> Result<u64, StoreError>;
+
     /// Counts jobs per status (`queued`, `sending`, `sent`, `failed`), for
     /// status output and tests.
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;

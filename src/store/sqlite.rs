@@ -36,6 +36,10 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// The most operations committed in one transaction (group commit).
     pub max_batch: usize,
+    /// Days a finished request (all SMS and replies settled) is kept; its
+    /// emailId is refused as a duplicate for that long. 0 keeps everything
+    /// forever (the spec's "an emailId is processed once").
+    pub retention_days: u64,
 }
 
 impl Default for StoreConfig {
@@ -44,6 +48,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("mail2sms-data/mail2sms.db"),
             busy_timeout_ms: 5_000,
             max_batch: 512,
+            retention_days: 0,
         }
     }
 }
@@ -70,12 +75,14 @@ enum OpKind {
     Record(Vec<JobOutcome>),
     ClaimReplies { now: Millis, limit: usize },
     RecordReply { id: i64, outcome: ReplyOutcome },
+    Purge { before: Millis },
 }
 
 enum OpResult {
     Accepted(Accepted),
     Jobs(Vec<Job>),
     Replies(Vec<PendingReply>),
+    Purged(u64),
     Done,
 }
 
@@ -190,6 +197,7 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
             record_reply(conn, *id, outcome).await?;
             OpResult::Done
         }
+        OpKind::Purge { before } => OpResult::Purged(purge(conn, *before).await?),
     })
 }
 
@@ -564,6 +572,29 @@ async fn record_reply(
     Ok(())
 }
 
+/// Deletes requests finished before `before` whose replies are all settled
+/// (their jobs and replies go with them), and settled etatAck-only replies.
+async fn purge(conn: &mut SqliteConnection, before: Millis) -> Result<u64, StoreError> {
+    let requests = sqlx::query(
+        "DELETE FROM requests WHERE completed_at IS NOT NULL AND completed_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM replies
+                           WHERE replies.request_id = requests.id
+                             AND replies.status IN ('pending', 'sending'))",
+    )
+    .bind(before)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM replies WHERE request_id IS NULL AND status IN ('sent', 'failed')
+           AND created_at < ?1",
+    )
+    .bind(before)
+    .execute(&mut *conn)
+    .await?;
+    Ok(requests)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError> {
@@ -610,6 +641,13 @@ impl Store for SqliteStore {
         self.submit(OpKind::RecordReply { id, outcome })
             .await
             .map(|_| ())
+    }
+
+    async fn purge(&self, before: Millis) -> Result<u64, StoreError> {
+        match self.submit(OpKind::Purge { before }).await? {
+            OpResult::Purged(n) => Ok(n),
+            _ => unreachable!("purge returns Purged"),
+        }
     }
 
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
