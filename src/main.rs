@@ -1,6 +1,5 @@
 //! The `mail2sms` command.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mail2sms::app;
 use mail2sms::config::Config;
@@ -112,10 +111,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deliver { config, from } => {
             let config = load(config.as_deref())?;
+            let max = config.smtp.max_message_size;
             let mut raw = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut raw)
-                .context("reading the message on standard input")?;
+            if let Err(e) = std::io::stdin().take(max as u64 + 1).read_to_end(&mut raw) {
+                eprintln!("mail2sms: reading the message on standard input: {e}");
+                return Ok(ExitCode::from(74)); // EX_IOERR
+            }
+            if raw.len() > max {
+                eprintln!("552 5.3.4 message larger than smtp.max_message_size ({max} bytes)");
+                return Ok(ExitCode::from(65)); // EX_DATAERR
+            }
             let core = match app::Core::open(&config).await {
                 Ok(core) => core,
                 Err(e) => {

@@ -53,11 +53,14 @@ impl Verdict {
                 "2.0.0",
                 format!("Ok: queued as {request_id} ({jobs} SMS)"),
             ),
-            Verdict::Duplicate { email_id } => (
-                250,
-                "2.0.0",
-                format!("Ok: emailId {email_id} already processed, nothing sent (etatAck 1)"),
-            ),
+            Verdict::Duplicate { email_id } => {
+                let shown: String = email_id.chars().take(64).collect();
+                (
+                    250,
+                    "2.0.0",
+                    format!("Ok: emailId {shown} already processed, nothing sent (etatAck 1)"),
+                )
+            }
             Verdict::NoEmailId => (
                 250,
                 "2.0.0",
@@ -116,7 +119,7 @@ impl Pipeline {
             .iter()
             .map(|(name, a)| {
                 (
-                    a.keyid.clone(),
+                    a.keyid.trim().to_string(),
                     Account {
                         name: name.clone(),
                         config: a.clone(),
@@ -138,17 +141,20 @@ impl Pipeline {
     /// Processes one email: `envelope_from` is the SMTP `MAIL FROM` (empty
     /// for `<>`), `raw` the message as received.
     pub async fn process(&self, envelope_from: &str, raw: Vec<u8>) -> Verdict {
-        let parsed = if raw.len() >= PARSE_INLINE_MAX {
+        let raw_len = raw.len();
+        let parsed = if raw_len >= PARSE_INLINE_MAX {
             let limits = self.limits;
-            tokio::task::spawn_blocking(move || read_request(&raw, &limits))
-                .await
-                .unwrap_or_else(|e| Err(format!("internal error while reading the message: {e}")))
+            tokio::task::spawn_blocking(move || read_request(&raw, &limits)).await
         } else {
-            read_request(&raw, &self.limits)
+            Ok(read_request(&raw, &self.limits))
         };
         let (mail_from_header, message_id, request) = match parsed {
-            Ok(ok) => ok,
-            Err(reason) => return Verdict::Unreadable(reason),
+            Ok(Ok(ok)) => ok,
+            Ok(Err(reason)) => return Verdict::Unreadable(reason),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a message failed");
+                return Verdict::Unavailable("internal error, try again later".to_string());
+            }
         };
         let Some(account) = self.accounts.get(request.keyid.trim()) else {
             return Verdict::Unauthorized("unknown keyid".to_string());
@@ -163,16 +169,36 @@ impl Pipeline {
         }
         let body = match request.recipients {
             Err(code) => RequestBody::Refused(code),
-            Ok(recipients) => RequestBody::Messages(
-                request::resolve(recipients, &account.config.region)
-                    .into_iter()
-                    .map(|r| NewMessage {
-                        tel: r.tel,
-                        number: r.number.map(|n| n.as_str().to_string()),
-                        text: r.text,
-                    })
-                    .collect(),
-            ),
+            Ok(recipients) => {
+                let region = account.config.region.clone();
+                let resolve = move || {
+                    request::resolve(recipients, &region)
+                        .into_iter()
+                        .map(|r| NewMessage {
+                            tel: r.tel,
+                            number: r.number.map(|n| n.as_str().to_string()),
+                            text: r.text,
+                            duplicate_of: r.duplicate_of,
+                        })
+                        .collect()
+                };
+                // A long mobiles.csv means many number parses: off the
+                // async workers, like its parsing.
+                let messages = if raw_len >= PARSE_INLINE_MAX {
+                    match tokio::task::spawn_blocking(resolve).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::error!(error = %e, "resolving numbers failed");
+                            return Verdict::Unavailable(
+                                "internal error, try again later".to_string(),
+                            );
+                        }
+                    }
+                } else {
+                    resolve()
+                };
+                RequestBody::Messages(messages)
+            }
         };
         let email_id = request.email_id.clone();
         let new = NewRequest {

@@ -161,6 +161,25 @@ fn deliver_without_envoi_exits_65() {
 }
 
 #[test]
+fn deliver_refuses_a_message_over_the_size_limit_with_65() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = test_toml(dir.path()).replace(
+        "domains = [\"sms.example.com\"]",
+        "domains = [\"sms.example.com\"]\nmax_message_size = 2000",
+    );
+    let config = write_config(dir.path(), &toml);
+    let mut body = envoi("0601020304", "x", "big-deliver");
+    body.push_str(&"filler line\n".repeat(400));
+    let out = deliver(
+        dir.path(),
+        &config,
+        &plain_email("ops@masociete.com", &body),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", describe(&out));
+    assert!(stderr(&out).contains("552 5.3.4"), "{}", describe(&out));
+}
+
+#[test]
 fn deliver_with_an_unknown_keyid_exits_77() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &test_toml(dir.path()));

@@ -60,6 +60,32 @@ async fn missing_email_id_gets_ack_code_2_and_no_sms() {
     assert_eq!(app.replies().len(), 1, "no etatNot");
 }
 
+#[tokio::test]
+async fn empty_email_id_is_no_email_id_every_time() {
+    let app = TestApp::spawn().await;
+    for _ in 0..2 {
+        let mail = plain_email("ops@masociete.com", &envoi("0601020304", "x", " "));
+        let response = app
+            .send("ops@masociete.com", &mail)
+            .await
+            .expect("accepted");
+        assert!(
+            response.message().any(|l| l.contains("no emailId")),
+            "{response:?}"
+        );
+    }
+    let acks = app.wait_replies(2).await;
+    for ack in &acks {
+        assert!(
+            ack.text().contains("<emailId>?</emailId>\n<code>2</code>"),
+            "{}",
+            ack.text()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(app.outbox().is_empty());
+}
+
 fn etat_not(email_id: &str, code: u16, tel: &str, message: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<etatNot>\n<emailId>{email_id}</emailId>\n</etatNot>\n<etat>\n<code>{code}</code>\n<tel>{tel}</tel>\n<message>{message}</message>\n</etat>\n"
@@ -129,12 +155,21 @@ async fn numbers_are_normalised_deduplicated_and_bad_ones_reported() {
             "+596696123456"
         ]
     );
-    // The tel reported is the number as written; the duplicate is dropped.
-    assert!(text.contains("<tel1>06 01 02 03 04</tel1>"), "{text}");
-    assert!(!text.contains("+33601020304</tel"), "{text}");
-    assert!(text.contains("<code3>7</code3>\n<tel3>12345</tel3>\n<message3>Un numéro de téléphone est sur 10 chiffres</message3>"), "{text}");
-    assert!(text.contains("<code4>6</code4>\n<tel4></tel4>"), "{text}");
-    assert_eq!(text.matches("<code").count(), 6, "{text}");
+    // One etat per number given, in order, each with the tel as written;
+    // the repeated number got no SMS of its own but its first one's code.
+    assert_eq!(lines.len(), 4, "one SMS per distinct number");
+    assert!(
+        text.contains("<code1>0</code1>\n<tel1>06 01 02 03 04</tel1>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<code2>0</code2>\n<tel2>+33601020304</tel2>"),
+        "{text}"
+    );
+    assert!(text.contains("<code4>7</code4>\n<tel4>12345</tel4>\n<message4>Un numéro de téléphone est sur 10 chiffres</message4>"), "{text}");
+    assert!(text.contains("<code5>6</code5>\n<tel5></tel5>"), "{text}");
+    assert!(text.contains("<tel7>0696123456</tel7>"), "{text}");
+    assert_eq!(text.matches("<code").count(), 7, "{text}");
 }
 
 #[tokio::test]
@@ -151,15 +186,4 @@ async fn a_request_whose_numbers_are_all_bad_still_gets_its_etat_not() {
             "Un numéro de téléphone est sur 10 chiffres"
         )
     );
-}
-
-#[tokio::test]
-async fn etat_not_waits_for_every_recipient() {
-    // With a provider that fails transiently twice, etatNot only comes once
-    // the retried SMS is sent, and says code 0.
-    let app = TestApp::spawn().await;
-    send_ok(&app, &envoi("0601020304", "x", "w-1")).await;
-    let not = app.wait_reply_to("not@masociete.com").await;
-    assert!(not.text().contains("<code>0</code>"));
-    assert_eq!(app.outbox().len(), 1);
 }

@@ -40,6 +40,7 @@ fn request(email_id: &str) -> NewRequest {
                     tel: (*tel).into(),
                     number: Ok((*e164).into()),
                     text: format!("restart {email_id}"),
+                    duplicate_of: None,
                 })
                 .collect(),
         ),
@@ -158,18 +159,27 @@ async fn interrupted_sends_are_settled_exactly_once() {
             [("sending".to_string(), 3)]
         );
         let first = &claimed[0];
+        let store_id = store.instance_id().to_string();
         let mut file = std::fs::File::create(&outbox_path).expect("outbox");
-        // The Outbox's shape: one JSON object, `job` first, then `\n`.
+        // An older line from another database with the same job number:
+        // it must not count.
         writeln!(
             file,
-            "{{\"job\":{},\"to\":\"{}\",\"text\":\"{}\",\"sender_id\":\"MaSociete\",\"account\":\"masociete\",\"email_id\":\"crash-1\",\"tracker\":null,\"at_ms\":{MARK}}}",
-            first.id, first.number, first.text
+            "{{\"ref\":\"0000beef-{}\",\"job\":{},\"to\":\"+33600000000\",\"text\":\"old\",\"sender_id\":null,\"account\":\"masociete\",\"email_id\":\"old\",\"tracker\":null,\"at_ms\":1}}",
+            claimed[1].id, claimed[1].id
+        )
+        .expect("old line");
+        // The Outbox's shape: one JSON object, `ref` first, then `\n`.
+        writeln!(
+            file,
+            "{{\"ref\":\"{store_id}-{}\",\"job\":{},\"to\":\"{}\",\"text\":\"{}\",\"sender_id\":\"MaSociete\",\"account\":\"masociete\",\"email_id\":\"crash-1\",\"tracker\":null,\"at_ms\":{MARK}}}",
+            first.id, first.id, first.number, first.text
         )
         .expect("whole line");
         write!(
             file,
-            "{{\"job\":{},\"to\":\"{}\",\"te",
-            claimed[1].id, claimed[1].number
+            "{{\"ref\":\"{store_id}-{}\",\"job\":{},\"to\":\"{}\",\"te",
+            claimed[1].id, claimed[1].id, claimed[1].number
         )
         .expect("partial line");
         let written = first.id;
@@ -182,7 +192,12 @@ async fn interrupted_sends_are_settled_exactly_once() {
     assert_eq!(counts(&app).await, [("sent".to_string(), 3)]);
     app.stop().await;
 
-    let lines = final_outbox(&app.outbox_path());
+    let mut lines = final_outbox(&app.outbox_path());
+    let old = lines.remove(0);
+    assert_eq!(
+        old["email_id"], "old",
+        "the other database's line stays first"
+    );
     let mut expected: Vec<i64> = claimed.iter().map(|j| j.id).collect();
     expected.sort_unstable();
     assert_eq!(jobs_of(&lines), expected, "one line per job: {lines:?}");
@@ -192,7 +207,7 @@ async fn interrupted_sends_are_settled_exactly_once() {
         first[0]["at_ms"], MARK,
         "the hand-written line is the one kept"
     );
-    assert_eq!(lines[0]["at_ms"], MARK, "it is still the first line");
+    assert_eq!(lines[0]["at_ms"], MARK, "it is still the first of ours");
     for line in &lines[1..] {
         assert_ne!(line["at_ms"], MARK);
         assert_eq!(line["text"], "restart crash-1");
@@ -248,7 +263,6 @@ async fn stop_and_start_in_the_middle_of_traffic_sends_each_sms_once() {
 
 #[tokio::test]
 async fn retention_forgets_finished_requests_and_their_email_ids() {
-    use mail2sms::store::Store;
     let app = TestApp::spawn().await;
     let mail = plain_email("ops@masociete.com", &envoi("0601020304", "first", "ret-1"));
     app.send("ops@masociete.com", &mail)

@@ -15,9 +15,17 @@ CREATE TABLE requests (
     UNIQUE (account, email_id)
 );
 
--- One row per SMS to send (one recipient of one request).
+-- Facts about this database itself.
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL                    -- e.g. store_id: names this database in client references
+);
+
+-- One row per recipient of a request. AUTOINCREMENT: a job id is never
+-- reused, even after retention purges, because it is the client reference
+-- providers (and the outbox file) keep.
 CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,                  -- position in the request: etatN numbering
     tel TEXT NOT NULL,                     -- the number as the sender wrote it
@@ -28,13 +36,15 @@ CREATE TABLE jobs (
     sender_id TEXT,
     tracker TEXT,
     received_at INTEGER NOT NULL,
-    status TEXT NOT NULL,                  -- queued | sending | sent | failed
+    status TEXT NOT NULL,                  -- queued | sending | sent | failed | duplicate
+    same_as INTEGER,                       -- duplicate: seq of the same number's first occurrence
     code INTEGER,                          -- final iSendPro code
     detail TEXT,                           -- why, in words (provider text, rule)
     provider TEXT,
     provider_ref TEXT,
     provider_index INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,   -- tries in all
+    provider_attempts INTEGER NOT NULL DEFAULT 0,  -- tries on the current provider
     next_attempt_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );

@@ -155,6 +155,12 @@ impl Config {
         if self.smtp.idle_timeout_secs == 0 {
             return Err(invalid("smtp.idle_timeout_secs", "must be at least 1"));
         }
+        if self.smtp.max_buffered_bytes < self.smtp.max_message_size {
+            return Err(invalid(
+                "smtp.max_buffered_bytes",
+                "must be at least smtp.max_message_size, or the largest messages could never be accepted",
+            ));
+        }
         if self.smtp.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
@@ -226,9 +232,10 @@ impl Config {
         );
         let _ = writeln!(
             out,
-            "smtp limits: {} connections, {} bytes per message, {} bytes per line, {} s idle",
+            "smtp limits: {} connections, {} bytes per message, {} bytes buffered in all, {} bytes per line, {} s idle",
             self.smtp.max_connections,
             self.smtp.max_message_size,
+            self.smtp.max_buffered_bytes,
             self.smtp.max_line_length,
             self.smtp.idle_timeout_secs
         );

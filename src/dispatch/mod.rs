@@ -93,13 +93,34 @@ impl DispatchConfig {
         Ok(())
     }
 
-    /// The delay before try number `attempt + 1` (full jitter).
+    /// The delay before try number `attempt + 1`.
     fn backoff(&self, attempt: u32) -> Millis {
-        let exp = self
-            .retry_initial_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
-            .min(self.retry_max_ms);
-        (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
+        backoff(self.retry_initial_ms, self.retry_max_ms, attempt)
+    }
+}
+
+/// Exponential backoff with jitter: `initial` doubled per attempt up to
+/// `max`, then a random point in its upper half (so retries of many SMS
+/// that failed together spread out).
+pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Millis {
+    let exp = initial_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
+        .min(max_ms);
+    (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
+}
+
+/// Runs a store operation until it succeeds: an outcome that is not
+/// recorded would make an SMS be sent again, or a reply be lost.
+pub async fn insist<F, Fut>(what: &str, mut operation: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = operation().await {
+        tracing::error!(error = %e, "cannot record {what}; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -143,10 +164,7 @@ pub fn classify(
         FailureKind::ProviderUnusable => failed(&error),
         FailureKind::Transient => {
             let too_old = now - job.received_at > (config.max_age_secs as Millis) * 1000;
-            // Tries on this provider: attempts count across the whole list.
-            let tries_here = job
-                .attempts
-                .saturating_sub(job.provider_index * config.max_attempts);
+            let tries_here = job.provider_attempts;
             if too_old {
                 failed(&error)
             } else if tries_here >= config.max_attempts {
@@ -167,9 +185,10 @@ pub fn classify(
     }
 }
 
-fn outgoing(job: &Job) -> OutgoingSms {
+fn outgoing(job: &Job, instance: &str) -> OutgoingSms {
     OutgoingSms {
         job_id: job.id,
+        reference: format!("{instance}-{}", job.id),
         to: job.number.clone(),
         text: job.text.clone(),
         sender_id: job.sender_id.clone(),
@@ -218,17 +237,53 @@ impl Dispatcher {
         }
     }
 
-    /// The provider name a job goes to now, if any.
-    fn route(&self, job: &Job) -> Option<(&str, usize)> {
-        let list = self.routes.get(&job.account)?;
-        let name = list.get(job.provider_index as usize)?;
-        Some((name.as_str(), list.len()))
+    /// Sorts jobs by the provider each goes to now; a job whose account has
+    /// no provider at its position (config validation prevents it) is failed
+    /// rather than left "being sent" forever.
+    fn by_provider<'a>(&'a self, jobs: &'a [Job]) -> (Vec<ProviderGroup<'a>>, Vec<JobOutcome>) {
+        let mut groups: BTreeMap<&str, ProviderGroup<'a>> = BTreeMap::new();
+        let mut unroutable = Vec::new();
+        for job in jobs {
+            let route = self.routes.get(&job.account).and_then(|list| {
+                let name = list.get(job.provider_index as usize)?;
+                Some((name.as_str(), list.len(), self.providers.get(name)?))
+            });
+            match route {
+                Some((name, count, provider)) => groups
+                    .entry(name)
+                    .or_insert_with(|| ProviderGroup {
+                        name,
+                        count,
+                        provider,
+                        jobs: Vec::new(),
+                    })
+                    .jobs
+                    .push(job),
+                None => unroutable.push(JobOutcome::Failed {
+                    job_id: job.id,
+                    code: Code::INTERNAL,
+                    detail: format!(
+                        "account {} has no provider number {}",
+                        job.account,
+                        job.provider_index + 1
+                    ),
+                    provider: None,
+                }),
+            }
+        }
+        (groups.into_values().collect(), unroutable)
     }
 
     /// Settles jobs a previous run left half-sent, then sends until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
-        if let Err(e) = self.recover().await {
-            tracing::error!(error = %e, "cannot recover interrupted sends");
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "cannot settle interrupted sends; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let poll = Duration::from_millis(self.config.poll_interval_ms);
@@ -268,33 +323,17 @@ impl Dispatcher {
 
     /// Sends claimed jobs, grouped by provider, and records the outcomes.
     async fn send_batch(&self, jobs: Vec<Job>) {
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut groups: BTreeMap<&str, (usize, Vec<&Job>)> = BTreeMap::new();
-        for job in &jobs {
-            match self.route(job) {
-                Some((name, count)) => groups
-                    .entry(name)
-                    .or_insert((count, Vec::new()))
-                    .1
-                    .push(job),
-                None => outcomes.push(JobOutcome::Failed {
-                    job_id: job.id,
-                    code: Code::INTERNAL,
-                    detail: format!(
-                        "account {} has no provider number {}",
-                        job.account,
-                        job.provider_index + 1
-                    ),
-                    provider: None,
-                }),
-            }
-        }
-        for (name, (count, group)) in groups {
-            let Some(provider) = self.providers.get(name) else {
-                continue;
-            };
+        let (groups, mut outcomes) = self.by_provider(&jobs);
+        let instance = self.store.instance_id();
+        for ProviderGroup {
+            name,
+            count,
+            provider,
+            jobs: group,
+        } in groups
+        {
             for chunk in group.chunks(provider.max_batch().max(1)) {
-                let batch: Vec<OutgoingSms> = chunk.iter().map(|j| outgoing(j)).collect();
+                let batch: Vec<OutgoingSms> = chunk.iter().map(|j| outgoing(j, instance)).collect();
                 let results = provider.send(&batch).await;
                 let mut results = results.into_iter();
                 for job in chunk {
@@ -319,15 +358,12 @@ impl Dispatcher {
         }
     }
 
-    /// Records outcomes, insisting until the store takes them: an outcome
-    /// that is not recorded would make the SMS be sent again.
+    /// Records outcomes, insisting until the store takes them.
     async fn record(&self, outcomes: Vec<JobOutcome>) {
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = self.store.record_outcomes(outcomes.clone()).await {
-            tracing::error!(error = %e, "cannot record SMS outcomes; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        insist("SMS outcomes", || {
+            self.store.record_outcomes(outcomes.clone())
+        })
+        .await;
     }
 
     /// Settles jobs left "being sent" by a crash: asks each provider what
@@ -342,20 +378,16 @@ impl Dispatcher {
             "settling SMS whose send was interrupted"
         );
         let now = now_millis();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut groups: BTreeMap<&str, Vec<&Job>> = BTreeMap::new();
-        for job in &jobs {
-            if let Some((name, _)) = self.route(job) {
-                groups.entry(name).or_default().push(job);
-            } else {
-                outcomes.push(self.unknown(job, "", now));
-            }
-        }
-        for (name, group) in groups {
-            let Some(provider) = self.providers.get(name) else {
-                continue;
-            };
-            let batch: Vec<OutgoingSms> = group.iter().map(|j| outgoing(j)).collect();
+        let (groups, mut outcomes) = self.by_provider(&jobs);
+        let instance = self.store.instance_id();
+        for ProviderGroup {
+            name,
+            provider,
+            jobs: group,
+            ..
+        } in groups
+        {
+            let batch: Vec<OutgoingSms> = group.iter().map(|j| outgoing(j, instance)).collect();
             let states = provider.reconcile(&batch).await;
             for (job, state) in group.iter().zip(states) {
                 outcomes.push(match state {
@@ -397,6 +429,18 @@ impl Dispatcher {
     }
 }
 
+/// Jobs going to one provider.
+struct ProviderGroup<'a> {
+    /// The provider's name in the config.
+    name: &'a str,
+    /// How many providers the account has (for failover decisions).
+    count: usize,
+    /// The provider.
+    provider: &'a Arc<dyn crate::providers::Provider>,
+    /// The jobs.
+    jobs: Vec<&'a Job>,
+}
+
 fn log_outcome(job: &Job, outcome: &JobOutcome) {
     match outcome {
         JobOutcome::Sent {
@@ -424,8 +468,10 @@ fn log_outcome(job: &Job, outcome: &JobOutcome) {
 mod tests {
     use super::*;
 
+    /// A job on its `provider_index`-th provider with `attempts` tries there.
     fn job(attempts: u32, provider_index: u32, received_at: Millis) -> Job {
         Job {
+            provider_attempts: attempts,
             id: 9,
             request_id: 1,
             account: "a".into(),
@@ -519,14 +565,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Second provider: its own three tries.
-        assert!(matches!(
-            classify(&job(4, 1, NOW), "q", 2, e(), &c, NOW),
-            JobOutcome::Retry {
-                provider_index: 1,
-                ..
-            }
-        ));
-        match classify(&job(6, 1, NOW), "q", 2, e(), &c, NOW) {
+        for tries in [1, 2] {
+            assert!(matches!(
+                classify(&job(tries, 1, NOW), "q", 2, e(), &c, NOW),
+                JobOutcome::Retry {
+                    provider_index: 1,
+                    ..
+                }
+            ));
+        }
+        match classify(&job(3, 1, NOW), "q", 2, e(), &c, NOW) {
             JobOutcome::Failed { code, .. } => assert_eq!(code, Code::INTERNAL),
             other => panic!("{other:?}"),
         }

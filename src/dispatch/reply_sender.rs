@@ -2,9 +2,10 @@
 //! transient failures with backoff; a reply is never dropped: a permanent
 //! failure stays in the store with its error.
 
+use super::{backoff, insist};
 use crate::replies::{Etat, Mailer, RepliesConfig, ReplyBody};
 use crate::shutdown::Shutdown;
-use crate::store::{Millis, PendingReply, ReplyContent, ReplyOutcome, Store, now_millis};
+use crate::store::{PendingReply, ReplyContent, ReplyOutcome, Store, now_millis};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -25,8 +26,6 @@ pub struct ReplySender {
     wake: Arc<Notify>,
     /// First retry delay, in milliseconds (`replies.retry_initial_ms`).
     retry_initial_ms: u64,
-    /// Tries before giving up (`replies.max_attempts`).
-    max_attempts: u32,
 }
 
 impl ReplySender {
@@ -42,12 +41,16 @@ impl ReplySender {
             mailer,
             wake,
             retry_initial_ms: config.retry_initial_ms.max(1),
-            max_attempts: config.max_attempts.max(1),
         }
     }
 
-    /// Sends replies until shutdown.
+    /// Sends replies until shutdown, after requeueing those a previous run
+    /// left half-sent.
     pub async fn run(self, mut shutdown: Shutdown) {
+        insist("interrupted replies", || async {
+            self.store.requeue_interrupted_replies().await.map(|_| ())
+        })
+        .await;
         while !shutdown.is_fired() {
             let replies = match self.store.claim_replies(now_millis(), BATCH).await {
                 Ok(r) => r,
@@ -67,20 +70,18 @@ impl ReplySender {
             let mut sends = JoinSet::new();
             for reply in replies {
                 let mailer = self.mailer.clone();
-                let (initial, max) = (self.retry_initial_ms, self.max_attempts);
+                let initial = self.retry_initial_ms;
                 sends.spawn(async move {
-                    let outcome = send_one(&mailer, &reply, initial, max).await;
+                    let outcome = send_one(&mailer, &reply, initial).await;
                     (reply.id, outcome)
                 });
             }
             while let Some(done) = sends.join_next().await {
                 let Ok((id, outcome)) = done else { continue };
-                let mut delay = Duration::from_millis(100);
-                while let Err(e) = self.store.record_reply(id, outcome.clone()).await {
-                    tracing::error!(error = %e, "cannot record a reply outcome; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
+                insist("a reply outcome", || {
+                    self.store.record_reply(id, outcome.clone())
+                })
+                .await;
             }
         }
     }
@@ -106,21 +107,19 @@ pub fn body(content: &ReplyContent) -> ReplyBody {
     }
 }
 
-async fn send_one(
-    mailer: &Mailer,
-    reply: &PendingReply,
-    retry_initial_ms: u64,
-    max_attempts: u32,
-) -> ReplyOutcome {
+/// Sends one reply. A transient failure is retried for as long as it takes
+/// (backoff capped at one hour): a reply is never dropped. A permanent one
+/// stays in the store as failed, with its error.
+async fn send_one(mailer: &Mailer, reply: &PendingReply, retry_initial_ms: u64) -> ReplyOutcome {
     match mailer
         .send(&reply.key, &reply.to, &body(&reply.content))
         .await
     {
         Ok(()) => ReplyOutcome::Sent,
-        Err(e) if e.is_transient() && reply.attempts < max_attempts => {
+        Err(e) if e.is_transient() => {
             tracing::warn!(reply = reply.id, to = %reply.to, error = %e, "reply failed, will retry");
             ReplyOutcome::Retry {
-                at: now_millis() + backoff(retry_initial_ms, reply.attempts),
+                at: now_millis() + backoff(retry_initial_ms, 3_600_000, reply.attempts),
                 error: e.to_string(),
             }
         }
@@ -131,12 +130,4 @@ async fn send_one(
             }
         }
     }
-}
-
-/// `initial` doubling up to one hour, with jitter.
-fn backoff(initial: u64, attempts: u32) -> Millis {
-    let exp = initial
-        .saturating_mul(1 << attempts.saturating_sub(1).min(20))
-        .min(3_600_000);
-    (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
 }

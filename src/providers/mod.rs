@@ -17,9 +17,12 @@ use std::sync::Arc;
 /// One SMS handed to a provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutgoingSms {
-    /// The job id: our reference for this SMS, given to providers that keep
-    /// a client reference, so an interrupted send can be recognised.
+    /// The job id in the store.
     pub job_id: i64,
+    /// Our reference for this SMS, unique across databases (store id and
+    /// job id, at most 30 characters): given to providers that keep a client
+    /// reference, so an interrupted send can be recognised afterwards.
+    pub reference: String,
     /// E.164 destination, e.g. `+33601020304`.
     pub to: String,
     /// The text.
@@ -75,16 +78,6 @@ impl SendError {
             code,
             detail: detail.into(),
         }
-    }
-
-    /// True if retrying may succeed.
-    pub fn is_transient(&self) -> bool {
-        self.kind == FailureKind::Transient
-    }
-
-    /// True if this SMS will never go through this provider.
-    pub fn is_permanent(&self) -> bool {
-        self.kind != FailureKind::Transient
     }
 }
 

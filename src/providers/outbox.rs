@@ -37,7 +37,11 @@ fn default_true() -> bool {
 /// One line of the outbox file.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutboxLine {
-    /// The job id: how a crashed send is recognised (first, for fast scans).
+    /// Our reference for the SMS (store id and job id): how a crashed send
+    /// is recognised.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The job id in the store.
     pub job: i64,
     /// E.164 destination.
     pub to: String,
@@ -60,9 +64,19 @@ pub struct Outbox {
     /// Where lines go (for messages).
     path: PathBuf,
     /// The open file; one writer at a time keeps lines whole.
-    file: Arc<Mutex<File>>,
+    file: Arc<Mutex<OutboxFile>>,
     /// Whether to fsync after each batch.
     fsync: bool,
+}
+
+/// The open file and what a failed write left behind.
+struct OutboxFile {
+    /// Opened for appending.
+    file: File,
+    /// The length to cut the file back to before anything else is written:
+    /// set when a write or fsync failed and the cut could not be done then.
+    /// Lines past it were never reported sent, and will be written again.
+    cut_to: Option<u64>,
 }
 
 impl Outbox {
@@ -80,7 +94,7 @@ impl Outbox {
         repair(&mut file)?;
         Ok(Outbox {
             path: config.path.clone(),
-            file: Arc::new(Mutex::new(file)),
+            file: Arc::new(Mutex::new(OutboxFile { file, cut_to: None })),
             fsync: config.fsync,
         })
     }
@@ -113,8 +127,34 @@ fn repair(file: &mut File) -> std::io::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    crate::store::now_millis()
+impl OutboxFile {
+    /// Appends a whole batch, or nothing: if the write or its fsync fails,
+    /// the file is cut back to where it was, so that none of the batch's
+    /// lines stays behind to be written a second time on retry.
+    fn append(&mut self, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
+        if let Some(len) = self.cut_to {
+            self.file.set_len(len)?;
+            self.file.sync_data()?;
+            self.cut_to = None;
+        }
+        let start = self.file.metadata()?.len();
+        let written = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| if fsync { self.file.sync_data() } else { Ok(()) });
+        if written.is_err() {
+            self.cut_to = Some(start);
+            if self
+                .file
+                .set_len(start)
+                .and_then(|()| self.file.sync_data())
+                .is_ok()
+            {
+                self.cut_to = None;
+            }
+        }
+        written
+    }
 }
 
 #[async_trait]
@@ -124,10 +164,11 @@ impl Provider for Outbox {
     }
 
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
-        let at_ms = now_ms();
+        let at_ms = crate::store::now_millis();
         let mut bytes = Vec::with_capacity(batch.len() * 200);
         for sms in batch {
             let line = OutboxLine {
+                reference: sms.reference.clone(),
                 job: sms.job_id,
                 to: sms.to.clone(),
                 text: sms.text.clone(),
@@ -144,26 +185,14 @@ impl Provider for Outbox {
         let file = self.file.clone();
         let fsync = self.fsync;
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut file = file
-                .lock()
-                .map_err(|_| std::io::Error::other("outbox lock poisoned"))?;
-            if let Err(e) = file.write_all(&bytes) {
-                // Leave no partial line behind for the next batch to follow.
-                let _ = repair(&mut file);
-                return Err(e);
-            }
-            if fsync {
-                file.sync_data()?;
-            }
-            Ok(())
+            file.lock()
+                .map_err(|_| std::io::Error::other("outbox lock poisoned"))?
+                .append(&bytes, fsync)
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match written {
-            Ok(()) => batch
-                .iter()
-                .map(|sms| Ok(format!("outbox-{}", sms.job_id)))
-                .collect(),
+            Ok(()) => batch.iter().map(|sms| Ok(sms.reference.clone())).collect(),
             Err(e) => {
                 let error = SendError::transient(format!("outbox {}: {e}", self.path.display()));
                 vec![Err(error); batch.len()]
@@ -172,19 +201,20 @@ impl Provider for Outbox {
     }
 
     async fn reconcile(&self, batch: &[OutgoingSms]) -> Vec<Reconciled> {
-        let wanted: HashSet<i64> = batch.iter().map(|s| s.job_id).collect();
+        let wanted: HashSet<String> = batch.iter().map(|s| s.reference.clone()).collect();
         let path = self.path.clone();
-        let found = tokio::task::spawn_blocking(move || -> std::io::Result<HashSet<i64>> {
+        let found = tokio::task::spawn_blocking(move || -> std::io::Result<HashSet<String>> {
             #[derive(Deserialize)]
-            struct JobOnly {
-                job: i64,
+            struct RefOnly {
+                #[serde(rename = "ref")]
+                reference: String,
             }
             let mut found = HashSet::new();
             for line in BufReader::new(File::open(&path)?).lines() {
-                if let Ok(l) = serde_json::from_str::<JobOnly>(&line?)
-                    && wanted.contains(&l.job)
+                if let Ok(l) = serde_json::from_str::<RefOnly>(&line?)
+                    && wanted.contains(&l.reference)
                 {
-                    found.insert(l.job);
+                    found.insert(l.reference);
                 }
             }
             Ok(found)
@@ -195,8 +225,8 @@ impl Provider for Outbox {
             Ok(found) => batch
                 .iter()
                 .map(|s| {
-                    if found.contains(&s.job_id) {
-                        Reconciled::Sent(format!("outbox-{}", s.job_id))
+                    if found.contains(&s.reference) {
+                        Reconciled::Sent(s.reference.clone())
                     } else {
                         Reconciled::NotSent
                     }
@@ -217,6 +247,7 @@ mod tests {
     fn sms(job_id: i64) -> OutgoingSms {
         OutgoingSms {
             job_id,
+            reference: format!("abcd1234-{job_id}"),
             to: "+33601020304".into(),
             text: "L'été \"chaud\"\nligne 2".into(),
             sender_id: Some("MaSociete".into()),
@@ -238,7 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(&dir)).unwrap();
         let refs = outbox.send(&[sms(1), sms(2)]).await;
-        assert_eq!(refs, vec![Ok("outbox-1".into()), Ok("outbox-2".into())]);
+        assert_eq!(refs, vec![Ok("abcd1234-1".into()), Ok("abcd1234-2".into())]);
         let text = std::fs::read_to_string(dir.path().join("sub/outbox.jsonl")).unwrap();
         let lines: Vec<OutboxLine> = text
             .lines()
@@ -249,7 +280,7 @@ mod tests {
         assert_eq!(lines[0].to, "+33601020304");
         assert_eq!(lines[0].text, "L'été \"chaud\"\nligne 2");
         assert_eq!(lines[0].sender_id.as_deref(), Some("MaSociete"));
-        assert!(text.starts_with("{\"job\":1,"));
+        assert!(text.starts_with("{\"ref\":\"abcd1234-1\",\"job\":1,"));
     }
 
     #[tokio::test]
@@ -262,7 +293,8 @@ mod tests {
         }
         // A crash in the middle of writing job 8's line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"job\":8,\"to\":\"+336").unwrap();
+        f.write_all(b"{\"ref\":\"abcd1234-8\",\"job\":8,\"to\":\"+336")
+            .unwrap();
         drop(f);
         let outbox = Outbox::open(&config(&dir)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -271,8 +303,55 @@ mod tests {
         let states = outbox.reconcile(&[sms(7), sms(8)]).await;
         assert_eq!(
             states,
-            vec![Reconciled::Sent("outbox-7".into()), Reconciled::NotSent]
+            vec![Reconciled::Sent("abcd1234-7".into()), Reconciled::NotSent]
         );
+    }
+
+    #[tokio::test]
+    async fn same_job_number_from_another_database_is_not_taken_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(&dir)).unwrap();
+        let _ = outbox.send(&[sms(7)]).await;
+        let mut other = sms(7);
+        other.reference = "ffff0000-7".into();
+        assert_eq!(outbox.reconcile(&[other]).await, vec![Reconciled::NotSent]);
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_none_of_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.jsonl");
+        std::fs::write(&path, b"{\"ref\":\"a-1\"}\n").unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut outbox = OutboxFile { file, cut_to: None };
+        // A failure after part of the batch reached the file (as a full disk
+        // does): simulated by a read-only handle on which writing fails after
+        // we appended part of the batch by hand.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"ref\":\"a-2\"}\n")
+            .unwrap();
+        outbox.cut_to = Some("{\"ref\":\"a-1\"}\n".len() as u64);
+        outbox.append(b"{\"ref\":\"a-3\"}\n", true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"ref\":\"a-1\"}\n{\"ref\":\"a-3\"}\n"
+        );
+        // A write that fails outright (the handle is read-only) leaves the
+        // file as it was and remembers nothing to cut.
+        let ro = OpenOptions::new().read(true).open(&path).unwrap();
+        let mut broken = OutboxFile {
+            file: ro,
+            cut_to: None,
+        };
+        assert!(broken.append(b"{\"ref\":\"a-4\"}\n", true).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 
     #[test]

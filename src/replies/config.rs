@@ -35,21 +35,11 @@ pub struct RepliesConfig {
     /// doubles on each try (with jitter) up to one hour.
     #[serde(default = "default_retry_initial_ms")]
     pub retry_initial_ms: u64,
-    /// Tries before a reply that keeps failing transiently is given up and
-    /// kept in the store as failed (with its last error), never silently
-    /// dropped. With the defaults, about 3 days of tries.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
 }
 
 /// The default of `replies.retry_initial_ms`.
 fn default_retry_initial_ms() -> u64 {
     5_000
-}
-
-/// The default of `replies.max_attempts`.
-fn default_max_attempts() -> u32 {
-    80
 }
 
 /// The default of `replies.timeout_secs`.
@@ -65,7 +55,6 @@ impl fmt::Debug for RepliesConfig {
             .field("templates", &self.templates)
             .field("timeout_secs", &self.timeout_secs)
             .field("retry_initial_ms", &self.retry_initial_ms)
-            .field("max_attempts", &self.max_attempts)
             .finish()
     }
 }

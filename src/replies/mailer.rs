@@ -228,7 +228,6 @@ mod tests {
             templates: None,
             timeout_secs: 5,
             retry_initial_ms: 5_000,
-            max_attempts: 80,
         }
     }
 

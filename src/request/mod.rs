@@ -83,6 +83,11 @@ pub struct Recipient {
     pub number: Result<PhoneNumber, Code>,
     /// The message for this recipient.
     pub text: String,
+    /// For a number already given earlier in the same email: the position
+    /// (0-based) of that first occurrence. It gets no SMS of its own; etatNot
+    /// reports it with the first one's outcome, so `etatN` still matches the
+    /// sender's N-th number.
+    pub duplicate_of: Option<usize>,
 }
 
 /// Why an email cannot be read as a request; the message is sent back on a
@@ -125,6 +130,10 @@ pub enum RequestError {
         /// The configured cap.
         max: usize,
     },
+    /// Both body numbers and `mobiles.csv`: which list was meant is unclear
+    /// (spec §3: with attachments, `num` must no longer be given).
+    #[error("give the numbers either in <num> tags or in mobiles.csv, not both")]
+    NumbersAndMobiles,
     /// A CSV attachment cannot be read.
     #[error("{file} cannot be read (line {line})")]
     Csv {
@@ -152,8 +161,8 @@ fn sms_tag(index: u64) -> String {
 /// Reads the request of an email: its `<envoi>` block and, if attached,
 /// `mobiles.csv` / `message.csv`.
 ///
-/// Attachments replace `numX`/`smsX` (spec §3): when `mobiles.csv` is
-/// present, body numbers are ignored; its template is `message.csv`'s first
+/// Attachments replace `numX`/`smsX` (spec §3): `mobiles.csv` and body
+/// numbers together are refused; its template is `message.csv`'s first
 /// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
 /// keyid, attachments, then the request-level codes 34, 23, 6, and last a
 /// number without message.
@@ -178,7 +187,7 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
         Err(Code::SMSLONG_NOT_INTEGER)
     } else if let Some(list) = csv_recipients {
         if !envoi.nums.is_empty() {
-            tracing::debug!("mobiles.csv attached: the numbers of the body are ignored");
+            return Err(RequestError::NumbersAndMobiles);
         }
         if list.is_empty() {
             Err(Code::NO_NUMBER)
@@ -191,9 +200,11 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
 
     Ok(Request {
         keyid,
-        email_id: envoi.email_id,
-        email_ack: envoi.email_ack,
-        email_not: envoi.email_not,
+        // An empty tag is no value: `<emailId></emailId>` is "no emailId"
+        // (etatAck 2), not an emailId "" that every later email would repeat.
+        email_id: envoi.email_id.filter(|s| !s.is_empty()),
+        email_ack: envoi.email_ack.filter(|s| !s.is_empty()),
+        email_not: envoi.email_not.filter(|s| !s.is_empty()),
         sender_id: envoi.emetteur,
         tracker: envoi.tracker,
         smslong: smslong.and_then(Result::ok),
@@ -278,27 +289,33 @@ fn find_attachment<'a>(attachments: &'a [Attachment], name: &str) -> Option<&'a 
     })
 }
 
-/// Normalises the recipients' numbers for `default_region` and removes
-/// duplicates: a valid number already met (same E.164) is dropped, the first
-/// occurrence and its text winning. Invalid entries are all kept, each being
-/// reported to the sender.
+/// Normalises the recipients' numbers for `default_region` and marks
+/// duplicates: a valid number already met (same E.164) points to its first
+/// occurrence, whose text wins, and gets no SMS of its own. Every entry is
+/// kept, so that each is reported to the sender in order.
 pub fn resolve(recipients: Vec<RawRecipient>, default_region: &str) -> Vec<Recipient> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     recipients
         .into_iter()
-        .filter_map(|raw| {
+        .enumerate()
+        .map(|(position, raw)| {
             let number = PhoneNumber::parse(&raw.tel, default_region);
-            if let Ok(n) = &number
-                && !seen.insert(n.as_str().to_owned())
-            {
-                tracing::debug!(tel = raw.tel, "duplicate recipient dropped");
-                return None;
-            }
-            Some(Recipient {
+            let duplicate_of = match &number {
+                Ok(n) => match seen.entry(n.as_str().to_owned()) {
+                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(position);
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            Recipient {
                 tel: raw.tel,
                 number,
                 text: raw.text,
-            })
+                duplicate_of,
+            }
         })
         .collect()
 }

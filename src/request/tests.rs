@@ -163,9 +163,9 @@ fn spec_attachments() {
 }
 
 #[test]
-fn attachment_names_are_case_insensitive_and_replace_body_numbers() {
+fn attachment_names_are_case_insensitive() {
     let mail = with_files(
-        "<envoi><keyid>k</keyid><num>0699999999</num><sms>ignored</sms></envoi>",
+        "<envoi><keyid>k</keyid><sms>ignored</sms></envoi>",
         &[
             ("Mobiles.CSV", "0601020304"),
             (
@@ -178,6 +178,30 @@ fn attachment_names_are_case_insensitive_and_replace_body_numbers() {
         recipients(&mail),
         pairs(&[("0601020304", "Bonjour, votre nouvelle carte est disponible")])
     );
+}
+
+#[test]
+fn body_numbers_and_mobiles_csv_together_are_refused() {
+    let mail = with_files(
+        "<envoi><keyid>k</keyid><num>0699999999</num><sms>x</sms></envoi>",
+        &[("mobiles.csv", "0601020304"), ("message.csv", "Bonjour")],
+    );
+    assert_eq!(
+        parse(&mail, &Limits::default()).unwrap_err(),
+        RequestError::NumbersAndMobiles
+    );
+}
+
+#[test]
+fn empty_email_id_ack_and_not_tags_are_absent_values() {
+    let mail = with_files(
+        "<envoi><keyid>k</keyid><num>0601020304</num><sms>x</sms><emailId> </emailId><emailAck></emailAck><emailNot></emailNot></envoi>",
+        &[],
+    );
+    let request = parse(&mail, &Limits::default()).unwrap();
+    assert_eq!(request.email_id, None);
+    assert_eq!(request.email_ack, None);
+    assert_eq!(request.email_not, None);
 }
 
 #[test]
@@ -444,13 +468,14 @@ QW5uYQ0K\r\n\
     let mail = crate::mail::parse(raw).unwrap();
     let request = req(&mail).unwrap();
     let resolved = resolve(request.recipients.unwrap(), "FR");
-    let got: Vec<(&str, Option<&str>, &str)> = resolved
+    let got: Vec<(&str, Option<&str>, &str, Option<usize>)> = resolved
         .iter()
         .map(|r| {
             (
                 r.tel.as_str(),
                 r.number.as_ref().ok().map(PhoneNumber::as_str),
                 r.text.as_str(),
+                r.duplicate_of,
             )
         })
         .collect();
@@ -460,15 +485,27 @@ QW5uYQ0K\r\n\
             (
                 "0601020304",
                 Some("+33601020304"),
-                "Promo à 50€ pour Hélène"
+                "Promo à 50€ pour Hélène",
+                None
             ),
-            ("0696123456", Some("+596696123456"), "Promo à 50€ pour Anna"),
+            (
+                "06 01 02 03 04",
+                Some("+33601020304"),
+                "Promo à 50€ pour doublon",
+                Some(0)
+            ),
+            (
+                "0696123456",
+                Some("+596696123456"),
+                "Promo à 50€ pour Anna",
+                None
+            ),
         ]
     );
 }
 
 #[test]
-fn resolve_normalises_and_deduplicates() {
+fn resolve_normalises_and_marks_duplicates() {
     let raw = |tel: &str, text: &str| RawRecipient {
         tel: tel.to_owned(),
         text: text.to_owned(),
@@ -485,25 +522,33 @@ fn resolve_normalises_and_deduplicates() {
         ],
         "FR",
     );
-    let got: Vec<(&str, Result<&str, Code>, &str)> = resolved
+    type Row<'a> = (&'a str, Result<&'a str, Code>, &'a str, Option<usize>);
+    let got: Vec<Row> = resolved
         .iter()
         .map(|r| {
             (
                 r.tel.as_str(),
                 r.number.as_ref().map(PhoneNumber::as_str).map_err(|c| *c),
                 r.text.as_str(),
+                r.duplicate_of,
             )
         })
         .collect();
     assert_eq!(
         got,
         [
-            ("0601020304", Ok("+33601020304"), "first"),
-            ("", Err(Code::NO_NUMBER), "empty"),
-            ("abc", Err(Code::BAD_NUMBER), "bad"),
-            ("abc", Err(Code::BAD_NUMBER), "bad again"),
-            ("0701020304", Ok("+33701020304"), "seven"),
-            ("0041791234567", Ok("+41791234567"), "swiss"),
+            ("0601020304", Ok("+33601020304"), "first", None),
+            (
+                "+33 6 01 02 03 04",
+                Ok("+33601020304"),
+                "duplicate",
+                Some(0)
+            ),
+            ("", Err(Code::NO_NUMBER), "empty", None),
+            ("abc", Err(Code::BAD_NUMBER), "bad", None),
+            ("abc", Err(Code::BAD_NUMBER), "bad again", None),
+            ("0701020304", Ok("+33701020304"), "seven", None),
+            ("0041791234567", Ok("+41791234567"), "swiss", None),
         ]
     );
 }

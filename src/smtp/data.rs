@@ -5,6 +5,10 @@
 //! accepting those is what makes SMTP smuggling possible. Bare CR and LF
 //! inside lines are passed through untouched.
 
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::line::find_lf;
 
 /// Where the receiver stands with respect to the terminator.
@@ -22,33 +26,66 @@ enum State {
     DotCr,
 }
 
-/// Receives one message body, keeping at most `limit` bytes of it.
+/// Smallest buffer a message gets once it has content: tiny messages do not
+/// go back to the budget for every line.
+const MIN_BUFFER: usize = 4 * 1024;
+
+/// Why a message was not kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dropped {
+    /// It went over the per-message limit (a permanent refusal).
+    TooBig,
+    /// The global budget of buffered bytes ran out (a transient refusal).
+    NoBudget,
+}
+
+/// A received message with the share of the budget that pays for its
+/// buffer; the share goes back when this is dropped.
+pub(super) struct Message {
+    /// The message content.
+    pub(super) bytes: Vec<u8>,
+    /// The budget taken for `bytes`' capacity; `None` if it needed none.
+    pub(super) reserved: Option<OwnedSemaphorePermit>,
+}
+
+/// Receives one message body, keeping at most `limit` bytes of it, in a
+/// buffer whose every byte of capacity is taken from the shared budget.
 pub(super) struct DataReceiver {
     /// Position relative to line starts and the terminator; survives reads.
     state: State,
     /// Largest message kept, in bytes after unstuffing.
     limit: usize,
-    /// Whether the message went over `limit`; it is then discarded to its end.
-    oversized: bool,
+    /// Why the message is being discarded to its end, if it is.
+    dropped: Option<Dropped>,
     /// Content bytes seen so far, kept or not (for the logs).
     size: usize,
+    /// The content kept so far.
+    message: Vec<u8>,
+    /// The budget taken for `message`'s capacity.
+    reserved: Option<OwnedSemaphorePermit>,
+    /// The budget shared by all sessions (one permit per byte).
+    budget: Arc<Semaphore>,
 }
 
 impl DataReceiver {
-    pub(super) fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize, budget: Arc<Semaphore>) -> Self {
         Self {
             state: State::LineStart,
             limit,
-            oversized: false,
+            dropped: None,
             size: 0,
+            message: Vec::new(),
+            reserved: None,
+            budget,
         }
     }
 
-    /// Prepares for a new message.
+    /// Prepares for a new message (and gives back any leftover buffer).
     pub(super) fn reset(&mut self) {
         self.state = State::LineStart;
-        self.oversized = false;
+        self.dropped = None;
         self.size = 0;
+        self.free();
     }
 
     /// The size of the message content, even if it was dropped.
@@ -56,17 +93,23 @@ impl DataReceiver {
         self.size
     }
 
-    /// Whether the message went over the size limit (and was dropped).
-    pub(super) fn oversized(&self) -> bool {
-        self.oversized
+    /// Takes the complete message, or tells why it was dropped.
+    pub(super) fn take(&mut self) -> Result<Message, Dropped> {
+        if let Some(dropped) = self.dropped {
+            return Err(dropped);
+        }
+        Ok(Message {
+            bytes: std::mem::take(&mut self.message),
+            reserved: self.reserved.take(),
+        })
     }
 
-    /// Consumes message bytes from `input`, appending the unstuffed content to
-    /// `message`. Returns how many bytes it consumed and whether it reached the
+    /// Consumes message bytes from `input`, keeping the unstuffed content.
+    /// Returns how many bytes it consumed and whether it reached the
     /// end of the message (the bytes after it are commands again).
     ///
     /// The message keeps the CRLF that precedes the terminating dot.
-    pub(super) fn feed(&mut self, input: &[u8], message: &mut Vec<u8>) -> (usize, bool) {
+    pub(super) fn feed(&mut self, input: &[u8]) -> (usize, bool) {
         let mut pos = 0;
         while pos < input.len() {
             let byte = input[pos];
@@ -85,7 +128,7 @@ impl DataReceiver {
                 }
                 State::DotCr => {
                     // "." CR then something else: the CR is content.
-                    self.keep(b"\r", message);
+                    self.keep(b"\r");
                     self.state = State::TextCr;
                 }
                 // Other bytes after a leading dot: the dot stays dropped.
@@ -93,7 +136,7 @@ impl DataReceiver {
                 State::Text | State::TextCr => {
                     let rest = &input[pos..];
                     let Some(lf) = find_lf(rest) else {
-                        self.keep(rest, message);
+                        self.keep(rest);
                         self.state = if rest.last() == Some(&b'\r') {
                             State::TextCr
                         } else {
@@ -105,7 +148,7 @@ impl DataReceiver {
                         0 => self.state == State::TextCr,
                         _ => rest[lf - 1] == b'\r',
                     };
-                    self.keep(&rest[..=lf], message);
+                    self.keep(&rest[..=lf]);
                     self.state = if crlf { State::LineStart } else { State::Text };
                     pos += lf + 1;
                 }
@@ -114,18 +157,63 @@ impl DataReceiver {
         (input.len(), false)
     }
 
-    /// Appends content to the message unless that would exceed the limit.
-    fn keep(&mut self, bytes: &[u8], message: &mut Vec<u8>) {
+    /// Appends content to the message, unless that would exceed the limit or
+    /// the budget: the message is then dropped.
+    fn keep(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len());
-        if self.oversized {
+        if self.dropped.is_some() {
             return;
         }
-        if message.len() + bytes.len() > self.limit {
-            self.oversized = true;
-            *message = Vec::new();
+        let needed = self.message.len() + bytes.len();
+        if needed > self.limit {
+            self.drop_message(Dropped::TooBig);
             return;
         }
-        message.extend_from_slice(bytes);
+        if needed > self.message.capacity() && !self.grow(needed) {
+            self.drop_message(Dropped::NoBudget);
+            return;
+        }
+        self.message.extend_from_slice(bytes);
+    }
+
+    /// Grows the buffer to hold at least `needed` bytes (`needed <= limit`),
+    /// taking the budget for its new capacity first; `false` if the budget
+    /// does not have it. The capacity doubles so that copying stays
+    /// amortized, as `Vec` does on its own.
+    fn grow(&mut self, needed: usize) -> bool {
+        let capacity = self
+            .message
+            .capacity()
+            .saturating_mul(2)
+            .max(MIN_BUFFER)
+            .min(self.limit)
+            .max(needed);
+        let held = self.reserved.as_ref().map_or(0, |r| r.num_permits());
+        let Ok(more) = u32::try_from(capacity.saturating_sub(held)) else {
+            return false;
+        };
+        // Never wait: a session that cannot have the memory now is refused.
+        let Ok(permit) = self.budget.clone().try_acquire_many_owned(more) else {
+            return false;
+        };
+        match &mut self.reserved {
+            Some(reserved) => reserved.merge(permit),
+            None => self.reserved = Some(permit),
+        }
+        self.message.reserve_exact(capacity - self.message.len());
+        true
+    }
+
+    /// Frees the buffer and discards the rest of the message.
+    fn drop_message(&mut self, why: Dropped) {
+        self.dropped = Some(why);
+        self.free();
+    }
+
+    /// Frees the buffer and gives its budget back.
+    fn free(&mut self) {
+        self.message = Vec::new();
+        self.reserved = None;
     }
 }
 
@@ -133,25 +221,36 @@ impl DataReceiver {
 mod tests {
     use super::*;
 
-    /// Feeds `input` in pieces of `step` bytes; returns the message and what
-    /// follows it, or `None` if the message did not end.
-    fn receive(
-        input: &[u8],
-        step: usize,
-        limit: usize,
-    ) -> Option<(Vec<u8>, Vec<u8>, DataReceiver)> {
-        let mut receiver = DataReceiver::new(limit);
-        let mut message = Vec::new();
+    /// A budget nothing in these tests comes close to.
+    fn unlimited() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
+    }
+
+    /// Feeds `input` in pieces of `step` bytes to `receiver`; returns what
+    /// follows the message, or `None` if the message did not end.
+    fn feed(receiver: &mut DataReceiver, input: &[u8], step: usize) -> Option<Vec<u8>> {
         let mut offset = 0;
         while offset < input.len() {
             let end = (offset + step).min(input.len());
-            let (used, done) = receiver.feed(&input[offset..end], &mut message);
+            let (used, done) = receiver.feed(&input[offset..end]);
             offset += used;
             if done {
-                return Some((message, input[offset..].to_vec(), receiver));
+                return Some(input[offset..].to_vec());
             }
         }
         None
+    }
+
+    /// The message (or why it was dropped), what follows it and the receiver.
+    type Received = (Result<Vec<u8>, Dropped>, Vec<u8>, DataReceiver);
+
+    /// Feeds `input` in pieces of `step` bytes; `None` if the message did not
+    /// end.
+    fn receive(input: &[u8], step: usize, limit: usize) -> Option<Received> {
+        let mut receiver = DataReceiver::new(limit, unlimited());
+        let rest = feed(&mut receiver, input, step)?;
+        let message = receiver.take().map(|m| m.bytes);
+        Some((message, rest, receiver))
     }
 
     /// Checks `input` gives `expected` then `after`, whatever the read sizes.
@@ -159,9 +258,9 @@ mod tests {
         for step in 1..=input.len() {
             let (message, rest, receiver) = receive(input.as_bytes(), step, 1 << 20)
                 .unwrap_or_else(|| panic!("no end found in {input:?} (step {step})"));
+            let message = message.expect("message kept");
             assert_eq!(String::from_utf8(message).unwrap(), expected, "step {step}");
             assert_eq!(String::from_utf8(rest).unwrap(), after, "step {step}");
-            assert!(!receiver.oversized());
             assert_eq!(receiver.size(), expected.len());
         }
     }
@@ -200,7 +299,7 @@ mod tests {
         ] {
             let input = format!("{smuggled}\r\n.\r\n");
             let (message, _, _) = receive(input.as_bytes(), input.len(), 1 << 20).unwrap();
-            let message = String::from_utf8(message).unwrap();
+            let message = String::from_utf8(message.unwrap()).unwrap();
             assert!(
                 message.starts_with('a') && message.ends_with("b\r\n"),
                 "{smuggled:?}: {message:?}"
@@ -224,13 +323,56 @@ mod tests {
         let body = "x".repeat(100) + "\r\n";
         let input = body.repeat(100) + ".\r\nQUIT\r\n";
         let (message, rest, receiver) = receive(input.as_bytes(), 7, 1000).unwrap();
-        assert!(receiver.oversized());
+        assert_eq!(message.err(), Some(Dropped::TooBig));
         assert_eq!(receiver.size(), body.len() * 100);
-        assert!(message.is_empty() && message.capacity() == 0);
+        assert!(receiver.message.capacity() == 0 && receiver.reserved.is_none());
         assert_eq!(rest, b"QUIT\r\n");
         // Exactly at the limit is fine.
-        let (message, _, receiver) = receive(b"0123456\r\n.\r\n", 3, 9).unwrap();
-        assert!(!receiver.oversized());
-        assert_eq!(message, b"0123456\r\n");
+        let (message, _, _) = receive(b"0123456\r\n.\r\n", 3, 9).unwrap();
+        assert_eq!(message.unwrap(), b"0123456\r\n");
+    }
+
+    #[test]
+    fn the_buffer_capacity_is_paid_from_the_budget() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let mut receiver = DataReceiver::new(1 << 20, budget.clone());
+        let line = "x".repeat(98) + "\r\n";
+        let input = line.repeat(500) + ".\r\nQUIT\r\n";
+        assert_eq!(
+            feed(&mut receiver, input.as_bytes(), 1000).unwrap(),
+            b"QUIT\r\n"
+        );
+        let message = receiver.take().unwrap();
+        assert_eq!(message.bytes.len(), 50_000);
+        let paid = message.reserved.as_ref().unwrap().num_permits();
+        assert!(paid >= message.bytes.capacity(), "{paid}");
+        assert_eq!(budget.available_permits(), 100_000 - paid);
+        drop(message);
+        assert_eq!(budget.available_permits(), 100_000);
+    }
+
+    #[test]
+    fn message_over_the_budget_is_dropped_but_read_to_its_end() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let mut receiver = DataReceiver::new(1 << 20, budget.clone());
+        let line = "x".repeat(98) + "\r\n";
+        let input = line.repeat(2000) + ".\r\nQUIT\r\n";
+        assert_eq!(
+            feed(&mut receiver, input.as_bytes(), 1000).unwrap(),
+            b"QUIT\r\n"
+        );
+        assert_eq!(receiver.take().err(), Some(Dropped::NoBudget));
+        assert_eq!(receiver.size(), 200_000);
+        // The budget came back when the message was dropped.
+        assert_eq!(budget.available_permits(), 100_000);
+        // The next message fits again.
+        receiver.reset();
+        assert!(
+            feed(&mut receiver, b"small\r\n.\r\n", 3)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(receiver.take().unwrap().bytes, b"small\r\n");
+        assert_eq!(budget.available_permits(), 100_000);
     }
 }

@@ -53,6 +53,12 @@ pub struct SmtpConfig {
     pub max_line_length: usize,
     /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
     pub max_message_size: usize,
+    /// Most bytes of message buffers all sessions together may hold (buffers
+    /// still being received and those being handled). `max_message_size`
+    /// only bounds one connection: without this, `max_connections` clients
+    /// could make the daemon buffer gigabytes. Beyond it, messages get a
+    /// transient `452 4.3.1` and their senders retry later.
+    pub max_buffered_bytes: usize,
     /// Most recipients in one transaction; more get a 452.
     pub max_recipients: usize,
     /// Seconds a single read (or write) may wait before the client is dropped.
@@ -68,6 +74,7 @@ impl Default for SmtpConfig {
             max_connections: 1024,
             max_line_length: 4096,
             max_message_size: 25 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
             max_recipients: 100,
             idle_timeout_secs: 300,
         }
@@ -130,6 +137,10 @@ struct Shared {
     ehlo: Box<[u8]>,
     /// How long one read or write may take.
     idle_timeout: Duration,
+    /// The bytes of message buffers still free to take, out of
+    /// `max_buffered_bytes` (one permit per byte); sessions take them as
+    /// their buffer grows and give them back when the message is dropped.
+    budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -146,6 +157,9 @@ impl Shared {
         );
         Self {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            budget: Arc::new(Semaphore::new(
+                config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
+            )),
             config,
             handler,
             greeting: greeting.into_bytes().into_boxed_slice(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use smtp_proto::{Error as ParseError, Request};
 
-use super::data::DataReceiver;
+use super::data::{DataReceiver, Dropped};
 use super::{Envelope, Shared};
 
 /// Whether the session goes on after a command.
@@ -21,6 +21,9 @@ pub(super) enum Flow {
     /// The client said QUIT: send the output and close.
     Quit,
 }
+
+/// The text of the `452 4.3.1` given when the buffer budget is out.
+const INSUFFICIENT_STORAGE: &str = "insufficient system storage, try again later";
 
 /// The protocol state of one session.
 pub(super) struct Protocol {
@@ -38,15 +41,13 @@ pub(super) struct Protocol {
     rcpt_to: Vec<String>,
     /// Whether input is message content (after a 354) rather than commands.
     in_data: bool,
-    /// Finds the end of the message content and unstuffs it.
+    /// Finds the end of the message content, unstuffs it and keeps it.
     data: DataReceiver,
-    /// The message content received so far.
-    message: Vec<u8>,
 }
 
 impl Protocol {
     pub(super) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        let data = DataReceiver::new(shared.config.max_message_size);
+        let data = DataReceiver::new(shared.config.max_message_size, shared.budget.clone());
         Self {
             shared,
             peer,
@@ -56,7 +57,6 @@ impl Protocol {
             rcpt_to: Vec::new(),
             in_data: false,
             data,
-            message: Vec::new(),
         }
     }
 
@@ -138,6 +138,10 @@ impl Protocol {
                     self.reply(503, "5.5.1", "sender already given");
                 } else if from.size > self.shared.config.max_message_size {
                     self.reply(552, "5.3.4", "message size exceeds fixed limit");
+                } else if from.size > self.shared.budget.available_permits() {
+                    // Only a check: the budget is taken as the message comes.
+                    tracing::warn!(peer = %self.peer, size = from.size, "SMTP buffer budget exhausted");
+                    self.reply(452, "4.3.1", INSUFFICIENT_STORAGE);
                 } else {
                     self.mail_from = Some(from.address.into_owned());
                     self.reply(250, "2.1.0", "Ok");
@@ -152,7 +156,6 @@ impl Protocol {
                 } else {
                     self.in_data = true;
                     self.data.reset();
-                    self.message.clear();
                     self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
                 }
             }
@@ -212,11 +215,11 @@ impl Protocol {
     /// Consumes message content; returns the bytes consumed and whether the
     /// message is complete (call [`Protocol::end_of_data`] then).
     pub(super) fn receive(&mut self, input: &[u8]) -> (usize, bool) {
-        self.data.feed(input, &mut self.message)
+        self.data.feed(input)
     }
 
     /// Ends the DATA phase: hands the message to the handler (unless it was
-    /// too big), queues the reply and closes the transaction.
+    /// dropped), queues the reply and closes the transaction.
     pub(super) async fn end_of_data(&mut self) {
         self.in_data = false;
         let envelope = Envelope {
@@ -226,27 +229,38 @@ impl Protocol {
             peer: self.peer,
         };
         let size = self.data.size();
-        let (code, enhanced, text) = if self.data.oversized() {
-            (
+        let (code, enhanced, text) = match self.data.take() {
+            Err(Dropped::TooBig) => (
                 552,
                 Cow::Borrowed("5.3.4"),
                 Cow::Borrowed("message too big"),
-            )
-        } else {
-            let message = std::mem::take(&mut self.message);
-            let reply = self.shared.handler.message(&envelope, message).await;
-            if (200..=599).contains(&reply.code) {
+            ),
+            Err(Dropped::NoBudget) => {
+                tracing::warn!(peer = %self.peer, size, "SMTP buffer budget exhausted");
                 (
-                    reply.code,
-                    Cow::Owned(reply.enhanced),
-                    Cow::Owned(reply.text),
+                    452,
+                    Cow::Borrowed("4.3.1"),
+                    Cow::Borrowed(INSUFFICIENT_STORAGE),
                 )
-            } else {
-                tracing::error!(
-                    code = reply.code,
-                    "SMTP handler returned an invalid reply code"
-                );
-                (451, Cow::Borrowed("4.3.0"), Cow::Borrowed("internal error"))
+            }
+            Ok(message) => {
+                // The handler owns the bytes until it returns: their budget is
+                // given back only then.
+                let reply = self.shared.handler.message(&envelope, message.bytes).await;
+                drop(message.reserved);
+                if (200..=599).contains(&reply.code) {
+                    (
+                        reply.code,
+                        Cow::Owned(reply.enhanced),
+                        Cow::Owned(reply.text),
+                    )
+                } else {
+                    tracing::error!(
+                        code = reply.code,
+                        "SMTP handler returned an invalid reply code"
+                    );
+                    (451, Cow::Borrowed("4.3.0"), Cow::Borrowed("internal error"))
+                }
             }
         };
         tracing::info!(

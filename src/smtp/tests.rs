@@ -15,6 +15,9 @@ use tokio::task::JoinHandle;
 use super::session::{Session, SessionError};
 use super::{Envelope, Handler, Reply, Shared, SmtpConfig, run};
 
+/// The text of the reply when the buffer budget is out.
+const INSUFFICIENT: &str = "insufficient system storage, try again later";
+
 /// How long a test waits for any one reply.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -170,9 +173,15 @@ async fn start(
     config: SmtpConfig,
     handler: Arc<Recorder>,
 ) -> (Client<DuplexStream>, JoinHandle<Result<(), SessionError>>) {
+    start_on(Arc::new(Shared::new(Arc::new(config), handler))).await
+}
+
+/// Like [`start`], for a session of a server whose state is `shared`.
+async fn start_on(
+    shared: Arc<Shared>,
+) -> (Client<DuplexStream>, JoinHandle<Result<(), SessionError>>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (stop, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(Arc::new(config), handler));
     let peer: SocketAddr = "192.0.2.7:4321".parse().unwrap();
     let session = tokio::spawn(Session::new(server, shared, peer, stop_rx).run());
     let mut client = Client::new(client);
@@ -537,6 +546,153 @@ async fn shutdown_closes_idle_sessions() {
     );
     client.closed().await;
     assert!(session.await.unwrap().is_ok());
+}
+
+/// A configuration with a 100 kB budget for buffered messages and a 1 MB
+/// message limit, so that only the budget can refuse the tests' messages.
+fn small_budget() -> SmtpConfig {
+    SmtpConfig {
+        max_buffered_bytes: 100_000,
+        max_message_size: 1_000_000,
+        ..config()
+    }
+}
+
+/// Message content of about `size` bytes, terminator included.
+fn content(size: usize) -> String {
+    ("x".repeat(98) + "\r\n").repeat(size / 100) + ".\r\n"
+}
+
+/// Says when it gets its first message, then holds it until released.
+struct Holding {
+    /// Where to say it holds a message, and what releases it.
+    hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// Records the messages and answers them.
+    recorder: Arc<Recorder>,
+}
+
+#[async_trait::async_trait]
+impl Handler for Holding {
+    async fn message(&self, envelope: &Envelope, data: Vec<u8>) -> Reply {
+        let hold = self.hold.lock().unwrap().take();
+        if let Some((held, release)) = hold {
+            held.send(()).unwrap();
+            let _ = release.await;
+        }
+        self.recorder.message(envelope, data).await
+    }
+}
+
+/// A server with [`small_budget`] and a client of it whose 60 kB message
+/// sits in the handler, its buffer counted in the budget, until the sender
+/// is used; the client's reply to it is still to be read.
+async fn holding_60_kb() -> (
+    Arc<Shared>,
+    Arc<Recorder>,
+    Client<DuplexStream>,
+    oneshot::Sender<()>,
+) {
+    let (held_tx, held) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    let recorder = Arc::new(Recorder::default());
+    let handler = Arc::new(Holding {
+        hold: Mutex::new(Some((held_tx, release_rx))),
+        recorder: recorder.clone(),
+    });
+    let shared = Arc::new(Shared::new(Arc::new(small_budget()), handler));
+    let (mut first, _) = start_on(shared.clone()).await;
+    first.expect("EHLO first.example", "250-").await;
+    first.envelope("a@example.org", "x@localhost").await;
+    first.expect("DATA", "354 ").await;
+    first.send(content(60_000)).await;
+    tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+    (shared, recorder, first, release)
+}
+
+#[tokio::test]
+async fn message_over_the_budget_gets_452_and_the_session_goes_on() {
+    let recorder = Arc::new(Recorder::default());
+    let shared = Arc::new(Shared::new(Arc::new(small_budget()), recorder.clone()));
+    let (mut client, _) = start_on(shared.clone()).await;
+    client.expect("EHLO client.example", "250-").await;
+    client.envelope("a@example.org", "x@localhost").await;
+    let reply = client.data(&content(200_000)).await;
+    assert_eq!(reply, format!("452 4.3.1 {INSUFFICIENT}\r\n"));
+    assert!(recorder.messages().is_empty());
+    assert_eq!(shared.budget.available_permits(), 100_000);
+    // The transaction is over; a new one works.
+    client.expect("RCPT TO:<x@localhost>", "503 ").await;
+    client.envelope("a@example.org", "x@localhost").await;
+    client.expect_data("small\r\n.\r\n", "250 ").await;
+    assert_eq!(recorder.bodies(), ["small\r\n"]);
+}
+
+#[tokio::test]
+async fn concurrent_sessions_share_the_budget() {
+    let (shared, recorder, mut first, release) = holding_60_kb().await;
+    // The first message holds 60 kB of the 100 kB: a second one does not fit.
+    let (mut second, _) = start_on(shared.clone()).await;
+    second.expect("EHLO second.example", "250-").await;
+    second.envelope("b@example.org", "y@localhost").await;
+    let reply = second.data(&content(60_000)).await;
+    assert_eq!(reply, format!("452 4.3.1 {INSUFFICIENT}\r\n"));
+    // Once the first message is handled, its budget is free again.
+    release.send(()).unwrap();
+    first.expect_reply("250 ").await;
+    second.envelope("b@example.org", "y@localhost").await;
+    second.expect_data(&content(60_000), "250 ").await;
+    let messages = recorder.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].0.mail_from, "a@example.org");
+    assert_eq!(messages[1].0.mail_from, "b@example.org");
+    assert_eq!(shared.budget.available_permits(), 100_000);
+}
+
+#[tokio::test]
+async fn size_parameter_over_the_free_budget_gets_452_at_mail() {
+    let (shared, _, mut first, release) = holding_60_kb().await;
+    let (mut second, _) = start_on(shared.clone()).await;
+    second.expect("EHLO second.example", "250-").await;
+    let reply = second.cmd("MAIL FROM:<b@example.org> SIZE=50000").await;
+    assert_eq!(reply, format!("452 4.3.1 {INSUFFICIENT}\r\n"));
+    // What is left of the budget can still be asked for.
+    second
+        .expect("MAIL FROM:<b@example.org> SIZE=30000", "250 ")
+        .await;
+    second.expect("RSET", "250 ").await;
+    release.send(()).unwrap();
+    first.expect_reply("250 ").await;
+    second
+        .expect("MAIL FROM:<b@example.org> SIZE=50000", "250 ")
+        .await;
+}
+
+#[tokio::test]
+async fn the_budget_is_given_back_after_every_message() {
+    let recorder = Arc::new(Recorder::default());
+    let shared = Arc::new(Shared::new(Arc::new(small_budget()), recorder.clone()));
+    let (mut client, _) = start_on(shared.clone()).await;
+    client.expect("EHLO client.example", "250-").await;
+    // 3 MB in all through a 100 kB budget, with refused messages among them.
+    for round in 0..50 {
+        client.envelope("a@example.org", "x@localhost").await;
+        if round % 10 == 9 {
+            client.expect_data(&content(200_000), "452 4.3.1 ").await;
+        } else {
+            client.expect_data(&content(60_000), "250 ").await;
+        }
+        assert_eq!(shared.budget.available_permits(), 100_000, "round {round}");
+    }
+    assert_eq!(recorder.messages().len(), 45);
+    // A client that leaves in the middle of a message gives its share back.
+    let (mut leaving, session) = start_on(shared.clone()).await;
+    leaving.expect("EHLO client.example", "250-").await;
+    leaving.envelope("a@example.org", "x@localhost").await;
+    leaving.expect("DATA", "354 ").await;
+    leaving.send("x".repeat(50_000)).await;
+    drop(leaving);
+    assert!(session.await.unwrap().is_ok());
+    assert_eq!(shared.budget.available_permits(), 100_000);
 }
 
 /// Serves `config` on a fresh port; the sender stops the server.

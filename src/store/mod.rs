@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("store migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database could not take a whole group of operations (busy, full,
+    /// I/O error); this one was not tried again alone.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The store's writer task is gone (the daemon is shutting down).
     #[error("store is shut down")]
     Closed,
@@ -91,6 +95,9 @@ pub struct NewMessage {
     pub number: Result<String, Code>,
     /// The SMS text.
     pub text: String,
+    /// The same number given earlier in the request (its 0-based position):
+    /// no SMS of its own, reported with that one's outcome.
+    pub duplicate_of: Option<usize>,
 }
 
 /// What [`Store::accept`] did.
@@ -136,6 +143,9 @@ pub struct Job {
     pub attempts: u32,
     /// Which entry of the account's provider list to use.
     pub provider_index: u32,
+    /// Attempts on that provider, this one included: failover comes after
+    /// `dispatch.max_attempts` of them.
+    pub provider_attempts: u32,
 }
 
 /// What happened to a claimed job; decided by `dispatch::classify`.
@@ -228,9 +238,6 @@ pub enum ReplyOutcome {
     },
 }
 
-/// A job whose last send was interrupted (the daemon stopped mid-send).
-pub type InFlightJob = Job;
-
 /// The durable state behind the pipeline.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -245,7 +252,18 @@ pub trait Store: Send + Sync + 'static {
     async fn record_outcomes(&self, outcomes: Vec<JobOutcome>) -> Result<(), StoreError>;
 
     /// Jobs left "being sent" by a previous run: their outcome is unknown.
-    async fn in_flight_jobs(&self) -> Result<Vec<InFlightJob>, StoreError>;
+    async fn in_flight_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Puts replies left "being sent" by a previous run back in the queue.
+    /// Only the daemon that sends replies calls it, at start-up: they may
+    /// have gone out already (their Message-ID is stable, so the receiving
+    /// side can tell), but they are never lost.
+    async fn requeue_interrupted_replies(&self) -> Result<u64, StoreError>;
+
+    /// A short id unique to this database: with a job id, it makes the
+    /// client reference given to providers, unique even if the database is
+    /// ever recreated next to an old outbox file.
+    fn instance_id(&self) -> &str;
 
     /// Claims up to `limit` replies due at `now`.
     async fn claim_replies(

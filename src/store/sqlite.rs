@@ -8,8 +8,8 @@
 //! request never makes its neighbours fail.
 
 use super::{
-    Accepted, InFlightJob, Job, JobOutcome, Millis, NewRequest, PendingReply, ReplyContent,
-    ReplyOutcome, RequestBody, Store, StoreError, now_millis,
+    Accepted, Job, JobOutcome, Millis, NewRequest, PendingReply, ReplyContent, ReplyOutcome,
+    RequestBody, Store, StoreError, now_millis,
 };
 use crate::codes::{AckCode, Code};
 use async_trait::async_trait;
@@ -59,6 +59,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Op>,
     /// Read-only connections (WAL lets them read while the writer writes).
     readers: SqlitePool,
+    /// This database's `store_id` (see [`Store::instance_id`]).
+    instance_id: String,
 }
 
 /// One write operation and where its result goes.
@@ -76,14 +78,23 @@ enum OpKind {
     ClaimReplies { now: Millis, limit: usize },
     RecordReply { id: i64, outcome: ReplyOutcome },
     Purge { before: Millis },
+    RequeueReplies,
 }
 
 enum OpResult {
     Accepted(Accepted),
     Jobs(Vec<Job>),
-    Replies(Vec<PendingReply>),
-    Purged(u64),
+    Replies(Vec<ClaimedReply>),
+    Count(u64),
     Done,
+}
+
+/// A reply claimed by the writer; an etatNot's lines are read afterwards,
+/// outside the writer's transaction (a large request has many).
+struct ClaimedReply {
+    reply: PendingReply,
+    /// For an etatNot: its request, whose jobs give the lines.
+    request_id: Option<i64>,
 }
 
 /// Migrations embedded in the binary, from `migrations/sqlite/`.
@@ -121,16 +132,25 @@ impl SqliteStore {
             .foreign_keys(true);
         let mut conn = SqliteConnection::connect_with(&options).await?;
         migrator().run(&mut conn).await?;
-        sqlx::query("UPDATE replies SET status = 'pending' WHERE status = 'sending'")
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)")
+            .bind(format!("{:08x}", fastrand::u32(..)))
             .execute(&mut conn)
             .await?;
+        let instance_id: String =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
+                .fetch_one(&mut conn)
+                .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.read_only(true))
             .await?;
         let (writer, rx) = mpsc::channel(4096);
         tokio::spawn(writer_task(conn, rx, config.max_batch.max(1)));
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            instance_id,
+        })
     }
 
     async fn submit(&self, kind: OpKind) -> Result<OpResult, StoreError> {
@@ -154,9 +174,12 @@ async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, max
                     let _ = op.reply.send(Ok(result));
                 }
             }
-            Err(error) if batch.len() == 1 => {
-                if let Some(op) = batch.pop() {
-                    let _ = op.reply.send(Err(error));
+            Err(error) if batch.len() == 1 || affects_everything(&error) => {
+                // Busy, full, I/O: every operation would fail the same way
+                // after another wait; answer them all now (SMTP says 451).
+                let message = error.to_string();
+                for op in batch.drain(..) {
+                    let _ = op.reply.send(Err(StoreError::Unavailable(message.clone())));
                 }
             }
             Err(error) => {
@@ -169,6 +192,20 @@ async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, max
                 }
             }
         }
+    }
+}
+
+/// Whether an error is the database's state rather than one operation's
+/// fault: SQLITE_BUSY (5), LOCKED (6), IOERR (10), CORRUPT (11), FULL (13),
+/// CANTOPEN (14), READONLY (8), or no answer from the database at all.
+fn affects_everything(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14)),
+        StoreError::Database(_) => true,
+        _ => true,
     }
 }
 
@@ -197,7 +234,13 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
             record_reply(conn, *id, outcome).await?;
             OpResult::Done
         }
-        OpKind::Purge { before } => OpResult::Purged(purge(conn, *before).await?),
+        OpKind::Purge { before } => OpResult::Count(purge(conn, *before).await?),
+        OpKind::RequeueReplies => OpResult::Count(
+            sqlx::query("UPDATE replies SET status = 'pending' WHERE status = 'sending'")
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        ),
     })
 }
 
@@ -258,7 +301,10 @@ async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted,
         RequestBody::Refused(code) => (Some(i64::from(code.0)), &[][..]),
         RequestBody::Messages(m) => (None, &m[..]),
     };
-    let queued = messages.iter().filter(|m| m.number.is_ok()).count();
+    let queued = messages
+        .iter()
+        .filter(|m| m.number.is_ok() && m.duplicate_of.is_none())
+        .count();
     let row = sqlx::query(
         "INSERT INTO requests (account, email_id, received_at, message_id, mail_from, email_ack,
                                email_not, error_code, pending_jobs, completed_at)
@@ -286,12 +332,14 @@ async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted,
     for (chunk_index, chunk) in messages.chunks(JOB_ROWS_PER_INSERT).enumerate() {
         let mut insert = QueryBuilder::new(
             "INSERT INTO jobs (request_id, seq, tel, number, text, account, email_id, sender_id,
-                               tracker, received_at, status, code, detail, next_attempt_at, updated_at) ",
+                               tracker, received_at, status, code, detail, next_attempt_at, updated_at,
+                               same_as) ",
         );
         insert.push_values(chunk.iter().enumerate(), |mut row, (i, m)| {
-            let (number, status, code, detail) = match &m.number {
-                Ok(n) => (Some(n.as_str()), "queued", None, None),
-                Err(c) => (None, "failed", Some(i64::from(c.0)), Some(c.message())),
+            let (number, status, code, detail) = match (&m.number, m.duplicate_of) {
+                (Ok(_), Some(_)) => (None, "duplicate", None, None),
+                (Ok(n), None) => (Some(n.as_str()), "queued", None, None),
+                (Err(c), _) => (None, "failed", Some(i64::from(c.0)), Some(c.message())),
             };
             row.push_bind(request_id)
                 .push_bind((chunk_index * JOB_ROWS_PER_INSERT + i + 1) as i64)
@@ -307,7 +355,8 @@ async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted,
                 .push_bind(code)
                 .push_bind(detail)
                 .push_bind(now)
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(m.duplicate_of.map(|first| first as i64 + 1));
         });
         insert.build().execute(&mut *conn).await?;
     }
@@ -336,10 +385,11 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
         received_at: row.try_get("received_at")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         provider_index: row.try_get::<i64, _>("provider_index")? as u32,
+        provider_attempts: row.try_get::<i64, _>("provider_attempts")? as u32,
     })
 }
 
-const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index";
+const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index, provider_attempts";
 
 async fn claim_jobs(
     conn: &mut SqliteConnection,
@@ -347,11 +397,12 @@ async fn claim_jobs(
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
     let rows = sqlx::query(
-        "UPDATE jobs SET status = 'sending', attempts = attempts + 1, updated_at = ?1
+        "UPDATE jobs SET status = 'sending', attempts = attempts + 1,
+                provider_attempts = provider_attempts + 1, updated_at = ?1
          WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1
                       ORDER BY next_attempt_at, id LIMIT ?2)
          RETURNING id, request_id, account, number, text, sender_id, tracker, email_id,
-                   received_at, attempts, provider_index",
+                   received_at, attempts, provider_index, provider_attempts",
     )
     .bind(now)
     .bind(limit as i64)
@@ -411,6 +462,8 @@ async fn record_outcomes(
     if !retries.is_empty() {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
+                    provider_attempts = CASE WHEN provider_index = o.value ->> 2
+                                             THEN provider_attempts ELSE 0 END,
                     provider_index = o.value ->> 2, detail = o.value ->> 3, updated_at = ?2
              FROM json_each(?1) AS o
              WHERE jobs.id = o.value ->> 0 AND jobs.status = 'sending'",
@@ -474,7 +527,7 @@ async fn claim_replies(
     conn: &mut SqliteConnection,
     now: Millis,
     limit: usize,
-) -> Result<Vec<PendingReply>, StoreError> {
+) -> Result<Vec<ClaimedReply>, StoreError> {
     let rows = sqlx::query(
         "UPDATE replies SET status = 'sending', attempts = attempts + 1
          WHERE id IN (SELECT id FROM replies WHERE status = 'pending' AND next_attempt_at <= ?1
@@ -489,50 +542,52 @@ async fn claim_replies(
     for row in rows {
         let kind: String = row.try_get("kind")?;
         let email_id: Option<String> = row.try_get("email_id")?;
-        let content = if kind == "ack" {
+        let (content, request_id) = if kind == "ack" {
             let code: i64 = row.try_get("ack_code")?;
-            ReplyContent::Ack {
-                email_id,
-                code: AckCode::from_number(code as u16).unwrap_or(AckCode::Processed),
-            }
+            let code = AckCode::from_number(code as u16).unwrap_or(AckCode::Processed);
+            (ReplyContent::Ack { email_id, code }, None)
         } else {
+            let etats = Vec::new();
             let request_id: i64 = row.try_get("request_id")?;
-            ReplyContent::Not {
-                email_id,
-                etats: etats(conn, request_id).await?,
-            }
+            (ReplyContent::Not { email_id, etats }, Some(request_id))
         };
         let id: i64 = row.try_get("id")?;
         let created_at: i64 = row.try_get("created_at")?;
-        replies.push(PendingReply {
-            id,
-            key: format!("{created_at}.{id}"),
-            to: row.try_get("recipient")?,
-            attempts: row.try_get::<i64, _>("attempts")? as u32,
-            content,
+        replies.push(ClaimedReply {
+            reply: PendingReply {
+                id,
+                key: format!("{created_at}.{id}"),
+                to: row.try_get("recipient")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                content,
+            },
+            request_id,
         });
     }
-    replies.sort_by_key(|r| r.id);
+    replies.sort_by_key(|r| r.reply.id);
     Ok(replies)
 }
 
-/// The etatNot lines of a request: one per job, or the request-level code.
-async fn etats(
-    conn: &mut SqliteConnection,
-    request_id: i64,
-) -> Result<Vec<(Code, String)>, StoreError> {
+/// The etatNot lines of a finished request: one per job in the sender's
+/// order (a repeated number with its first occurrence's code), or the
+/// request-level code with an empty `<tel>`.
+async fn etats(readers: &SqlitePool, request_id: i64) -> Result<Vec<(Code, String)>, StoreError> {
     let error: Option<i64> = sqlx::query("SELECT error_code FROM requests WHERE id = ?")
         .bind(request_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(readers)
         .await?
         .try_get(0)?;
     if let Some(code) = error {
         return Ok(vec![(Code(code as u16), String::new())]);
     }
-    let rows = sqlx::query("SELECT code, tel FROM jobs WHERE request_id = ? ORDER BY seq")
-        .bind(request_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT COALESCE(j.code, first.code), j.tel FROM jobs j
+         LEFT JOIN jobs first ON first.request_id = j.request_id AND first.seq = j.same_as
+         WHERE j.request_id = ? ORDER BY j.seq",
+    )
+    .bind(request_id)
+    .fetch_all(readers)
+    .await?;
     rows.iter()
         .map(|row| {
             let code: Option<i64> = row.try_get(0)?;
@@ -615,7 +670,7 @@ impl Store for SqliteStore {
         self.submit(OpKind::Record(outcomes)).await.map(|_| ())
     }
 
-    async fn in_flight_jobs(&self) -> Result<Vec<InFlightJob>, StoreError> {
+    async fn in_flight_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'sending' ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.readers)
@@ -631,10 +686,24 @@ impl Store for SqliteStore {
         now: Millis,
         limit: usize,
     ) -> Result<Vec<PendingReply>, StoreError> {
-        match self.submit(OpKind::ClaimReplies { now, limit }).await? {
-            OpResult::Replies(r) => Ok(r),
+        let claimed = match self.submit(OpKind::ClaimReplies { now, limit }).await? {
+            OpResult::Replies(r) => r,
             _ => unreachable!("claim_replies returns Replies"),
+        };
+        let mut replies = Vec::with_capacity(claimed.len());
+        for ClaimedReply {
+            mut reply,
+            request_id,
+        } in claimed
+        {
+            if let (Some(request_id), ReplyContent::Not { etats: lines, .. }) =
+                (request_id, &mut reply.content)
+            {
+                *lines = etats(&self.readers, request_id).await?;
+            }
+            replies.push(reply);
         }
+        Ok(replies)
     }
 
     async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError> {
@@ -645,9 +714,20 @@ impl Store for SqliteStore {
 
     async fn purge(&self, before: Millis) -> Result<u64, StoreError> {
         match self.submit(OpKind::Purge { before }).await? {
-            OpResult::Purged(n) => Ok(n),
-            _ => unreachable!("purge returns Purged"),
+            OpResult::Count(n) => Ok(n),
+            _ => unreachable!("purge returns Count"),
         }
+    }
+
+    async fn requeue_interrupted_replies(&self) -> Result<u64, StoreError> {
+        match self.submit(OpKind::RequeueReplies).await? {
+            OpResult::Count(n) => Ok(n),
+            _ => unreachable!("requeue returns Count"),
+        }
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {

@@ -1,0 +1,277 @@
+//! The dispatcher against scripted providers, over the real SQLite store:
+//! transient failures are retried, unusable providers failed over,
+//! permanent refusals reported with their code, and etatNot is queued once,
+//! only when every recipient has its outcome.
+
+mod common;
+use common::*;
+use mail2sms::codes::Code;
+use mail2sms::config::Config;
+use mail2sms::dispatch::Dispatcher;
+use mail2sms::providers::{FailureKind, OutgoingSms, Provider, Providers, SendError};
+use mail2sms::shutdown;
+use mail2sms::store::{
+    NewMessage, NewRequest, ReplyContent, RequestBody, SqliteStore, Store, now_millis,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A provider that answers per destination from a script, then succeeds.
+struct Scripted {
+    /// Per number: the errors to return first, in order.
+    script: Mutex<HashMap<String, Vec<SendError>>>,
+    /// Every call: the numbers of the batch.
+    calls: Mutex<Vec<Vec<String>>>,
+    /// The numbers it accepted, with their reference.
+    sent: Mutex<Vec<(String, String)>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<(&str, Vec<SendError>)>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            script: Mutex::new(
+                script
+                    .into_iter()
+                    .map(|(n, e)| (n.to_string(), e))
+                    .collect(),
+            ),
+            calls: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Scripted {
+    fn max_batch(&self) -> usize {
+        100
+    }
+
+    async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(batch.iter().map(|s| s.to.clone()).collect());
+        batch
+            .iter()
+            .map(|sms| {
+                let mut script = self.script.lock().unwrap();
+                match script.get_mut(&sms.to).filter(|e| !e.is_empty()) {
+                    Some(errors) => Err(errors.remove(0)),
+                    None => {
+                        self.sent
+                            .lock()
+                            .unwrap()
+                            .push((sms.to.clone(), sms.reference.clone()));
+                        Ok(format!("p-{}", sms.reference))
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn config(dir: &Path) -> Config {
+    let mut c = Config::parse(
+        &(test_toml(dir).replace(
+            "providers = [\"outbox\"]",
+            "providers = [\"outbox\", \"backup\"]",
+        ) + &format!(
+            "\n[providers.backup]\ntype = \"outbox\"\npath = \"{}/backup.jsonl\"\n",
+            dir.display()
+        )),
+        Path::new("test"),
+    )
+    .unwrap();
+    c.dispatch.max_attempts = 3;
+    c.dispatch.retry_initial_ms = 20;
+    c.dispatch.retry_max_ms = 40;
+    c.dispatch.poll_interval_ms = 20;
+    c
+}
+
+fn request(numbers: &[&str]) -> NewRequest {
+    NewRequest {
+        account: "masociete".into(),
+        email_id: Some("d-1".into()),
+        message_id: None,
+        mail_from: "ops@masociete.com".into(),
+        sender_id: None,
+        tracker: None,
+        email_ack: None,
+        email_not: Some("not@masociete.com".into()),
+        body: RequestBody::Messages(
+            numbers
+                .iter()
+                .map(|n| NewMessage {
+                    tel: n.to_string(),
+                    number: Ok(n.to_string()),
+                    text: "t".into(),
+                    duplicate_of: None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn transient() -> SendError {
+    SendError::transient("HTTP 503")
+}
+
+/// Runs a dispatcher with these providers until `done` says so.
+async fn dispatch_until(
+    store: Arc<dyn Store>,
+    config: &Config,
+    primary: Arc<Scripted>,
+    backup: Arc<Scripted>,
+    mut done: impl FnMut() -> bool,
+) {
+    let mut providers = Providers::new();
+    providers.insert("outbox".into(), primary);
+    providers.insert("backup".into(), backup);
+    let wake = Arc::new(Notify::new());
+    let dispatcher = Arc::new(Dispatcher::new(
+        config,
+        store,
+        providers,
+        wake.clone(),
+        Arc::new(Notify::new()),
+    ));
+    let (trigger, listen) = shutdown::channel();
+    let task = tokio::spawn(dispatcher.run(listen));
+    wake.notify_one();
+    wait_until(|| done().then_some(()))
+        .await
+        .expect("dispatch finished");
+    trigger.fire();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_failover_and_codes_reach_etat_not_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store
+        .accept(request(&[
+            "+33600000001",
+            "+33600000002",
+            "+33600000003",
+            "+33600000004",
+        ]))
+        .await
+        .unwrap();
+    let unusable = SendError {
+        kind: FailureKind::ProviderUnusable,
+        code: Code::NO_CREDIT,
+        detail: "no credit".into(),
+    };
+    let primary = Scripted::new(vec![
+        // Sent on the third try.
+        ("+33600000001", vec![transient(), transient()]),
+        // Refused for good: reported with its code, never retried.
+        (
+            "+33600000002",
+            vec![SendError::permanent(Code::NOT_ASSIGNED, "unassigned")],
+        ),
+        // Three transient failures: fail over to the backup.
+        ("+33600000003", vec![transient(), transient(), transient()]),
+        // The provider is out of credit: straight to the backup.
+        ("+33600000004", vec![unusable]),
+    ]);
+    let backup = Scripted::new(vec![]);
+    let p = primary.clone();
+    let b = backup.clone();
+    dispatch_until(
+        store.clone(),
+        &config,
+        primary.clone(),
+        backup.clone(),
+        move || p.sent.lock().unwrap().len() == 1 && b.sent.lock().unwrap().len() == 2,
+    )
+    .await;
+    // Settle: the last outcomes are recorded before the dispatcher stops.
+    let replies = store.claim_replies(now_millis(), 10).await.unwrap();
+    assert_eq!(replies.len(), 1, "one etatNot: {replies:?}");
+    assert_eq!(
+        replies[0].content,
+        ReplyContent::Not {
+            email_id: Some("d-1".into()),
+            etats: vec![
+                (Code::SENT, "+33600000001".into()),
+                (Code::NOT_ASSIGNED, "+33600000002".into()),
+                (Code::SENT, "+33600000003".into()),
+                (Code::SENT, "+33600000004".into()),
+            ]
+        }
+    );
+    let tries_for = |p: &Scripted, n: &str| {
+        p.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.iter().any(|x| x == n))
+            .count()
+    };
+    assert_eq!(tries_for(&primary, "+33600000001"), 3);
+    assert_eq!(tries_for(&primary, "+33600000002"), 1);
+    assert_eq!(tries_for(&primary, "+33600000003"), 3);
+    assert_eq!(tries_for(&primary, "+33600000004"), 1);
+    let mut on_backup: Vec<_> = backup
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    on_backup.sort();
+    assert_eq!(on_backup, ["+33600000003", "+33600000004"]);
+    // The reference is the store's id and the job id, the same on both.
+    let reference = backup.sent.lock().unwrap()[0].1.clone();
+    assert!(
+        reference.starts_with(&format!("{}-", store.instance_id())),
+        "{reference}"
+    );
+    assert!(reference.len() <= 30);
+    assert_eq!(
+        store.job_counts().await.unwrap(),
+        [("failed".to_string(), 1), ("sent".to_string(), 3)]
+    );
+}
+
+#[tokio::test]
+async fn etat_not_waits_for_a_recipient_still_being_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.dispatch.retry_initial_ms = 60_000; // the retry is far away
+    config.dispatch.retry_max_ms = 60_000;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store
+        .accept(request(&["+33600000001", "+33600000002"]))
+        .await
+        .unwrap();
+    let primary = Scripted::new(vec![("+33600000002", vec![transient()])]);
+    let p = primary.clone();
+    dispatch_until(
+        store.clone(),
+        &config,
+        primary.clone(),
+        Scripted::new(vec![]),
+        move || !p.calls.lock().unwrap().is_empty() && p.sent.lock().unwrap().len() == 1,
+    )
+    .await;
+    assert!(
+        store
+            .claim_replies(now_millis(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no etatNot yet"
+    );
+    assert_eq!(
+        store.job_counts().await.unwrap(),
+        [("queued".to_string(), 1), ("sent".to_string(), 1)]
+    );
+}
