@@ -59,7 +59,21 @@ fn init_logging() {
         .init();
 }
 
+/// Makes glibc's malloc give large blocks back to the system: by default
+/// its mmap threshold grows after a large block is freed, so the buffers of
+/// one big request (a 100 000-line `mobiles.csv` and its etatNot) would stay
+/// in the process for good.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -76,13 +76,11 @@ impl ReplySender {
                     (reply.id, outcome)
                 });
             }
-            while let Some(done) = sends.join_next().await {
-                let Ok((id, outcome)) = done else { continue };
-                insist("a reply outcome", || {
-                    self.store.record_reply(id, outcome.clone())
-                })
-                .await;
-            }
+            let outcomes: Vec<_> = sends.join_all().await;
+            insist("reply outcomes", || {
+                self.store.record_replies(outcomes.clone())
+            })
+            .await;
         }
     }
 }

@@ -10,19 +10,21 @@ pub mod outbox;
 
 use crate::codes::Code;
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One SMS handed to a provider.
-#[derive(Debug, Clone, PartialEq)]
+/// One SMS handed to a provider (serialised as the outbox writes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutgoingSms {
-    /// The job id in the store.
-    pub job_id: i64,
     /// Our reference for this SMS, unique across databases (store id and
     /// job id, at most 30 characters): given to providers that keep a client
     /// reference, so an interrupted send can be recognised afterwards.
+    #[serde(rename = "ref")]
     pub reference: String,
+    /// The job id in the store.
+    #[serde(rename = "job")]
+    pub job_id: i64,
     /// E.164 destination, e.g. `+33601020304`.
     pub to: String,
     /// The text.

@@ -34,27 +34,14 @@ fn default_true() -> bool {
     true
 }
 
-/// One line of the outbox file.
+/// One line of the outbox file: the SMS as handed to the provider, and
+/// when it was written.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutboxLine {
-    /// Our reference for the SMS (store id and job id): how a crashed send
-    /// is recognised.
-    #[serde(rename = "ref")]
-    pub reference: String,
-    /// The job id in the store.
-    pub job: i64,
-    /// E.164 destination.
-    pub to: String,
-    /// The SMS text.
-    pub text: String,
-    /// The sender id, if any.
-    pub sender_id: Option<String>,
-    /// The account's name in the config.
-    pub account: String,
-    /// The request's emailId.
-    pub email_id: String,
-    /// The request's tracker.
-    pub tracker: Option<String>,
+    /// The SMS (`ref` first, for fast scans; then `job`, `to`, `text`,
+    /// `sender_id`, `account`, `email_id`, `tracker`).
+    #[serde(flatten)]
+    pub sms: OutgoingSms,
     /// When it was written, in Unix milliseconds.
     pub at_ms: i64,
 }
@@ -168,14 +155,7 @@ impl Provider for Outbox {
         let mut bytes = Vec::with_capacity(batch.len() * 200);
         for sms in batch {
             let line = OutboxLine {
-                reference: sms.reference.clone(),
-                job: sms.job_id,
-                to: sms.to.clone(),
-                text: sms.text.clone(),
-                sender_id: sms.sender_id.clone(),
-                account: sms.account.clone(),
-                email_id: sms.email_id.clone(),
-                tracker: sms.tracker.clone(),
+                sms: sms.clone(),
                 at_ms,
             };
             if serde_json::to_writer(&mut bytes, &line).is_ok() {
@@ -276,10 +256,8 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[1].job, 2);
-        assert_eq!(lines[0].to, "+33601020304");
-        assert_eq!(lines[0].text, "L'été \"chaud\"\nligne 2");
-        assert_eq!(lines[0].sender_id.as_deref(), Some("MaSociete"));
+        assert_eq!(lines[1].sms, sms(2));
+        assert_eq!(lines[0].sms, sms(1));
         assert!(text.starts_with("{\"ref\":\"abcd1234-1\",\"job\":1,"));
     }
 

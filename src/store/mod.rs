@@ -9,7 +9,7 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteStore, StoreConfig};
+pub use sqlite::{PURGE_CHUNK, SqliteStore, StoreConfig};
 
 use crate::codes::{AckCode, Code};
 use async_trait::async_trait;
@@ -272,11 +272,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<PendingReply>, StoreError>;
 
-    /// Records what happened to a reply.
-    async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError>;
+    /// Records what happened to replies (by id).
+    async fn record_replies(&self, outcomes: Vec<(i64, ReplyOutcome)>) -> Result<(), StoreError>;
 
-    /// Forgets requests finished before `before` (retention); returns how
-    /// many. Their emailIds may then be used again.
+    /// Forgets requests finished before `before` (retention), at most
+    /// [`PURGE_CHUNK`] at a time; returns how many. Their emailIds may then
+    /// be used again.
     async fn purge(&self, before: Millis) -> Result<u64, StoreError>;
 
     /// Counts jobs per status (`queued`, `sending`, `sent`, `failed`), for

@@ -76,7 +76,7 @@ enum OpKind {
     ClaimJobs { now: Millis, limit: usize },
     Record(Vec<JobOutcome>),
     ClaimReplies { now: Millis, limit: usize },
-    RecordReply { id: i64, outcome: ReplyOutcome },
+    RecordReplies(Vec<(i64, ReplyOutcome)>),
     Purge { before: Millis },
     RequeueReplies,
 }
@@ -230,8 +230,8 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
         OpKind::ClaimReplies { now, limit } => {
             OpResult::Replies(claim_replies(conn, *now, *limit).await?)
         }
-        OpKind::RecordReply { id, outcome } => {
-            record_reply(conn, *id, outcome).await?;
+        OpKind::RecordReplies(outcomes) => {
+            record_replies(conn, outcomes).await?;
             OpResult::Done
         }
         OpKind::Purge { before } => OpResult::Count(purge(conn, *before).await?),
@@ -599,52 +599,63 @@ async fn etats(readers: &SqlitePool, request_id: i64) -> Result<Vec<(Code, Strin
         .collect()
 }
 
-async fn record_reply(
+/// Records reply outcomes in one statement (they travel as one JSON
+/// parameter: id, status, next attempt, error).
+async fn record_replies(
     conn: &mut SqliteConnection,
-    id: i64,
-    outcome: &ReplyOutcome,
+    outcomes: &[(i64, ReplyOutcome)],
 ) -> Result<(), StoreError> {
-    let now = now_millis();
-    let query = match outcome {
-        ReplyOutcome::Sent => {
-            sqlx::query("UPDATE replies SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?")
-                .bind(now)
-                .bind(id)
-        }
-        ReplyOutcome::Retry { at, error } => sqlx::query(
-            "UPDATE replies SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
-        )
-        .bind(at)
-        .bind(error)
-        .bind(id),
-        ReplyOutcome::Failed { error } => {
-            sqlx::query("UPDATE replies SET status = 'failed', last_error = ? WHERE id = ?")
-                .bind(error)
-                .bind(id)
-        }
-    };
-    query.execute(&mut *conn).await?;
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(id, outcome)| match outcome {
+            ReplyOutcome::Sent => serde_json::json!([id, "sent", null, null]),
+            ReplyOutcome::Retry { at, error } => serde_json::json!([id, "pending", at, error]),
+            ReplyOutcome::Failed { error } => serde_json::json!([id, "failed", null, error]),
+        })
+        .collect();
+    sqlx::query(
+        "UPDATE replies SET status = o.value ->> 1,
+                next_attempt_at = COALESCE(o.value ->> 2, next_attempt_at),
+                last_error = o.value ->> 3,
+                sent_at = CASE WHEN o.value ->> 1 = 'sent' THEN ?2 ELSE sent_at END
+         FROM json_each(?1) AS o
+         WHERE replies.id = o.value ->> 0",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(now_millis())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Deletes requests finished before `before` whose replies are all settled
-/// (their jobs and replies go with them), and settled etatAck-only replies.
+/// Requests deleted by one purge operation at most, so that other writes
+/// wait little behind it.
+pub const PURGE_CHUNK: u64 = 1_000;
+
+/// Deletes up to [`PURGE_CHUNK`] requests finished before `before` whose
+/// replies are all settled (their jobs and replies go with them), and
+/// settled etatAck-only replies.
 async fn purge(conn: &mut SqliteConnection, before: Millis) -> Result<u64, StoreError> {
     let requests = sqlx::query(
-        "DELETE FROM requests WHERE completed_at IS NOT NULL AND completed_at < ?1
-           AND NOT EXISTS (SELECT 1 FROM replies
-                           WHERE replies.request_id = requests.id
-                             AND replies.status IN ('pending', 'sending'))",
+        "DELETE FROM requests WHERE id IN (
+             SELECT id FROM requests WHERE completed_at IS NOT NULL AND completed_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM replies
+                               WHERE replies.request_id = requests.id
+                                 AND replies.status IN ('pending', 'sending'))
+             LIMIT ?2)",
     )
     .bind(before)
+    .bind(PURGE_CHUNK as i64)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     sqlx::query(
-        "DELETE FROM replies WHERE request_id IS NULL AND status IN ('sent', 'failed')
-           AND created_at < ?1",
+        "DELETE FROM replies WHERE id IN (
+             SELECT id FROM replies WHERE request_id IS NULL AND status IN ('sent', 'failed')
+               AND created_at < ?1 LIMIT ?2)",
     )
     .bind(before)
+    .bind(PURGE_CHUNK as i64 * 10)
     .execute(&mut *conn)
     .await?;
     Ok(requests)
@@ -706,8 +717,8 @@ impl Store for SqliteStore {
         Ok(replies)
     }
 
-    async fn record_reply(&self, id: i64, outcome: ReplyOutcome) -> Result<(), StoreError> {
-        self.submit(OpKind::RecordReply { id, outcome })
+    async fn record_replies(&self, outcomes: Vec<(i64, ReplyOutcome)>) -> Result<(), StoreError> {
+        self.submit(OpKind::RecordReplies(outcomes))
             .await
             .map(|_| ())
     }
