@@ -32,6 +32,9 @@ pub struct ParsedMail {
     /// Text attachments (every text/* part and every `*.csv`/`*.txt` file),
     /// decoded to text, for `mobiles.csv` / `message.csv`.
     pub attachments: Vec<Attachment>,
+    /// The body has HTML and no plain-text part: a refusal can then say
+    /// that the spec asks for plain text.
+    pub html_only: bool,
 }
 
 /// One attachment decoded to text.
@@ -95,6 +98,11 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
         }
     }
 
+    let html_only = message.html_bodies().next().is_some()
+        && !message
+            .text_bodies()
+            .any(|p| !p.is_text_html() && !is_named_file(p));
+
     // Files sent "inline" (Apple Mail does) are body parts for mail-parser.
     let inline_files = message.text_bodies().filter(|p| is_named_file(p));
     let attachments = message
@@ -108,6 +116,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
         message_id,
         text,
         attachments,
+        html_only,
     })
 }
 
@@ -514,6 +523,7 @@ Content-Type: text/html; charset=utf-8\r\n\
         assert_eq!(sms_of(&parsed.text), "50€");
         assert!(!parsed.text.contains("html"));
         assert!(parsed.attachments.is_empty());
+        assert!(!parsed.html_only);
     }
 
     #[test]
@@ -542,6 +552,7 @@ Content-Type: text/html; charset=utf-8\r\n\
         );
         let parsed = parse(&raw).unwrap();
         assert!(!contains_envoi(&parsed.text));
+        assert!(parsed.html_only);
     }
 
     #[test]

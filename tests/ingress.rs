@@ -230,3 +230,19 @@ async fn over_the_connection_cap_a_client_gets_421_at_once() {
     assert_eq!(code_of(&result), Some(421));
     drop(held);
 }
+
+#[tokio::test]
+async fn html_only_mail_with_raw_markup_is_refused_naming_html() {
+    let app = TestApp::spawn().await;
+    let raw = format!(
+        "From: ops@masociete.com\r\nTo: sms@sms.example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n<html><body>{}</body></html>\r\n",
+        envoi("0601020304", "x", "html-raw").replace('\n', "")
+    );
+    let result = app.send("ops@masociete.com", raw.as_bytes()).await;
+    assert_eq!(code_of(&result), Some(550));
+    let text = refusal(result);
+    assert!(
+        text.contains("5.6.0") && text.contains("HTML only"),
+        "{text}"
+    );
+}

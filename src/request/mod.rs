@@ -97,6 +97,10 @@ pub enum RequestError {
     /// The body has no `<envoi>` tag.
     #[error("no <envoi> request found in the message body")]
     NoEnvoi,
+    /// An HTML-only body without a readable `<envoi>` (raw markup is
+    /// swallowed by the HTML rendering).
+    #[error("no <envoi> request found: the message is HTML only; send it as plain text")]
+    HtmlOnly,
     /// `<envoi>` is never closed.
     #[error("<envoi> is not closed: add </envoi> after the last tag")]
     UnclosedEnvoi,
@@ -167,7 +171,10 @@ fn sms_tag(index: u64) -> String {
 /// keyid, attachments, then the request-level codes 34, 23, 6, and last a
 /// number without message.
 pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
-    let envoi = envoi::scan(&mail.text)?;
+    let envoi = envoi::scan(&mail.text).map_err(|e| match e {
+        RequestError::NoEnvoi if mail.html_only => RequestError::HtmlOnly,
+        other => other,
+    })?;
     let keyid = envoi
         .keyid
         .clone()
