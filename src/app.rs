@@ -152,13 +152,26 @@ pub async fn start_with_listener(
 async fn purge_loop(store: Arc<dyn Store>, days: u64, mut shutdown: Shutdown) {
     let keep = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
     loop {
-        match store
-            .purge(crate::store::now_millis().saturating_sub(keep))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(requests = n, "retention: old requests purged"),
-            Err(e) => tracing::error!(error = %e, "retention: purge failed"),
+        let before = crate::store::now_millis().saturating_sub(keep);
+        let mut purged = 0;
+        // Chunk after chunk, each its own short write, until none is full.
+        loop {
+            match store.purge(before).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < crate::store::PURGE_CHUNK || shutdown.is_fired() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "retention: purge failed");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(requests = purged, "retention: old requests purged");
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

@@ -179,8 +179,15 @@ fn raise_fd_limit(max_connections: usize) {
             return;
         }
         if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            let mut raised = limit;
+            raised.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                // e.g. a hard limit above the kernel's nr_open: try a
+                // generous fixed value instead.
+                raised.rlim_cur = raised.rlim_cur.min(1 << 20);
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+            }
+            let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
         }
     }
     let needed = max_connections as u64 + 64;

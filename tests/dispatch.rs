@@ -275,3 +275,62 @@ async fn etat_not_waits_for_a_recipient_still_being_retried() {
         [("queued".to_string(), 1), ("sent".to_string(), 1)]
     );
 }
+
+#[tokio::test]
+async fn accounts_sharing_a_provider_keep_their_own_failover_lists() {
+    // Regression (second review, H3): the provider count of the first job of
+    // a batch was used for every job going to the same provider.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let mut solo = config.accounts["masociete"].clone();
+    solo.keyid = "solo-key".into();
+    solo.providers = vec!["outbox".into()];
+    config.accounts.insert("solo".into(), solo);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    let mut only_primary = request(&["+33600000009"]);
+    only_primary.account = "solo".into();
+    only_primary.email_id = Some("solo-1".into());
+    store.accept(only_primary).await.unwrap();
+    store.accept(request(&["+33600000001"])).await.unwrap();
+    let no_credit = || SendError {
+        kind: FailureKind::ProviderUnusable,
+        code: Code::NO_CREDIT,
+        detail: "no credit".into(),
+    };
+    let primary = Scripted::new(vec![
+        ("+33600000009", vec![no_credit()]),
+        ("+33600000001", vec![no_credit()]),
+    ]);
+    let backup = Scripted::new(vec![]);
+    let b = backup.clone();
+    // The backup is only reached after the first batch (both jobs) was
+    // recorded, and the dispatcher finishes its batches before it stops.
+    dispatch_until(store.clone(), &config, primary, backup.clone(), move || {
+        b.sent.lock().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(
+        backup
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["+33600000001"],
+        "the two-provider account fails over"
+    );
+    let replies = store.claim_replies(now_millis(), 10).await.unwrap();
+    let solo_not = replies
+        .iter()
+        .find(|r| matches!(&r.content, ReplyContent::Not { email_id, .. } if email_id.as_deref() == Some("solo-1")))
+        .expect("solo etatNot");
+    assert_eq!(
+        solo_not.content,
+        ReplyContent::Not {
+            email_id: Some("solo-1".into()),
+            etats: vec![(Code::NO_CREDIT, "+33600000009".into())],
+        },
+        "the one-provider account reports the provider's code"
+    );
+}

@@ -68,3 +68,5 @@ CREATE TABLE replies (
     sent_at INTEGER
 );
 CREATE INDEX replies_due ON replies (next_attempt_at, id) WHERE status = 'pending';
+-- Retention: "are this request's replies settled?" and the cascade delete.
+CREATE INDEX replies_request ON replies (request_id) WHERE request_id IS NOT NULL;

@@ -155,6 +155,15 @@ impl Config {
         if self.smtp.idle_timeout_secs == 0 {
             return Err(invalid("smtp.idle_timeout_secs", "must be at least 1"));
         }
+        if self.smtp.data_timeout_secs == 0 {
+            return Err(invalid("smtp.data_timeout_secs", "must be at least 1"));
+        }
+        if self.smtp.max_message_size > u32::MAX as usize {
+            return Err(invalid(
+                "smtp.max_message_size",
+                "must be at most 4294967295",
+            ));
+        }
         if self.smtp.max_buffered_bytes < self.smtp.max_message_size {
             return Err(invalid(
                 "smtp.max_buffered_bytes",

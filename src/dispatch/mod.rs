@@ -109,17 +109,27 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Millis {
     (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
 }
 
-/// Runs a store operation until it succeeds: an outcome that is not
-/// recorded would make an SMS be sent again, or a reply be lost.
-pub async fn insist<F, Fut>(what: &str, mut operation: F)
+/// Runs a store operation until it succeeds, or until shutdown: an outcome
+/// that is not recorded would make an SMS be sent again, or a reply be lost.
+/// Giving up at shutdown is safe: what was being sent is settled at the
+/// next start (`recover`, `requeue_interrupted_replies`).
+pub async fn insist<F, Fut>(what: &str, shutdown: &Shutdown, mut operation: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
 {
     let mut delay = Duration::from_millis(100);
+    let mut shutdown = shutdown.clone();
     while let Err(e) = operation().await {
+        if shutdown.is_fired() {
+            tracing::error!(error = %e, "cannot record {what}; stopping anyway");
+            return;
+        }
         tracing::error!(error = %e, "cannot record {what}; retrying");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => {}
+        }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
@@ -253,12 +263,11 @@ impl Dispatcher {
                     .entry(name)
                     .or_insert_with(|| ProviderGroup {
                         name,
-                        count,
                         provider,
                         jobs: Vec::new(),
+                        provider_counts: Vec::new(),
                     })
-                    .jobs
-                    .push(job),
+                    .push(job, count),
                 None => unroutable.push(JobOutcome::Failed {
                     job_id: job.id,
                     code: Code::INTERNAL,
@@ -277,7 +286,7 @@ impl Dispatcher {
     /// Settles jobs a previous run left half-sent, then sends until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = self.recover().await {
+        while let Err(e) = self.recover(&shutdown).await {
             tracing::error!(error = %e, "cannot settle interrupted sends; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -312,8 +321,9 @@ impl Dispatcher {
                 continue;
             }
             let this = self.clone();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
-                this.send_batch(jobs).await;
+                this.send_batch(jobs, &stop).await;
                 drop(permit);
             });
         }
@@ -322,21 +332,22 @@ impl Dispatcher {
     }
 
     /// Sends claimed jobs, grouped by provider, and records the outcomes.
-    async fn send_batch(&self, jobs: Vec<Job>) {
+    async fn send_batch(&self, jobs: Vec<Job>, shutdown: &Shutdown) {
         let (groups, mut outcomes) = self.by_provider(&jobs);
         let instance = self.store.instance_id();
         for ProviderGroup {
             name,
-            count,
             provider,
             jobs: group,
+            provider_counts,
         } in groups
         {
-            for chunk in group.chunks(provider.max_batch().max(1)) {
+            let size = provider.max_batch().max(1);
+            for (chunk, counts) in group.chunks(size).zip(provider_counts.chunks(size)) {
                 let batch: Vec<OutgoingSms> = chunk.iter().map(|j| outgoing(j, instance)).collect();
                 let results = provider.send(&batch).await;
                 let mut results = results.into_iter();
-                for job in chunk {
+                for (job, &count) in chunk.iter().zip(counts) {
                     let result = results.next().unwrap_or_else(|| {
                         Err(SendError::transient("provider gave no answer for this SMS"))
                     });
@@ -349,7 +360,7 @@ impl Dispatcher {
         let completes = outcomes
             .iter()
             .any(|o| !matches!(o, JobOutcome::Retry { .. }));
-        self.record(outcomes).await;
+        self.record(outcomes, shutdown).await;
         if completes {
             self.replies_wake.notify_one();
         }
@@ -359,8 +370,8 @@ impl Dispatcher {
     }
 
     /// Records outcomes, insisting until the store takes them.
-    async fn record(&self, outcomes: Vec<JobOutcome>) {
-        insist("SMS outcomes", || {
+    async fn record(&self, outcomes: Vec<JobOutcome>, shutdown: &Shutdown) {
+        insist("SMS outcomes", shutdown, || {
             self.store.record_outcomes(outcomes.clone())
         })
         .await;
@@ -368,7 +379,7 @@ impl Dispatcher {
 
     /// Settles jobs left "being sent" by a crash: asks each provider what
     /// became of them, and applies [`UnknownOutcome`] where it cannot tell.
-    pub async fn recover(&self) -> Result<(), crate::store::StoreError> {
+    pub async fn recover(&self, shutdown: &Shutdown) -> Result<(), crate::store::StoreError> {
         let jobs = self.store.in_flight_jobs().await?;
         if jobs.is_empty() {
             return Ok(());
@@ -406,7 +417,7 @@ impl Dispatcher {
                 });
             }
         }
-        self.record(outcomes).await;
+        self.record(outcomes, shutdown).await;
         self.replies_wake.notify_one();
         Ok(())
     }
@@ -433,12 +444,20 @@ impl Dispatcher {
 struct ProviderGroup<'a> {
     /// The provider's name in the config.
     name: &'a str,
-    /// How many providers the account has (for failover decisions).
-    count: usize,
     /// The provider.
     provider: &'a Arc<dyn crate::providers::Provider>,
     /// The jobs.
     jobs: Vec<&'a Job>,
+    /// For each job, how many providers its account has: accounts sharing a
+    /// provider may have failover lists of different lengths.
+    provider_counts: Vec<usize>,
+}
+
+impl<'a> ProviderGroup<'a> {
+    fn push(&mut self, job: &'a Job, provider_count: usize) {
+        self.jobs.push(job);
+        self.provider_counts.push(provider_count);
+    }
 }
 
 fn log_outcome(job: &Job, outcome: &JobOutcome) {

@@ -47,7 +47,7 @@ impl ReplySender {
     /// Sends replies until shutdown, after requeueing those a previous run
     /// left half-sent.
     pub async fn run(self, mut shutdown: Shutdown) {
-        insist("interrupted replies", || async {
+        insist("interrupted replies", &shutdown, || async {
             self.store.requeue_interrupted_replies().await.map(|_| ())
         })
         .await;
@@ -77,7 +77,7 @@ impl ReplySender {
                 });
             }
             let outcomes: Vec<_> = sends.join_all().await;
-            insist("reply outcomes", || {
+            insist("reply outcomes", &shutdown, || {
                 self.store.record_replies(outcomes.clone())
             })
             .await;

@@ -134,10 +134,6 @@ pub enum RequestError {
         /// The configured cap.
         max: usize,
     },
-    /// Both body numbers and `mobiles.csv`: which list was meant is unclear
-    /// (spec §3: with attachments, `num` must no longer be given).
-    #[error("give the numbers either in <num> tags or in mobiles.csv, not both")]
-    NumbersAndMobiles,
     /// A CSV attachment cannot be read.
     #[error("{file} cannot be read (line {line})")]
     Csv {
@@ -165,8 +161,8 @@ fn sms_tag(index: u64) -> String {
 /// Reads the request of an email: its `<envoi>` block and, if attached,
 /// `mobiles.csv` / `message.csv`.
 ///
-/// Attachments replace `numX`/`smsX` (spec §3): `mobiles.csv` and body
-/// numbers together are refused; its template is `message.csv`'s first
+/// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
+/// numbers are ignored (and logged); its template is `message.csv`'s first
 /// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
 /// keyid, attachments, then the request-level codes 34, 23, 6, and last a
 /// number without message.
@@ -194,7 +190,11 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
         Err(Code::SMSLONG_NOT_INTEGER)
     } else if let Some(list) = csv_recipients {
         if !envoi.nums.is_empty() {
-            return Err(RequestError::NumbersAndMobiles);
+            // Spec §3 and the issue: the attachments replace num/sms.
+            tracing::info!(
+                ignored = envoi.nums.len(),
+                "mobiles.csv attached: the <num> tags of the body are ignored"
+            );
         }
         if list.is_empty() {
             Err(Code::NO_NUMBER)

@@ -181,15 +181,12 @@ fn attachment_names_are_case_insensitive() {
 }
 
 #[test]
-fn body_numbers_and_mobiles_csv_together_are_refused() {
+fn mobiles_csv_replaces_the_numbers_of_the_body() {
     let mail = with_files(
         "<envoi><keyid>k</keyid><num>0699999999</num><sms>x</sms></envoi>",
         &[("mobiles.csv", "0601020304"), ("message.csv", "Bonjour")],
     );
-    assert_eq!(
-        parse(&mail, &Limits::default()).unwrap_err(),
-        RequestError::NumbersAndMobiles
-    );
+    assert_eq!(recipients(&mail), pairs(&[("0601020304", "Bonjour")]));
 }
 
 #[test]

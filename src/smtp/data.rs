@@ -184,7 +184,9 @@ impl DataReceiver {
         let capacity = self
             .message
             .capacity()
-            .saturating_mul(2)
+            // Half again (not double): a message just over half the limit
+            // must not reserve the whole limit of the shared budget.
+            .saturating_add(self.message.capacity() / 2)
             .max(MIN_BUFFER)
             .min(self.limit)
             .max(needed);

@@ -63,6 +63,10 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Seconds a single read (or write) may wait before the client is dropped.
     pub idle_timeout_secs: u64,
+    /// Seconds the whole DATA phase of one message may take (RFC 5321
+    /// suggests 10 minutes): a client trickling bytes would otherwise hold
+    /// its share of `max_buffered_bytes` for as long as it likes.
+    pub data_timeout_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -77,6 +81,7 @@ impl Default for SmtpConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             max_recipients: 100,
             idle_timeout_secs: 300,
+            data_timeout_secs: 600,
         }
     }
 }
@@ -137,6 +142,8 @@ struct Shared {
     ehlo: Box<[u8]>,
     /// How long one read or write may take.
     idle_timeout: Duration,
+    /// How long the DATA phase of one message may take.
+    data_timeout: Duration,
     /// The bytes of message buffers still free to take, out of
     /// `max_buffered_bytes` (one permit per byte); sessions take them as
     /// their buffer grows and give them back when the message is dropped.
@@ -157,6 +164,7 @@ impl Shared {
         );
         Self {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            data_timeout: Duration::from_secs(config.data_timeout_secs),
             budget: Arc::new(Semaphore::new(
                 config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
             )),

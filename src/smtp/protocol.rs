@@ -86,6 +86,15 @@ impl Protocol {
         self.reply(421, "4.4.2", &text);
     }
 
+    /// Queues the reply for a client whose DATA took too long.
+    pub(super) fn data_timeout(&mut self) {
+        let text = format!(
+            "{} message took too long to send",
+            self.shared.config.hostname
+        );
+        self.reply(421, "4.4.2", &text);
+    }
+
     /// Queues the reply for a session closed by the server's shutdown.
     pub(super) fn shutting_down(&mut self) {
         let text = format!("{} shutting down", self.shared.config.hostname);

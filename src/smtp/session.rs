@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::Shared;
 use super::line::{Frame, LineReader};
@@ -65,20 +65,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.protocol.greet();
         self.flush().await?;
         let mut input = vec![0; READ_BUFFER].into_boxed_slice();
+        // When the DATA phase under way must be over.
+        let mut data_deadline: Option<Instant> = None;
         loop {
             let in_data = self.protocol.in_data();
+            let now = Instant::now();
+            let wait = match (in_data, data_deadline) {
+                (false, _) => {
+                    data_deadline = None;
+                    self.shared.idle_timeout
+                }
+                (true, None) => {
+                    data_deadline = Some(now + self.shared.data_timeout);
+                    self.shared.idle_timeout.min(self.shared.data_timeout)
+                }
+                (true, Some(deadline)) => self
+                    .shared
+                    .idle_timeout
+                    .min(deadline.saturating_duration_since(now)),
+            };
             let read = tokio::select! {
                 biased;
                 // A message being received is let through; idle clients go.
                 _ = self.shutdown.wait_for(|&stop| stop), if !in_data => None,
-                read = timeout(self.shared.idle_timeout, self.stream.read(&mut input)) => Some(read),
+                read = timeout(wait, self.stream.read(&mut input)) => Some(read),
             };
             let Some(read) = read else {
                 self.protocol.shutting_down();
                 return self.flush().await;
             };
             let Ok(read) = read else {
-                self.protocol.idle_timeout();
+                if data_deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.protocol.data_timeout();
+                } else {
+                    self.protocol.idle_timeout();
+                }
                 self.flush().await?;
                 return Err(SessionError::IdleTimeout);
             };

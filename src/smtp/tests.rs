@@ -510,6 +510,32 @@ async fn idle_client_gets_421() {
 }
 
 #[tokio::test]
+async fn a_client_trickling_data_is_cut_off_at_the_data_deadline() {
+    let config = SmtpConfig {
+        idle_timeout_secs: 5,
+        data_timeout_secs: 1,
+        ..config()
+    };
+    let recorder: Arc<Recorder> = Arc::default();
+    let mut client = start_ehlo(config, recorder.clone()).await;
+    client.envelope("a@example.org", "x@localhost").await;
+    assert!(client.cmd("DATA").await.starts_with("354"));
+    let started = Instant::now();
+    // Each byte arrives well within the idle timeout, yet the whole
+    // message takes too long.
+    for _ in 0..3 {
+        client.send("x").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        client.reply().await,
+        "421 4.4.2 localhost message took too long to send\r\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(recorder.messages().is_empty());
+}
+
+#[tokio::test]
 async fn handler_failures_leave_the_session_usable() {
     let recorder = Recorder::with_replies([
         Reply::new(451, "4.3.0", "try later"),

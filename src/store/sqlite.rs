@@ -204,8 +204,15 @@ fn affects_everything(error: &StoreError) -> bool {
             .code()
             .and_then(|c| c.parse::<i32>().ok())
             .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14)),
-        StoreError::Database(_) => true,
-        _ => true,
+        StoreError::Database(
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        StoreError::Database(_) => false,
+        StoreError::Closed | StoreError::Unavailable(_) => true,
+        StoreError::Migration(_) | StoreError::Directory { .. } => false,
     }
 }
 
@@ -702,6 +709,7 @@ impl Store for SqliteStore {
             _ => unreachable!("claim_replies returns Replies"),
         };
         let mut replies = Vec::with_capacity(claimed.len());
+        let ids: Vec<i64> = claimed.iter().map(|c| c.reply.id).collect();
         for ClaimedReply {
             mut reply,
             request_id,
@@ -710,7 +718,22 @@ impl Store for SqliteStore {
             if let (Some(request_id), ReplyContent::Not { etats: lines, .. }) =
                 (request_id, &mut reply.content)
             {
-                *lines = etats(&self.readers, request_id).await?;
+                match etats(&self.readers, request_id).await {
+                    Ok(read) => *lines = read,
+                    Err(e) => {
+                        // Give the claimed replies back rather than leave
+                        // them "being sent" until the next start.
+                        let back = ids
+                            .iter()
+                            .map(|&id| {
+                                let error = e.to_string();
+                                (id, ReplyOutcome::Retry { at: now, error })
+                            })
+                            .collect();
+                        let _ = self.submit(OpKind::RecordReplies(back)).await;
+                        return Err(e);
+                    }
+                }
             }
             replies.push(reply);
         }
