@@ -307,3 +307,53 @@ async fn retention_forgets_finished_requests_and_their_email_ids() {
     assert!(fresh.message().any(|l| l.contains("queued")), "{fresh:?}");
     assert_eq!(app.wait_outbox(2).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_at_start_up_purges_every_expired_request_not_one_chunk() {
+    // Regression (second review, H2): only one chunk was purged an hour.
+    use mail2sms::codes::Code;
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_in(&dir);
+    config.store.retention_days = 1;
+    let total = mail2sms::store::PURGE_CHUNK as usize * 2 + 500;
+    {
+        let store = std::sync::Arc::new(SqliteStore::open(&config.store).await.expect("store"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut r = request(&format!("old-{i}"));
+                r.email_ack = None;
+                r.email_not = None;
+                r.body = RequestBody::Refused(Code::NO_NUMBER);
+                store.accept(r).await.expect("accept")
+            });
+        }
+        tasks.join_all().await;
+    }
+    let db = format!("sqlite://{}", config.store.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("db");
+    // Finished two days ago.
+    sqlx::query("UPDATE requests SET completed_at = ?")
+        .bind(now_millis() - 2 * 86_400_000)
+        .execute(&mut conn)
+        .await
+        .expect("age them");
+    let app = TestApp::start_in(dir, config).await;
+    let left = wait_until(|| {
+        let n: i64 = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&mut conn))
+        })
+        .expect("count");
+        (n == 0).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        left,
+        Some(0),
+        "all {total} expired requests purged at start-up"
+    );
+    drop(app);
+}
