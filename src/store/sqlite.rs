@@ -8,8 +8,8 @@
 //! request never makes its neighbours fail.
 
 use super::{
-    Accepted, Job, JobOutcome, Millis, NewRequest, PendingReply, ReplyContent, ReplyOutcome,
-    RequestBody, Store, StoreError, now_millis,
+    Accepted, Job, JobOutcome, Millis, NewMessage, NewRequest, PendingReply, ReplyContent,
+    ReplyOutcome, RequestBody, Store, StoreError, now_millis,
 };
 use crate::codes::{AckCode, Code};
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, SqlSafeStr, SqlitePool};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -218,17 +219,41 @@ fn affects_everything(error: &StoreError) -> bool {
 
 async fn run_batch(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
     let mut tx = conn.begin().await?;
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        results.push(apply(&mut tx, &op.kind).await?);
+    let mut results: Vec<Option<OpResult>> = ops.iter().map(|_| None).collect();
+    // Every accepted email of the group in a few statements.
+    let (positions, requests): (Vec<usize>, Vec<&NewRequest>) = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match &op.kind {
+            OpKind::Accept(r) => Some((i, r)),
+            _ => None,
+        })
+        .unzip();
+    if !requests.is_empty() {
+        for (i, accepted) in positions
+            .into_iter()
+            .zip(accept_all(&mut tx, &requests).await?)
+        {
+            results[i] = Some(OpResult::Accepted(accepted));
+        }
+    }
+    for (op, result) in ops.iter().zip(results.iter_mut()) {
+        if result.is_none() {
+            *result = Some(apply(&mut tx, &op.kind).await?);
+        }
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(results.into_iter().flatten().collect())
 }
 
 async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, StoreError> {
     Ok(match kind {
-        OpKind::Accept(request) => OpResult::Accepted(accept(conn, request).await?),
+        OpKind::Accept(request) => OpResult::Accepted(
+            accept_all(conn, &[request])
+                .await?
+                .pop()
+                .unwrap_or(Accepted::Duplicate),
+        ),
         OpKind::ClaimJobs { now, limit } => OpResult::Jobs(claim_jobs(conn, *now, *limit).await?),
         OpKind::Record(outcomes) => {
             record_outcomes(conn, outcomes).await?;
@@ -249,29 +274,6 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
                 .rows_affected(),
         ),
     })
-}
-
-async fn insert_ack(
-    conn: &mut SqliteConnection,
-    to: &Option<String>,
-    email_id: &Option<String>,
-    code: AckCode,
-    now: Millis,
-) -> Result<(), sqlx::Error> {
-    if let Some(to) = to {
-        sqlx::query(
-            "INSERT INTO replies (kind, recipient, email_id, ack_code, status, next_attempt_at, created_at)
-             VALUES ('ack', ?, ?, ?, 'pending', ?, ?)",
-        )
-        .bind(to)
-        .bind(email_id)
-        .bind(i64::from(code.number()))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 async fn insert_not(
@@ -295,66 +297,121 @@ async fn insert_not(
     Ok(())
 }
 
-/// Rows per multi-row INSERT of jobs (SQLite allows 32 766 bound values).
-const JOB_ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT (SQLite allows 32 766 bound values; a job row
+/// has 16).
+const ROWS_PER_INSERT: usize = 500;
 
-async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted, StoreError> {
+/// Records accepted emails: a handful of multi-row statements for the whole
+/// group commit, not a few per email (each statement is a round trip to
+/// SQLite's thread). Results are in the order of `requests`; of two emails
+/// with the same (account, emailId), the first is queued, the second is a
+/// duplicate.
+async fn accept_all(
+    conn: &mut SqliteConnection,
+    requests: &[&NewRequest],
+) -> Result<Vec<Accepted>, StoreError> {
     let now = now_millis();
-    let Some(email_id) = &r.email_id else {
-        insert_ack(conn, &r.email_ack, &None, AckCode::MissingEmailId, now).await?;
-        return Ok(Accepted::NoEmailId);
-    };
-    let (error_code, messages) = match &r.body {
-        RequestBody::Refused(code) => (Some(i64::from(code.0)), &[][..]),
-        RequestBody::Messages(m) => (None, &m[..]),
-    };
-    let queued = messages
+    let mut results: Vec<Option<Accepted>> = vec![None; requests.len()];
+    // Acks to queue: (position, code).
+    let mut acks: Vec<(usize, AckCode)> = Vec::new();
+
+    // 1. The requests themselves; the unique key de-duplicates.
+    let with_id: Vec<usize> = (0..requests.len())
+        .filter(|&i| {
+            let has_id = requests[i].email_id.is_some();
+            if !has_id {
+                results[i] = Some(Accepted::NoEmailId);
+                acks.push((i, AckCode::MissingEmailId));
+            }
+            has_id
+        })
+        .collect();
+    // (account, emailId) → id of the rows actually inserted.
+    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
+    for chunk in with_id.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO requests (account, email_id, received_at, message_id, mail_from,
+                                   email_ack, email_not, error_code, pending_jobs, completed_at) ",
+        );
+        insert.push_values(chunk, |mut row, &i| {
+            let r = requests[i];
+            let queued = queued_count(r);
+            let error_code = match &r.body {
+                RequestBody::Refused(code) => Some(i64::from(code.0)),
+                RequestBody::Messages(_) => None,
+            };
+            row.push_bind(r.account.as_str())
+                .push_bind(r.email_id.as_deref())
+                .push_bind(now)
+                .push_bind(r.message_id.as_deref())
+                .push_bind(r.mail_from.as_str())
+                .push_bind(r.email_ack.as_deref())
+                .push_bind(r.email_not.as_deref())
+                .push_bind(error_code)
+                .push_bind(queued as i64)
+                .push_bind((queued == 0).then_some(now));
+        });
+        insert.push(" ON CONFLICT (account, email_id) DO NOTHING RETURNING id, account, email_id");
+        for row in insert.build().fetch_all(&mut *conn).await? {
+            new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+        }
+    }
+
+    // 2. Which are new (the first of each key) and which are duplicates.
+    let mut new_requests: Vec<(usize, i64)> = Vec::new();
+    for &i in &with_id {
+        let r = requests[i];
+        let key = (r.account.clone(), r.email_id.clone().unwrap_or_default());
+        match new_ids.remove(&key) {
+            Some(request_id) => {
+                new_requests.push((i, request_id));
+                results[i] = Some(Accepted::Queued {
+                    request_id,
+                    jobs: queued_count(r),
+                });
+                acks.push((i, AckCode::Processed));
+            }
+            None => {
+                results[i] = Some(Accepted::Duplicate);
+                acks.push((i, AckCode::Duplicate));
+            }
+        }
+    }
+
+    // 3. Their jobs, one row per recipient.
+    let rows: Vec<(i64, &NewRequest, usize, &NewMessage)> = new_requests
         .iter()
-        .filter(|m| m.number.is_ok() && m.duplicate_of.is_none())
-        .count();
-    let row = sqlx::query(
-        "INSERT INTO requests (account, email_id, received_at, message_id, mail_from, email_ack,
-                               email_not, error_code, pending_jobs, completed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (account, email_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&r.account)
-    .bind(email_id)
-    .bind(now)
-    .bind(&r.message_id)
-    .bind(&r.mail_from)
-    .bind(&r.email_ack)
-    .bind(&r.email_not)
-    .bind(error_code)
-    .bind(queued as i64)
-    .bind((queued == 0).then_some(now))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        insert_ack(conn, &r.email_ack, &r.email_id, AckCode::Duplicate, now).await?;
-        return Ok(Accepted::Duplicate);
-    };
-    let request_id: i64 = row.try_get(0)?;
-    for (chunk_index, chunk) in messages.chunks(JOB_ROWS_PER_INSERT).enumerate() {
+        .flat_map(|&(i, request_id)| {
+            let r = requests[i];
+            let messages = match &r.body {
+                RequestBody::Messages(m) => &m[..],
+                RequestBody::Refused(_) => &[][..],
+            };
+            messages
+                .iter()
+                .enumerate()
+                .map(move |(position, m)| (request_id, r, position, m))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::new(
             "INSERT INTO jobs (request_id, seq, tel, number, text, account, email_id, sender_id,
-                               tracker, received_at, status, code, detail, next_attempt_at, updated_at,
-                               same_as) ",
+                               tracker, received_at, status, code, detail, next_attempt_at,
+                               updated_at, same_as) ",
         );
-        insert.push_values(chunk.iter().enumerate(), |mut row, (i, m)| {
+        insert.push_values(chunk, |mut row, &(request_id, r, position, m)| {
             let (number, status, code, detail) = match (&m.number, m.duplicate_of) {
                 (Ok(_), Some(_)) => (None, "duplicate", None, None),
                 (Ok(n), None) => (Some(n.as_str()), "queued", None, None),
                 (Err(c), _) => (None, "failed", Some(i64::from(c.0)), Some(c.message())),
             };
             row.push_bind(request_id)
-                .push_bind((chunk_index * JOB_ROWS_PER_INSERT + i + 1) as i64)
+                .push_bind(position as i64 + 1)
                 .push_bind(m.tel.as_str())
                 .push_bind(number)
                 .push_bind(m.text.as_str())
                 .push_bind(r.account.as_str())
-                .push_bind(email_id.as_str())
+                .push_bind(r.email_id.as_deref())
                 .push_bind(r.sender_id.as_deref())
                 .push_bind(r.tracker.as_deref())
                 .push_bind(now)
@@ -367,16 +424,54 @@ async fn accept(conn: &mut SqliteConnection, r: &NewRequest) -> Result<Accepted,
         });
         insert.build().execute(&mut *conn).await?;
     }
-    insert_ack(conn, &r.email_ack, &r.email_id, AckCode::Processed, now).await?;
-    if queued == 0
-        && let Some(to) = &r.email_not
-    {
-        insert_not(conn, request_id, to, email_id, now).await?;
+
+    // 4. etatAck for every email that asked for one.
+    let acks: Vec<(usize, AckCode)> = acks
+        .into_iter()
+        .filter(|&(i, _)| requests[i].email_ack.is_some())
+        .collect();
+    for chunk in acks.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO replies (kind, recipient, email_id, ack_code, status, next_attempt_at,
+                                  created_at) ",
+        );
+        insert.push_values(chunk, |mut row, &(i, code)| {
+            let r = requests[i];
+            row.push_bind("ack")
+                .push_bind(r.email_ack.as_deref())
+                .push_bind(r.email_id.as_deref())
+                .push_bind(i64::from(code.number()))
+                .push_bind("pending")
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *conn).await?;
     }
-    Ok(Accepted::Queued {
-        request_id,
-        jobs: queued,
-    })
+
+    // 5. etatNot at once for a request with nothing to send.
+    for &(i, request_id) in &new_requests {
+        let r = requests[i];
+        if queued_count(r) == 0
+            && let (Some(to), Some(email_id)) = (&r.email_not, &r.email_id)
+        {
+            insert_not(conn, request_id, to, email_id, now).await?;
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Accepted::Duplicate))
+        .collect())
+}
+
+/// SMS a request queues: valid numbers, repeats excepted.
+fn queued_count(r: &NewRequest) -> usize {
+    match &r.body {
+        RequestBody::Messages(m) => m
+            .iter()
+            .filter(|m| m.number.is_ok() && m.duplicate_of.is_none())
+            .count(),
+        RequestBody::Refused(_) => 0,
+    }
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
@@ -772,5 +867,97 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewMessage;
+
+    fn request(account: &str, email_id: Option<&str>, numbers: &[&str]) -> NewRequest {
+        NewRequest {
+            account: account.into(),
+            email_id: email_id.map(Into::into),
+            message_id: None,
+            mail_from: "a@b.c".into(),
+            sender_id: None,
+            tracker: None,
+            email_ack: Some("ack@b.c".into()),
+            email_not: Some("not@b.c".into()),
+            body: RequestBody::Messages(
+                numbers
+                    .iter()
+                    .map(|n| NewMessage {
+                        tel: n.to_string(),
+                        number: Ok(n.to_string()),
+                        text: "t".into(),
+                        duplicate_of: None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_group_commit_dedupes_within_itself_and_against_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        migrator().run(&mut conn).await.unwrap();
+        let earlier = request("acme", Some("seen"), &["+33600000000"]);
+        accept_all(&mut conn, &[&earlier]).await.unwrap();
+
+        let first = request("acme", Some("x"), &["+33600000001", "+33600000002"]);
+        let again = request("acme", Some("x"), &["+33600000003"]);
+        let no_id = request("acme", None, &["+33600000004"]);
+        let other_account = request("other", Some("x"), &["+33600000005"]);
+        let seen = request("acme", Some("seen"), &["+33600000006"]);
+        let results = accept_all(&mut conn, &[&first, &again, &no_id, &other_account, &seen])
+            .await
+            .unwrap();
+        assert!(
+            matches!(results[0], Accepted::Queued { jobs: 2, .. }),
+            "{results:?}"
+        );
+        assert_eq!(results[1], Accepted::Duplicate);
+        assert_eq!(results[2], Accepted::NoEmailId);
+        assert!(
+            matches!(results[3], Accepted::Queued { jobs: 1, .. }),
+            "{results:?}"
+        );
+        assert_eq!(results[4], Accepted::Duplicate);
+
+        let numbers: Vec<String> = sqlx::query_scalar("SELECT number FROM jobs ORDER BY number")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            numbers,
+            [
+                "+33600000000",
+                "+33600000001",
+                "+33600000002",
+                "+33600000005"
+            ]
+        );
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT seq FROM jobs WHERE number IN ('+33600000001', '+33600000002') ORDER BY seq",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(seqs, [1, 2]);
+        let mut acks: Vec<i64> =
+            sqlx::query_scalar("SELECT ack_code FROM replies WHERE kind = 'ack'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        acks.sort();
+        // earlier: 0; then first 0, again 1, no id 2, other 0, seen 1.
+        assert_eq!(acks, [0, 0, 0, 1, 1, 2]);
     }
 }
