@@ -118,26 +118,26 @@ async fn csv_attachments_from_a_spreadsheet_in_windows_1252() {
     let mobiles =
         base64_lines(b"0601020304;;Ren\xe9e;;12\x80\r\n06 01 02 03 05;;Jos\xe9;;7\x80\r\n");
     let message = base64_lines(b"\xef\xbb\xbfBonjour [1], vous devez [2] (r\xc3\xa9f [3])\r\n");
-    let raw = format!(
-        "From: ops@masociete.com\r\nTo: sms@sms.example.com\r\nSubject: csv\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{envoi}\r\n--b1\r\nContent-Type: application/vnd.ms-excel; name=\"mobiles.csv\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"mobiles.csv\"\r\n\r\n{mobiles}\r\n--b1\r\nContent-Type: text/csv; name=\"message.csv\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"message.csv\"\r\n\r\n{message}\r\n--b1--\r\n"
+    let raw = multipart_email(
+        envoi,
+        &[
+            (
+                "mobiles.csv",
+                "application/vnd.ms-excel",
+                Some("base64"),
+                &mobiles,
+            ),
+            ("message.csv", "text/csv", Some("base64"), &message),
+        ],
     );
-    app.send("ops@masociete.com", raw.as_bytes())
-        .await
-        .expect("accepted");
+    app.send("ops@masociete.com", &raw).await.expect("accepted");
     let lines = app.wait_outbox(2).await;
-    let text_for = |n: &str| {
-        lines
-            .iter()
-            .find(|l| l["to"] == n)
-            .map(|l| l["text"].as_str().unwrap().to_string())
-            .unwrap()
-    };
     assert_eq!(
-        text_for("+33601020304"),
+        text_for(&lines, "+33601020304"),
         "Bonjour Renée, vous devez 12€ (réf )"
     );
     assert_eq!(
-        text_for("+33601020305"),
+        text_for(&lines, "+33601020305"),
         "Bonjour José, vous devez 7€ (réf )"
     );
 }

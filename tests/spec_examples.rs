@@ -97,15 +97,8 @@ async fn one_message_each_example() {
     .await
     .expect("accepted");
     let lines = app.wait_outbox(2).await;
-    let text_for = |n: &str| {
-        lines
-            .iter()
-            .find(|l| l["to"] == n)
-            .map(|l| l["text"].as_str().unwrap().to_string())
-            .unwrap()
-    };
-    assert_eq!(text_for("+33601020304"), SPEC_SMS);
-    assert_eq!(text_for("+33601020305"), sms2);
+    assert_eq!(text_for(&lines, "+33601020304"), SPEC_SMS);
+    assert_eq!(text_for(&lines, "+33601020305"), sms2);
 }
 
 #[tokio::test]
@@ -115,26 +108,21 @@ async fn attachments_example() {
     let mobiles =
         "0601020304;;Michel;;Martin;;10/10/2015\r\n0601020305;;Sarah;;Dupont;;02/08/2015\r\n";
     let message = "Bonjour [1] [2], votre nouvelle carte sera disponible le [3]\r\n";
-    let raw = format!(
-        "From: ops@masociete.com\r\nTo: sms@sms.example.com\r\nSubject: csv\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{envoi}\r\n--b1\r\nContent-Type: text/csv; name=\"mobiles.csv\"\r\nContent-Disposition: attachment; filename=\"mobiles.csv\"\r\n\r\n{mobiles}\r\n--b1\r\nContent-Type: text/csv; name=\"message.csv\"\r\nContent-Disposition: attachment; filename=\"message.csv\"\r\n\r\n{message}\r\n--b1--\r\n"
+    let raw = multipart_email(
+        envoi,
+        &[
+            ("mobiles.csv", "text/csv", None, mobiles),
+            ("message.csv", "text/csv", None, message),
+        ],
     );
-    app.send("ops@masociete.com", raw.as_bytes())
-        .await
-        .expect("accepted");
+    app.send("ops@masociete.com", &raw).await.expect("accepted");
     let lines = app.wait_outbox(2).await;
-    let text_for = |n: &str| {
-        lines
-            .iter()
-            .find(|l| l["to"] == n)
-            .map(|l| l["text"].as_str().unwrap().to_string())
-            .unwrap()
-    };
     assert_eq!(
-        text_for("+33601020304"),
+        text_for(&lines, "+33601020304"),
         "Bonjour Michel Martin, votre nouvelle carte sera disponible le 10/10/2015"
     );
     assert_eq!(
-        text_for("+33601020305"),
+        text_for(&lines, "+33601020305"),
         "Bonjour Sarah Dupont, votre nouvelle carte sera disponible le 02/08/2015"
     );
 }

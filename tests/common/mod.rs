@@ -352,3 +352,38 @@ pub fn envoi_multi(nums: &[&str], sms: &str, email_id: &str) -> String {
         "<envoi>\n<keyid>{KEYID}</keyid>\n{nums}<sms>{sms}</sms>\n<emailNot>not@masociete.com</emailNot>\n<emailAck>ack@masociete.com</emailAck>\n<emailId>{email_id}</emailId>\n</envoi>\n"
     )
 }
+
+/// One attachment of [`multipart_email`]: file name, Content-Type, optional
+/// Content-Transfer-Encoding, and the body as it goes on the wire.
+pub type Part<'a> = (&'a str, &'a str, Option<&'a str>, &'a str);
+
+/// A multipart/mixed email from ops@masociete.com: a UTF-8 text part with
+/// `envoi`, then the attachments.
+pub fn multipart_email(envoi: &str, parts: &[Part]) -> Vec<u8> {
+    let mut raw = format!(
+        "From: ops@masociete.com\r\nTo: sms@sms.example.com\r\nSubject: csv\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{envoi}\r\n"
+    );
+    for (name, content_type, encoding, body) in parts {
+        raw.push_str(&format!(
+            "--b1\r\nContent-Type: {content_type}; name=\"{name}\"\r\n"
+        ));
+        if let Some(encoding) = encoding {
+            raw.push_str(&format!("Content-Transfer-Encoding: {encoding}\r\n"));
+        }
+        raw.push_str(&format!(
+            "Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{body}\r\n"
+        ));
+    }
+    raw.push_str("--b1--\r\n");
+    raw.into_bytes()
+}
+
+/// The text of the outbox line sent to `number`.
+pub fn text_for(lines: &[serde_json::Value], number: &str) -> String {
+    lines
+        .iter()
+        .find(|l| l["to"] == number)
+        .and_then(|l| l["text"].as_str())
+        .unwrap_or_else(|| panic!("no SMS to {number}: {lines:?}"))
+        .to_string()
+}
