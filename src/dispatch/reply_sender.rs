@@ -72,8 +72,8 @@ impl ReplySender {
                 let mailer = self.mailer.clone();
                 let initial = self.retry_initial_ms;
                 sends.spawn(async move {
-                    let outcome = send_one(&mailer, &reply, initial).await;
-                    (reply.id, outcome)
+                    let id = reply.id;
+                    (id, send_one(&mailer, reply, initial).await)
                 });
             }
             let outcomes: Vec<_> = sends.join_all().await;
@@ -85,21 +85,16 @@ impl ReplySender {
     }
 }
 
-/// Converts stored content into the reply renderer's terms.
-pub fn body(content: &ReplyContent) -> ReplyBody {
+/// Converts stored content into the reply renderer's terms (by value: an
+/// etatNot may have 100 000 lines, not worth a copy).
+pub fn body(content: ReplyContent) -> ReplyBody {
     match content {
-        ReplyContent::Ack { email_id, code } => ReplyBody::Ack {
-            email_id: email_id.clone(),
-            code: *code,
-        },
+        ReplyContent::Ack { email_id, code } => ReplyBody::Ack { email_id, code },
         ReplyContent::Not { email_id, etats } => ReplyBody::Not {
-            email_id: email_id.clone(),
+            email_id,
             etats: etats
-                .iter()
-                .map(|(code, tel)| Etat {
-                    code: *code,
-                    tel: tel.clone(),
-                })
+                .into_iter()
+                .map(|(code, tel)| Etat { code, tel })
                 .collect(),
         },
     }
@@ -108,9 +103,9 @@ pub fn body(content: &ReplyContent) -> ReplyBody {
 /// Sends one reply. A transient failure is retried for as long as it takes
 /// (backoff capped at one hour): a reply is never dropped. A permanent one
 /// stays in the store as failed, with its error.
-async fn send_one(mailer: &Mailer, reply: &PendingReply, retry_initial_ms: u64) -> ReplyOutcome {
+async fn send_one(mailer: &Mailer, reply: PendingReply, retry_initial_ms: u64) -> ReplyOutcome {
     match mailer
-        .send(&reply.key, &reply.to, &body(&reply.content))
+        .send(&reply.key, &reply.to, &body(reply.content))
         .await
     {
         Ok(()) => ReplyOutcome::Sent,
