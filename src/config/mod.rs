@@ -223,6 +223,11 @@ impl Config {
                 ));
             }
         }
+        for (name, provider) in &self.providers {
+            provider
+                .validate()
+                .map_err(|(k, r)| invalid(format!("providers.{name}.{k}"), r))?;
+        }
         self.dispatch.validate().map_err(|(k, r)| invalid(k, r))?;
         Ok(())
     }

@@ -205,6 +205,7 @@ fn outgoing(job: &Job, instance: &str) -> OutgoingSms {
         account: job.account.clone(),
         email_id: job.email_id.clone(),
         tracker: job.tracker.clone(),
+        send_at: None,
     }
 }
 

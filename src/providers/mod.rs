@@ -6,7 +6,12 @@
 //! that etatNot will report. The dispatcher decides what to do with that
 //! (`dispatch::classify`); adapters only describe what happened.
 
+pub mod http;
+pub mod netoxygen;
 pub mod outbox;
+pub mod smseco;
+pub mod smsfactor;
+pub mod smsmode;
 
 use crate::codes::Code;
 use async_trait::async_trait;
@@ -37,6 +42,11 @@ pub struct OutgoingSms {
     pub email_id: String,
     /// The request's tracker.
     pub tracker: Option<String>,
+    /// When the provider should deliver it, if later than now (a scheduled
+    /// send, Unix milliseconds); `None` sends at once. Adapters pass it in
+    /// their document's own date field and time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<i64>,
 }
 
 /// How a failure should be handled.
@@ -81,6 +91,26 @@ impl SendError {
             detail: detail.into(),
         }
     }
+
+    /// The provider cannot send for us now (credentials, credit): the next
+    /// provider is tried at once; `code` is reported if there is none.
+    pub fn unusable(code: Code, detail: impl Into<String>) -> Self {
+        SendError {
+            kind: FailureKind::ProviderUnusable,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether trying again later may work.
+    pub fn is_transient(&self) -> bool {
+        self.kind == FailureKind::Transient
+    }
+
+    /// Whether this SMS will never go through this provider.
+    pub fn is_permanent(&self) -> bool {
+        self.kind != FailureKind::Transient
+    }
 }
 
 /// What a provider knows of an SMS whose send was interrupted.
@@ -108,6 +138,20 @@ pub trait Provider: Send + Sync + 'static {
     async fn reconcile(&self, batch: &[OutgoingSms]) -> Vec<Reconciled> {
         vec![Reconciled::Unknown; batch.len()]
     }
+
+    /// Whether an SMS needs a sender id to be sent through this provider:
+    /// without one (no `<emetteur>`, no account `default_sender_id`) it is
+    /// refused with code 16 instead of being sent.
+    fn requires_sender_id(&self) -> bool {
+        false
+    }
+
+    /// Checks credentials and balance without sending anything, for
+    /// `mail2sms providers check`; says what it found (e.g. "credentials
+    /// accepted, balance 212.5 credits").
+    async fn check(&self) -> Result<String, SendError> {
+        Ok("nothing to check".into())
+    }
 }
 
 /// A `[providers.NAME]` table: its `type` picks the adapter.
@@ -116,6 +160,14 @@ pub trait Provider: Send + Sync + 'static {
 pub enum ProviderConfig {
     /// Appends each SMS as a JSON line to a local file.
     Outbox(outbox::OutboxConfig),
+    /// sMsmode HTTP API (`sendSMS.do`).
+    Smsmode(smsmode::SmsmodeConfig),
+    /// smsfactor XML API v2.2 (`apiV2.php`).
+    Smsfactor(smsfactor::SmsfactorConfig),
+    /// SMSECO API v2.0 (`api/xml/sendsms/`).
+    Smseco(smseco::SmsecoConfig),
+    /// NetOxygen XML-RPC gateway (`send_message`).
+    Netoxygen(netoxygen::NetoxygenConfig),
 }
 
 impl ProviderConfig {
@@ -124,6 +176,33 @@ impl ProviderConfig {
     pub fn describe(&self) -> String {
         match self {
             ProviderConfig::Outbox(c) => format!("outbox → {}", c.path.display()),
+            ProviderConfig::Smsmode(c) => c.describe(),
+            ProviderConfig::Smsfactor(c) => c.describe(),
+            ProviderConfig::Smseco(c) => c.describe(),
+            ProviderConfig::Netoxygen(c) => c.describe(),
+        }
+    }
+
+    /// The most requests per second this provider may be sent, if limited.
+    pub fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        match self {
+            ProviderConfig::Outbox(_) => None,
+            ProviderConfig::Smsmode(c) => c.rate_limit,
+            ProviderConfig::Smsfactor(c) => c.rate_limit,
+            ProviderConfig::Smseco(c) => c.rate_limit,
+            ProviderConfig::Netoxygen(c) => c.rate_limit,
+        }
+    }
+
+    /// Checks the values; the error is (key under the provider's table, reason).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let http = |url: &str, timeout_ms: u64| http::validate(url, timeout_ms);
+        match self {
+            ProviderConfig::Outbox(_) => Ok(()),
+            ProviderConfig::Smsmode(c) => http(&c.url, c.timeout_ms),
+            ProviderConfig::Smsfactor(c) => http(&c.url, c.timeout_ms),
+            ProviderConfig::Smseco(c) => http(&c.url, c.timeout_ms),
+            ProviderConfig::Netoxygen(c) => http(&c.url, c.timeout_ms),
         }
     }
 }
@@ -139,6 +218,14 @@ pub enum ProviderError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An HTTP client cannot be built (TLS set-up).
+    #[error("providers.{name}: {reason}")]
+    Http {
+        /// The provider's name.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// The configured providers, by name.
@@ -148,15 +235,28 @@ pub type Providers = BTreeMap<String, Arc<dyn Provider>>;
 pub fn build(configs: &BTreeMap<String, ProviderConfig>) -> Result<Providers, ProviderError> {
     let mut providers = Providers::new();
     for (name, config) in configs {
-        let provider: Arc<dyn Provider> =
-            match config {
-                ProviderConfig::Outbox(c) => Arc::new(outbox::Outbox::open(c).map_err(
-                    |source| ProviderError::Outbox {
+        let http_error = |reason: String| ProviderError::Http {
+            name: name.clone(),
+            reason,
+        };
+        let provider: Arc<dyn Provider> = match config {
+            ProviderConfig::Outbox(c) => {
+                Arc::new(
+                    outbox::Outbox::open(c).map_err(|source| ProviderError::Outbox {
                         name: name.clone(),
                         source,
-                    },
-                )?),
-            };
+                    })?,
+                )
+            }
+            ProviderConfig::Smsmode(c) => Arc::new(smsmode::Smsmode::new(c).map_err(http_error)?),
+            ProviderConfig::Smsfactor(c) => {
+                Arc::new(smsfactor::Smsfactor::new(c).map_err(http_error)?)
+            }
+            ProviderConfig::Smseco(c) => Arc::new(smseco::Smseco::new(c).map_err(http_error)?),
+            ProviderConfig::Netoxygen(c) => {
+                Arc::new(netoxygen::Netoxygen::new(c).map_err(http_error)?)
+            }
+        };
         providers.insert(name.clone(), provider);
     }
     Ok(providers)

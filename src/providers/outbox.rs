@@ -234,6 +234,7 @@ mod tests {
             account: "masociete".into(),
             email_id: "1548".into(),
             tracker: None,
+            send_at: None,
         }
     }
 
