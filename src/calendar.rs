@@ -129,8 +129,9 @@ pub fn next_allowed(at: Timestamp) -> Timestamp {
             Err(_) => return Timestamp::MAX,
         }
     };
-    // Terminates: each step moves one day forward, and closed days never
-    // come more than two in a row (e.g. Easter Sunday then Easter Monday).
+    // Each step moves one day forward (erroring out at the end of the range),
+    // and closed days come at most two in a row (a Sunday then a holiday
+    // Monday), so this loops at most twice.
     while is_closed_day(day) {
         day = match day.tomorrow() {
             Ok(day) => day,
@@ -183,7 +184,7 @@ mod tests {
             let easter = easter_sunday(year);
             assert_eq!(easter.weekday(), Weekday::Sunday, "Easter {year}");
             let md = (easter.month(), easter.day());
-            assert!((3, 22) <= md && md <= (4, 25), "Easter {year}: {easter}");
+            assert!(((3, 22)..=(4, 25)).contains(&md), "Easter {year}: {easter}");
             assert_eq!(
                 easter.year(),
                 year.clamp(-9999, 9999),
@@ -480,10 +481,7 @@ mod tests {
         }
         assert_eq!(next_allowed(Timestamp::MAX), Timestamp::MAX);
         // Near the end, 08:00 Paris on 31 Dec 9999 is past Timestamp::MAX.
-        assert_eq!(
-            next_allowed(ts("9999-12-30T21:00:00Z")),
-            Timestamp::MAX
-        );
+        assert_eq!(next_allowed(ts("9999-12-30T21:00:00Z")), Timestamp::MAX);
         assert!(is_quiet(Timestamp::MAX));
         for d in [Date::MIN, Date::MAX] {
             let _ = is_french_holiday(d);
@@ -494,8 +492,8 @@ mod tests {
 
     #[test]
     fn paris_zone_is_the_real_tzdb() {
-        // The bundled tzdb knows Paris' 1976 return to DST; the POSIX fallback
-        // would not.
+        // The bundled tzdb is found (not one of the fallbacks), even on a
+        // host without /usr/share/zoneinfo.
         assert_eq!(PARIS.iana_name(), Some("Europe/Paris"));
     }
 }

@@ -3,6 +3,8 @@
 //! the daemon produced (outbox lines, reply emails).
 #![allow(dead_code)]
 
+pub mod http_mock;
+
 use lettre::address::Envelope;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
