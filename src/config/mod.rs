@@ -71,6 +71,10 @@ pub struct AccountConfig {
     /// The country national numbers are read in (ISO code).
     #[serde(default = "default_region")]
     pub region: String,
+    /// The sender id used when an email gives no `<emetteur>`; providers
+    /// that need one (smsfactor) refuse SMS with neither (code 16).
+    #[serde(default)]
+    pub default_sender_id: Option<String>,
 }
 
 fn default_region() -> String {

@@ -195,13 +195,13 @@ pub fn classify(
     }
 }
 
-fn outgoing(job: &Job, instance: &str) -> OutgoingSms {
+fn outgoing(job: &Job, instance: &str, default_sender_id: Option<&String>) -> OutgoingSms {
     OutgoingSms {
         job_id: job.id,
         reference: format!("{instance}-{}", job.id),
         to: job.number.clone(),
         text: job.text.clone(),
-        sender_id: job.sender_id.clone(),
+        sender_id: job.sender_id.clone().or_else(|| default_sender_id.cloned()),
         account: job.account.clone(),
         email_id: job.email_id.clone(),
         tracker: job.tracker.clone(),
@@ -217,6 +217,9 @@ pub struct Dispatcher {
     providers: Providers,
     /// Each account's provider names, in failover order.
     routes: HashMap<String, Vec<String>>,
+    /// Each account's `default_sender_id`, used when a request has no
+    /// `<emetteur>`.
+    default_sender_ids: HashMap<String, String>,
     /// Batching, retries, policies.
     config: DispatchConfig,
     /// Rung when new jobs are queued.
@@ -241,6 +244,11 @@ impl Dispatcher {
                 .accounts
                 .iter()
                 .map(|(name, a)| (name.clone(), a.providers.clone()))
+                .collect(),
+            default_sender_ids: config
+                .accounts
+                .iter()
+                .filter_map(|(name, a)| Some((name.clone(), a.default_sender_id.clone()?)))
                 .collect(),
             config: config.dispatch.clone(),
             wake,
@@ -344,8 +352,27 @@ impl Dispatcher {
         } in groups
         {
             let size = provider.max_batch().max(1);
+            // An SMS without a sender id never reaches a provider that
+            // needs one: it is refused with code 16.
+            let needs_sender = provider.requires_sender_id();
+            let (group, provider_counts, refused) =
+                split_missing_sender(group, provider_counts, needs_sender, |j| {
+                    j.sender_id.is_some() || self.default_sender_ids.contains_key(&j.account)
+                });
+            for (job, count) in refused {
+                let error = SendError::permanent(
+                    Code::EMPTY_SENDER,
+                    "this provider needs a sender id: no <emetteur> and no default_sender_id",
+                );
+                let outcome = classify(job, name, count, Err(error), &self.config, now_millis());
+                log_outcome(job, &outcome);
+                outcomes.push(outcome);
+            }
             for (chunk, counts) in group.chunks(size).zip(provider_counts.chunks(size)) {
-                let batch: Vec<OutgoingSms> = chunk.iter().map(|j| outgoing(j, instance)).collect();
+                let batch: Vec<OutgoingSms> = chunk
+                    .iter()
+                    .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
+                    .collect();
                 let results = provider.send(&batch).await;
                 let mut results = results.into_iter();
                 for (job, &count) in chunk.iter().zip(counts) {
@@ -399,7 +426,10 @@ impl Dispatcher {
             ..
         } in groups
         {
-            let batch: Vec<OutgoingSms> = group.iter().map(|j| outgoing(j, instance)).collect();
+            let batch: Vec<OutgoingSms> = group
+                .iter()
+                .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
+                .collect();
             let states = provider.reconcile(&batch).await;
             for (job, state) in group.iter().zip(states) {
                 outcomes.push(match state {
@@ -439,6 +469,31 @@ impl Dispatcher {
             },
         }
     }
+}
+
+/// Splits off the jobs that have no sender id when the provider needs one.
+#[allow(clippy::type_complexity)]
+fn split_missing_sender<'a>(
+    jobs: Vec<&'a Job>,
+    counts: Vec<usize>,
+    needs_sender: bool,
+    has_sender: impl Fn(&Job) -> bool,
+) -> (Vec<&'a Job>, Vec<usize>, Vec<(&'a Job, usize)>) {
+    if !needs_sender {
+        return (jobs, counts, Vec::new());
+    }
+    let mut kept = Vec::with_capacity(jobs.len());
+    let mut kept_counts = Vec::with_capacity(jobs.len());
+    let mut refused = Vec::new();
+    for (job, count) in jobs.into_iter().zip(counts) {
+        if has_sender(job) {
+            kept.push(job);
+            kept_counts.push(count);
+        } else {
+            refused.push((job, count));
+        }
+    }
+    (kept, kept_counts, refused)
 }
 
 /// Jobs going to one provider.

@@ -79,6 +79,21 @@ impl TestApp {
         Self::start_in(dir, config).await
     }
 
+    /// A daemon whose account sends through one provider, given as the body
+    /// of its `[providers.NAME]` table (e.g. `type = "smsmode"` and its keys).
+    pub async fn spawn_with_provider(name: &str, provider_toml: &str) -> TestApp {
+        let provider: mail2sms::providers::ProviderConfig =
+            toml::from_str(provider_toml).expect("provider table");
+        let name = name.to_string();
+        Self::spawn_with(move |c| {
+            c.providers.insert(name.clone(), provider);
+            for account in c.accounts.values_mut() {
+                account.providers = vec![name.clone()];
+            }
+        })
+        .await
+    }
+
     /// Starts a daemon on `config` in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestApp {
         let running = app::start(config.clone()).await.expect("daemon starts");
