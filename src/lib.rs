@@ -7,9 +7,11 @@
 //! `app` wires the parts into a daemon.
 
 pub mod app;
+pub mod calendar;
 pub mod codes;
 pub mod config;
 pub mod dispatch;
+pub mod gsm;
 pub mod mail;
 pub mod pipeline;
 pub mod providers;
