@@ -154,9 +154,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config } => {
             let config = load(config.as_deref())?;
             print!("{}", config.summary());
-            for (name, p) in &config.providers {
-                println!("provider {name}: {}", p.describe());
-            }
             let mailer = mail2sms::replies::Mailer::new(&config.replies)?;
             println!("replies: {}", mailer.describe());
             println!("configuration OK");

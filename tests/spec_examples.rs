@@ -134,8 +134,11 @@ async fn example_files_are_accepted_by_the_demo_defaults() {
     let mut config = mail2sms::config::Config::embedded().unwrap();
     config.smtp.listen = "127.0.0.1:0".into();
     config.store.path = dir.path().join("db.sqlite");
-    let mail2sms::providers::ProviderConfig::Outbox(outbox) =
-        config.providers.get_mut("outbox").unwrap();
+    let Some(mail2sms::providers::ProviderConfig::Outbox(outbox)) =
+        config.providers.get_mut("outbox")
+    else {
+        panic!("the embedded defaults send to the outbox");
+    };
     outbox.path = dir.path().join("outbox.jsonl");
     config.replies.transport = format!("file://{}/replies", dir.path().display());
     let app = TestApp::start_in(dir, config).await;

@@ -6,6 +6,7 @@
 //! an unknown key pass silently.
 
 use crate::dispatch::DispatchConfig;
+use crate::dispatch::routing::RouteConfig;
 use crate::providers::ProviderConfig;
 use crate::replies::RepliesConfig;
 use crate::smtp::SmtpConfig;
@@ -39,6 +40,10 @@ pub struct Config {
     pub accounts: BTreeMap<String, AccountConfig>,
     /// The SMS providers, by name.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Prefix routes: numbers starting with a prefix go through its
+    /// providers first, then through their account's.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[limits]`: what one email may ask for.
@@ -232,6 +237,19 @@ impl Config {
                 .validate()
                 .map_err(|(k, r)| invalid(format!("providers.{name}.{k}"), r))?;
         }
+        for (i, route) in self.routes.iter().enumerate() {
+            route
+                .validate()
+                .map_err(|(k, r)| invalid(format!("routes[{i}].{k}"), r))?;
+            for provider in &route.providers {
+                if !self.providers.contains_key(provider) {
+                    return Err(invalid(
+                        format!("routes[{i}].providers"),
+                        format!("no provider named `{provider}` in [providers]"),
+                    ));
+                }
+            }
+        }
         self.dispatch.validate().map_err(|(k, r)| invalid(k, r))?;
         Ok(())
     }
@@ -259,6 +277,21 @@ impl Config {
         );
         let _ = writeln!(out, "store: sqlite {}", self.store.path.display());
         let _ = writeln!(out, "replies: from {}", self.replies.from);
+        for (name, p) in &self.providers {
+            let limit = p
+                .rate_limit()
+                .map(|n| format!(", at most {n} requests/s"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "provider {name}: {}{limit}", p.describe());
+        }
+        for route in &self.routes {
+            let _ = writeln!(
+                out,
+                "route {}: {} then the account's providers",
+                route.prefix,
+                route.providers.join(" → ")
+            );
+        }
         for (name, a) in &self.accounts {
             let _ = writeln!(
                 out,

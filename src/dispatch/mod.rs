@@ -5,13 +5,18 @@
 //! Retries are scheduled in the store (`next_attempt_at`), not in memory, so
 //! they survive restarts; the backoff is exponential with full jitter.
 
+pub mod breaker;
 pub mod reply_sender;
+pub mod routing;
 
 use crate::codes::Code;
 use crate::config::Config;
 use crate::providers::{FailureKind, OutgoingSms, Providers, Reconciled, SendError};
 use crate::shutdown::Shutdown;
 use crate::store::{Job, JobOutcome, Millis, Store, now_millis};
+use breaker::Breaker;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use routing::Routing;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -51,6 +56,12 @@ pub struct DispatchConfig {
     pub poll_interval_ms: u64,
     /// Policy for interrupted sends the provider cannot account for.
     pub unknown_outcome: UnknownOutcome,
+    /// Failed provider calls in a row after which the provider is put
+    /// aside (circuit breaker); 0 never puts a provider aside.
+    pub breaker_threshold: u32,
+    /// How long a provider is put aside, in seconds; then calls are tried
+    /// again, and one more failure puts it aside again.
+    pub breaker_cooldown_secs: u64,
 }
 
 impl Default for DispatchConfig {
@@ -64,6 +75,8 @@ impl Default for DispatchConfig {
             max_age_secs: 86_400,
             poll_interval_ms: 1_000,
             unknown_outcome: UnknownOutcome::Resend,
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30,
         }
     }
 }
@@ -167,6 +180,7 @@ pub fn classify(
         at: now,
         provider_index: next_provider,
         detail: format!("{provider}: {}", e.detail),
+        untried: false,
     };
     match error.kind {
         FailureKind::Permanent => failed(&error),
@@ -189,8 +203,50 @@ pub fn classify(
                     at: now + config.backoff(tries_here),
                     provider_index: job.provider_index,
                     detail: format!("{provider}: {}", error.detail),
+                    untried: false,
                 }
             }
+        }
+    }
+}
+
+/// What happens to a job whose provider is put aside until `until`
+/// (circuit breaker) and was therefore not called: the next provider at
+/// once if there is one, else a wait until the provider is tried again.
+/// The attempt does not count; the age limit still applies.
+pub fn classify_unavailable(
+    job: &Job,
+    provider: &str,
+    provider_count: usize,
+    until: Millis,
+    config: &DispatchConfig,
+    now: Millis,
+) -> JobOutcome {
+    let detail = format!("{provider}: put aside after repeated failures");
+    if now - job.received_at > (config.max_age_secs as Millis) * 1000 {
+        return JobOutcome::Failed {
+            job_id: job.id,
+            code: Code::INTERNAL,
+            detail,
+            provider: Some(provider.to_string()),
+        };
+    }
+    let next_provider = job.provider_index + 1;
+    if (next_provider as usize) < provider_count {
+        JobOutcome::Retry {
+            job_id: job.id,
+            at: now,
+            provider_index: next_provider,
+            detail,
+            untried: true,
+        }
+    } else {
+        JobOutcome::Retry {
+            job_id: job.id,
+            at: until,
+            provider_index: job.provider_index,
+            detail,
+            untried: true,
         }
     }
 }
@@ -213,10 +269,10 @@ fn outgoing(job: &Job, instance: &str, default_sender_id: Option<&String>) -> Ou
 pub struct Dispatcher {
     /// Where jobs come from and outcomes go.
     store: Arc<dyn Store>,
-    /// The configured providers.
-    providers: Providers,
-    /// Each account's provider names, in failover order.
-    routes: HashMap<String, Vec<String>>,
+    /// The configured providers, each with its breaker and rate limit.
+    providers: BTreeMap<String, Slot>,
+    /// Which providers each SMS goes through, in failover order.
+    routing: Routing,
     /// Each account's `default_sender_id`, used when a request has no
     /// `<emetteur>`.
     default_sender_ids: HashMap<String, String>,
@@ -239,12 +295,29 @@ impl Dispatcher {
     ) -> Dispatcher {
         Dispatcher {
             store,
-            providers,
-            routes: config
-                .accounts
-                .iter()
-                .map(|(name, a)| (name.clone(), a.providers.clone()))
+            providers: providers
+                .into_iter()
+                .map(|(name, provider)| {
+                    let limiter = config
+                        .providers
+                        .get(&name)
+                        .and_then(|p| p.rate_limit())
+                        .map(|n| RateLimiter::direct(Quota::per_second(n)));
+                    let breaker = Breaker::new(
+                        config.dispatch.breaker_threshold,
+                        (config.dispatch.breaker_cooldown_secs as Millis).saturating_mul(1000),
+                    );
+                    (
+                        name,
+                        Slot {
+                            provider,
+                            breaker,
+                            limiter,
+                        },
+                    )
+                })
                 .collect(),
+            routing: Routing::new(config),
             default_sender_ids: config
                 .accounts
                 .iter()
@@ -263,16 +336,19 @@ impl Dispatcher {
         let mut groups: BTreeMap<&str, ProviderGroup<'a>> = BTreeMap::new();
         let mut unroutable = Vec::new();
         for job in jobs {
-            let route = self.routes.get(&job.account).and_then(|list| {
-                let name = list.get(job.provider_index as usize)?;
-                Some((name.as_str(), list.len(), self.providers.get(name)?))
-            });
+            let route = self
+                .routing
+                .providers(&job.account, &job.number)
+                .and_then(|list| {
+                    let name = list.get(job.provider_index as usize)?;
+                    Some((name.as_str(), list.len(), self.providers.get(name)?))
+                });
             match route {
-                Some((name, count, provider)) => groups
+                Some((name, count, slot)) => groups
                     .entry(name)
                     .or_insert_with(|| ProviderGroup {
                         name,
-                        provider,
+                        slot,
                         jobs: Vec::new(),
                         provider_counts: Vec::new(),
                     })
@@ -346,11 +422,12 @@ impl Dispatcher {
         let instance = self.store.instance_id();
         for ProviderGroup {
             name,
-            provider,
+            slot,
             jobs: group,
             provider_counts,
         } in groups
         {
+            let provider = &slot.provider;
             let size = provider.max_batch().max(1);
             // An SMS without a sender id never reaches a provider that
             // needs one: it is refused with code 16.
@@ -373,7 +450,27 @@ impl Dispatcher {
                     .iter()
                     .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
                     .collect();
+                if let Err(until) = slot.breaker.admit(now_millis()) {
+                    let now = now_millis();
+                    for (job, &count) in chunk.iter().zip(counts) {
+                        let outcome =
+                            classify_unavailable(job, name, count, until, &self.config, now);
+                        log_outcome(job, &outcome);
+                        outcomes.push(outcome);
+                    }
+                    continue;
+                }
+                if let Some(limiter) = &slot.limiter {
+                    limiter.until_ready().await;
+                }
                 let results = provider.send(&batch).await;
+                if let Some(until) = slot.breaker.record(&results, now_millis()) {
+                    tracing::warn!(
+                        provider = name,
+                        retry_in_ms = until - now_millis(),
+                        "provider put aside after repeated failures"
+                    );
+                }
                 let mut results = results.into_iter();
                 for (job, &count) in chunk.iter().zip(counts) {
                     let result = results.next().unwrap_or_else(|| {
@@ -421,11 +518,12 @@ impl Dispatcher {
         let instance = self.store.instance_id();
         for ProviderGroup {
             name,
-            provider,
+            slot,
             jobs: group,
             ..
         } in groups
         {
+            let provider = &slot.provider;
             let batch: Vec<OutgoingSms> = group
                 .iter()
                 .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
@@ -443,6 +541,7 @@ impl Dispatcher {
                         at: now,
                         provider_index: job.provider_index,
                         detail: "interrupted before it reached the provider".into(),
+                        untried: true,
                     },
                     Reconciled::Unknown => self.unknown(job, name, now),
                 });
@@ -460,6 +559,7 @@ impl Dispatcher {
                 at: now,
                 provider_index: job.provider_index,
                 detail: "send interrupted, outcome unknown: sending again".into(),
+                untried: false,
             },
             UnknownOutcome::Fail => JobOutcome::Failed {
                 job_id: job.id,
@@ -473,12 +573,12 @@ impl Dispatcher {
 
 /// Splits off the jobs that have no sender id when the provider needs one.
 #[allow(clippy::type_complexity)]
-fn split_missing_sender<'a>(
-    jobs: Vec<&'a Job>,
+fn split_missing_sender(
+    jobs: Vec<&Job>,
     counts: Vec<usize>,
     needs_sender: bool,
     has_sender: impl Fn(&Job) -> bool,
-) -> (Vec<&'a Job>, Vec<usize>, Vec<(&'a Job, usize)>) {
+) -> (Vec<&Job>, Vec<usize>, Vec<(&Job, usize)>) {
     if !needs_sender {
         return (jobs, counts, Vec::new());
     }
@@ -496,12 +596,22 @@ fn split_missing_sender<'a>(
     (kept, kept_counts, refused)
 }
 
+/// A provider with what the dispatcher keeps about it.
+struct Slot {
+    /// The provider.
+    provider: Arc<dyn crate::providers::Provider>,
+    /// Puts it aside when it keeps failing.
+    breaker: Breaker,
+    /// Its `rate_limit` (requests per second), if any.
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
 /// Jobs going to one provider.
 struct ProviderGroup<'a> {
     /// The provider's name in the config.
     name: &'a str,
-    /// The provider.
-    provider: &'a Arc<dyn crate::providers::Provider>,
+    /// The provider, its breaker and limiter.
+    slot: &'a Slot,
     /// The jobs.
     jobs: Vec<&'a Job>,
     /// For each job, how many providers its account has: accounts sharing a

@@ -181,6 +181,10 @@ pub enum JobOutcome {
         provider_index: u32,
         /// Why the last try failed.
         detail: String,
+        /// The SMS was not handed to any provider this time (provider put
+        /// aside, rate limit, quiet hours): the claim's attempt is given
+        /// back, so waiting never uses up the retries.
+        untried: bool,
     },
 }
 

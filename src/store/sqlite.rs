@@ -558,14 +558,23 @@ async fn record_outcomes(
                 at,
                 provider_index,
                 detail,
-            } => retries.push(serde_json::json!([job_id, at, provider_index, detail])),
+                untried,
+            } => retries.push(serde_json::json!([
+                job_id,
+                at,
+                provider_index,
+                detail,
+                i64::from(*untried)
+            ])),
         }
     }
     if !retries.is_empty() {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
+                    attempts = MAX(attempts - (o.value ->> 4), 0),
                     provider_attempts = CASE WHEN provider_index = o.value ->> 2
-                                             THEN provider_attempts ELSE 0 END,
+                                             THEN MAX(provider_attempts - (o.value ->> 4), 0)
+                                             ELSE 0 END,
                     provider_index = o.value ->> 2, detail = o.value ->> 3, updated_at = ?2
              FROM json_each(?1) AS o
              WHERE jobs.id = o.value ->> 0 AND jobs.status = 'sending'",
