@@ -40,6 +40,22 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The SMS providers of a configuration.
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvidersAction {
+    /// Check each provider's credentials and balance, where its API allows,
+    /// without sending any SMS. Exit code 0 when all are usable, 69 if not.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -158,6 +174,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("replies: {}", mailer.describe());
             println!("configuration OK");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Providers {
+            action: ProvidersAction::Check { config },
+        } => {
+            let config = load(config.as_deref())?;
+            let providers = mail2sms::providers::build(&config.providers)?;
+            let mut all_ok = true;
+            for (name, provider) in &providers {
+                let what = config.providers[name].describe();
+                match provider.check().await {
+                    Ok(found) => println!("provider {name} ({what}): OK, {found}"),
+                    Err(e) => {
+                        all_ok = false;
+                        println!(
+                            "provider {name} ({what}): FAILED, {} (code {}: {})",
+                            e.detail,
+                            e.code.0,
+                            e.code.message()
+                        );
+                    }
+                }
+            }
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(69) // EX_UNAVAILABLE
+            })
         }
     }
 }

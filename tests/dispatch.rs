@@ -334,3 +334,198 @@ async fn accounts_sharing_a_provider_keep_their_own_failover_lists() {
         "the one-provider account reports the provider's code"
     );
 }
+
+/// Runs a dispatcher with these named providers until `done` says so.
+async fn dispatch_with(
+    store: Arc<dyn Store>,
+    config: &Config,
+    named: Vec<(&str, Arc<Scripted>)>,
+    mut done: impl FnMut() -> bool,
+) {
+    let mut providers = Providers::new();
+    for (name, p) in named {
+        providers.insert(name.to_string(), p);
+    }
+    let wake = Arc::new(Notify::new());
+    let dispatcher = Arc::new(Dispatcher::new(
+        config,
+        store,
+        providers,
+        wake.clone(),
+        Arc::new(Notify::new()),
+    ));
+    let (trigger, listen) = shutdown::channel();
+    let task = tokio::spawn(dispatcher.run(listen));
+    wake.notify_one();
+    wait_until(|| done().then_some(()))
+        .await
+        .expect("dispatch finished");
+    trigger.fire();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_put_aside_and_sms_fail_over_without_calling_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.dispatch.max_attempts = 50; // failover comes from the breaker
+    config.dispatch.breaker_threshold = 2;
+    config.dispatch.breaker_cooldown_secs = 3_600;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store.accept(request(&["+33600000001"])).await.unwrap();
+    let down = Scripted::new(vec![("+33600000001", vec![transient(); 50])]);
+    let backup = Scripted::new(vec![]);
+    let b = backup.clone();
+    dispatch_with(
+        store.clone(),
+        &config,
+        vec![("outbox", down.clone()), ("backup", backup.clone())],
+        move || b.sent.lock().unwrap().len() == 1,
+    )
+    .await;
+    assert_eq!(
+        down.calls.lock().unwrap().len(),
+        2,
+        "two failed calls, then the provider is no longer called"
+    );
+    let replies = store.claim_replies(now_millis(), 10).await.unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let job_attempts = down.calls.lock().unwrap().len();
+    assert_eq!(job_attempts, 2);
+}
+
+#[tokio::test]
+async fn an_sms_waiting_for_a_provider_put_aside_keeps_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let mut solo = config.accounts["masociete"].clone();
+    solo.providers = vec!["outbox".into()];
+    config.accounts.insert("masociete".into(), solo);
+    config.dispatch.max_attempts = 3;
+    config.dispatch.breaker_threshold = 2;
+    config.dispatch.breaker_cooldown_secs = 1;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store.accept(request(&["+33600000001"])).await.unwrap();
+    // Two failures open the breaker; the SMS waits (not tried, so its third
+    // try is still there) and goes out when the provider is tried again.
+    let flaky = Scripted::new(vec![("+33600000001", vec![transient(), transient()])]);
+    let f = flaky.clone();
+    dispatch_with(
+        store.clone(),
+        &config,
+        vec![("outbox", flaky.clone()), ("backup", Scripted::new(vec![]))],
+        move || f.sent.lock().unwrap().len() == 1,
+    )
+    .await;
+    assert_eq!(flaky.calls.lock().unwrap().len(), 3);
+    assert_eq!(store.job_counts().await.unwrap(), [("sent".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn untried_retries_give_the_attempt_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store.accept(request(&["+33600000001"])).await.unwrap();
+    let job = store.claim_jobs(now_millis(), 10).await.unwrap().remove(0);
+    assert_eq!((job.attempts, job.provider_attempts), (1, 1));
+    for untried in [true, false] {
+        store
+            .record_outcomes(vec![mail2sms::store::JobOutcome::Retry {
+                job_id: job.id,
+                at: 0,
+                provider_index: 0,
+                detail: "wait".into(),
+                untried,
+            }])
+            .await
+            .unwrap();
+        let again = store.claim_jobs(now_millis(), 10).await.unwrap().remove(0);
+        let expected = if untried { (1, 1) } else { (2, 2) };
+        assert_eq!(
+            (again.attempts, again.provider_attempts),
+            expected,
+            "untried={untried}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn prefix_routes_pick_providers_by_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.routes = vec![mail2sms::dispatch::routing::RouteConfig {
+        prefix: "+41".into(),
+        providers: vec!["backup".into()],
+    }];
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store
+        .accept(request(&["+41791234567", "+33600000001"]))
+        .await
+        .unwrap();
+    let primary = Scripted::new(vec![]);
+    let swiss = Scripted::new(vec![]);
+    let (p, s) = (primary.clone(), swiss.clone());
+    dispatch_with(
+        store.clone(),
+        &config,
+        vec![("outbox", primary.clone()), ("backup", swiss.clone())],
+        move || p.sent.lock().unwrap().len() + s.sent.lock().unwrap().len() == 2,
+    )
+    .await;
+    let numbers = |p: &Scripted| -> Vec<String> {
+        p.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(numbers(&swiss), ["+41791234567"]);
+    assert_eq!(numbers(&primary), ["+33600000001"]);
+}
+
+#[tokio::test]
+async fn a_provider_rate_limit_spaces_its_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let Some(mail2sms::providers::ProviderConfig::Outbox(outbox)) =
+        config.providers.get_mut("outbox")
+    else {
+        panic!("outbox provider");
+    };
+    outbox.rate_limit = std::num::NonZeroU32::new(2);
+    config.dispatch.batch_size = 1; // one SMS per call
+    config.dispatch.concurrency = 4;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+    store
+        .accept(request(&[
+            "+33600000001",
+            "+33600000002",
+            "+33600000003",
+            "+33600000004",
+            "+33600000005",
+        ]))
+        .await
+        .unwrap();
+    let primary = Scripted::new(vec![]);
+    let p = primary.clone();
+    let started = std::time::Instant::now();
+    dispatch_with(
+        store.clone(),
+        &config,
+        vec![
+            ("outbox", primary.clone()),
+            ("backup", Scripted::new(vec![])),
+        ],
+        move || p.sent.lock().unwrap().len() == 5,
+    )
+    .await;
+    // 2 per second with a burst of 2: the 3 calls after the burst need at
+    // least 1.5 s. (A lower bound: never flaky on a slow machine.)
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -186,7 +186,7 @@ impl ProviderConfig {
     /// The most requests per second this provider may be sent, if limited.
     pub fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
         match self {
-            ProviderConfig::Outbox(_) => None,
+            ProviderConfig::Outbox(c) => c.rate_limit,
             ProviderConfig::Smsmode(c) => c.rate_limit,
             ProviderConfig::Smsfactor(c) => c.rate_limit,
             ProviderConfig::Smseco(c) => c.rate_limit,

@@ -28,6 +28,10 @@ pub struct OutboxConfig {
     /// already counts as sent. On by default.
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// The most batches per second written (none: no limit), like the
+    /// HTTP providers' `rate_limit`; handy to rehearse a throttled provider.
+    #[serde(default)]
+    pub rate_limit: Option<std::num::NonZeroU32>,
 }
 
 fn default_true() -> bool {
@@ -242,6 +246,7 @@ mod tests {
         OutboxConfig {
             path: dir.path().join("sub/outbox.jsonl"),
             fsync: true,
+            rate_limit: None,
         }
     }
 
