@@ -287,4 +287,56 @@ pub trait Store: Send + Sync + 'static {
     /// Counts jobs per status (`queued`, `sending`, `sent`, `failed`), for
     /// status output and tests.
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// An account's credit balance, in SMS segments (`None`: never set).
+    async fn credit_balance(&self, account: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Adds `amount` (negative to take away) to an account's balance,
+    /// starting from 0 if it has none; returns the new balance.
+    async fn add_credits(&self, account: &str, amount: i64) -> Result<i64, StoreError>;
+
+    /// Debits, in order, the segments of each SMS while the balance covers
+    /// them; says for each whether it was debited. Atomic: daemons sharing
+    /// the database never overdraw. An account without a balance has 0.
+    async fn reserve_credits(
+        &self,
+        account: &str,
+        segments: &[u32],
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// Gives back segments that were reserved for SMS not sent after all.
+    async fn refund_credits(&self, account: &str, segments: u64) -> Result<(), StoreError>;
+
+    /// Puts an E.164 number on the opt-out list of `scope` (an account's
+    /// name, or `None` for every account); false if it was already there.
+    async fn optout_add(&self, scope: Option<&str>, number: &str) -> Result<bool, StoreError>;
+
+    /// Takes a number off the list of `scope`; false if it was not there.
+    async fn optout_remove(&self, scope: Option<&str>, number: &str) -> Result<bool, StoreError>;
+
+    /// Every opt-out entry, global ones first, then by account and number.
+    async fn optout_list(&self) -> Result<Vec<OptOut>, StoreError>;
+
+    /// Which of `numbers` must not receive SMS from `account`: on its own
+    /// list or on the global one.
+    async fn opted_out(
+        &self,
+        account: &str,
+        numbers: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// SMS queued per account for requests received since `since` (seeds
+    /// the sending-limit counters at start-up).
+    async fn queued_since(&self, since: Millis) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// One entry of the opt-out list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOut {
+    /// The account it applies to; `None` for all of them.
+    pub scope: Option<String>,
+    /// The E.164 number.
+    pub number: String,
+    /// When it was added.
+    pub added_at: Millis,
 }

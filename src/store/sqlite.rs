@@ -868,6 +868,50 @@ impl Store for SqliteStore {
         &self.instance_id
     }
 
+    async fn credit_balance(&self, _account: &str) -> Result<Option<i64>, StoreError> {
+        Err(StoreError::Unavailable("credits: not written yet".into()))
+    }
+
+    async fn add_credits(&self, _account: &str, _amount: i64) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("credits: not written yet".into()))
+    }
+
+    async fn reserve_credits(
+        &self,
+        _account: &str,
+        _segments: &[u32],
+    ) -> Result<Vec<bool>, StoreError> {
+        Err(StoreError::Unavailable("credits: not written yet".into()))
+    }
+
+    async fn refund_credits(&self, _account: &str, _segments: u64) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("credits: not written yet".into()))
+    }
+
+    async fn optout_add(&self, _scope: Option<&str>, _number: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("optout: not written yet".into()))
+    }
+
+    async fn optout_remove(&self, _scope: Option<&str>, _number: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("optout: not written yet".into()))
+    }
+
+    async fn optout_list(&self) -> Result<Vec<super::OptOut>, StoreError> {
+        Err(StoreError::Unavailable("optout: not written yet".into()))
+    }
+
+    async fn opted_out(
+        &self,
+        _account: &str,
+        _numbers: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        Ok(Default::default())
+    }
+
+    async fn queued_since(&self, _since: Millis) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
             .fetch_all(&self.readers)
