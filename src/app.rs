@@ -61,6 +61,7 @@ impl Core {
             dispatch_wake.clone(),
             replies_wake.clone(),
         ));
+        pipeline.seed_limits().await?;
         Ok(Core {
             store,
             pipeline,

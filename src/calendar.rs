@@ -33,6 +33,12 @@ static PARIS: LazyLock<TimeZone> = LazyLock::new(|| {
         .unwrap_or_else(|_| TimeZone::fixed(Offset::constant(1)))
 });
 
+/// The Europe/Paris time zone (bundled tzdb), for other rules that count
+/// in Paris time.
+pub fn paris() -> &'static TimeZone {
+    &PARIS
+}
+
 /// Easter Sunday of a Gregorian year.
 ///
 /// Computed with the anonymous Gregorian algorithm (Meeus/Jones/Butcher),

@@ -45,6 +45,77 @@ enum Command {
         #[command(subcommand)]
         action: ProvidersAction,
     },
+    /// Account credit balances (accounts with `credits = true`), in SMS
+    /// segments; works while the daemon runs.
+    Credits {
+        #[command(subcommand)]
+        action: CreditsAction,
+    },
+    /// The opt-out list: numbers that never receive SMS (code 11), for one
+    /// account or all; works while the daemon runs.
+    Optout {
+        #[command(subcommand)]
+        action: OptoutAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsAction {
+    /// Print an account's balance.
+    Show {
+        /// The account's name in the config.
+        account: String,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Add segments to an account's balance (negative to take some away).
+    Add {
+        /// The account's name in the config.
+        account: String,
+        /// Segments to add.
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OptoutAction {
+    /// Stop sending to a number.
+    Add {
+        /// The number, national or international.
+        number: String,
+        /// Only for this account (default: every account).
+        #[arg(long, short)]
+        account: Option<String>,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Send to a number again.
+    Remove {
+        /// The number, national or international.
+        number: String,
+        /// The account whose list it is on (default: the global list).
+        #[arg(long, short)]
+        account: Option<String>,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the list (one account's entries and the global ones with
+    /// --account).
+    List {
+        /// Only what applies to this account.
+        #[arg(long, short)]
+        account: Option<String>,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,7 +273,126 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(69) // EX_UNAVAILABLE
             })
         }
+        Command::Credits { action } => credits(action).await,
+        Command::Optout { action } => optout(action).await,
     }
+}
+
+/// Opens the store of a configuration for a command run beside the daemon.
+async fn open_store(config: &Config) -> anyhow::Result<mail2sms::store::SqliteStore> {
+    Ok(mail2sms::store::SqliteStore::open(&config.store).await?)
+}
+
+/// Checks that `account` is configured.
+fn known_account<'a>(
+    config: &'a Config,
+    account: &str,
+) -> anyhow::Result<&'a mail2sms::config::AccountConfig> {
+    config.accounts.get(account).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no account named `{account}` in the configuration (accounts: {})",
+            config
+                .accounts
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+async fn credits(action: CreditsAction) -> anyhow::Result<ExitCode> {
+    use mail2sms::store::Store;
+    let (account, config_path, amount) = match &action {
+        CreditsAction::Show { account, config } => (account, config, None),
+        CreditsAction::Add {
+            account,
+            amount,
+            config,
+        } => (account, config, Some(*amount)),
+    };
+    let config = load(config_path.as_deref())?;
+    let settings = known_account(&config, account)?;
+    if !settings.credits {
+        eprintln!(
+            "warning: account {account} has no `credits = true`: its balance is not enforced"
+        );
+    }
+    let store = open_store(&config).await?;
+    match amount {
+        None => match store.credit_balance(account).await? {
+            Some(balance) => println!("{account}: {balance} segments"),
+            None => println!("{account}: no balance yet (0 segments)"),
+        },
+        Some(amount) => {
+            let balance = store.add_credits(account, amount).await?;
+            println!("{account}: {balance} segments");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn optout(action: OptoutAction) -> anyhow::Result<ExitCode> {
+    use mail2sms::store::Store;
+    let (account, config_path) = match &action {
+        OptoutAction::Add {
+            account, config, ..
+        }
+        | OptoutAction::Remove {
+            account, config, ..
+        }
+        | OptoutAction::List { account, config } => (account, config),
+    };
+    let config = load(config_path.as_deref())?;
+    let region = match account {
+        Some(a) => known_account(&config, a)?.region.clone(),
+        None => "FR".to_string(),
+    };
+    let normalise = |raw: &str| -> anyhow::Result<String> {
+        mail2sms::request::phone::PhoneNumber::parse(raw, &region)
+            .map(|n| n.as_str().to_string())
+            .map_err(|code| {
+                anyhow::anyhow!("`{raw}` is not a valid phone number (code {})", code.0)
+            })
+    };
+    let store = open_store(&config).await?;
+    let scope = account.as_deref();
+    let scope_name = scope.map_or("every account".to_string(), |a| format!("account {a}"));
+    match &action {
+        OptoutAction::Add { number, .. } => {
+            let number = normalise(number)?;
+            if store.optout_add(scope, &number).await? {
+                println!("{number}: opted out for {scope_name}");
+            } else {
+                println!("{number}: already opted out for {scope_name}");
+            }
+        }
+        OptoutAction::Remove { number, .. } => {
+            let number = normalise(number)?;
+            if store.optout_remove(scope, &number).await? {
+                println!("{number}: removed from the list of {scope_name}");
+            } else {
+                println!("{number}: was not on the list of {scope_name}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        OptoutAction::List { .. } => {
+            for entry in store.optout_list().await? {
+                if scope.is_some() && entry.scope.is_some() && entry.scope.as_deref() != scope {
+                    continue;
+                }
+                let when = jiff::Timestamp::from_millisecond(entry.added_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{}\t{when}",
+                    entry.number,
+                    entry.scope.as_deref().unwrap_or("*")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Raises the open-files limit to its hard maximum: each SMTP session is a

@@ -5,10 +5,12 @@
 //! parsed, its account and sender checked, and everything is committed to
 //! the store; only then is it [`Verdict::Queued`] (SMTP `250`).
 
-use crate::config::{AccountConfig, Config};
+use crate::codes::Code;
+use crate::config::{AccountConfig, Config, QuietHours};
 use crate::request::{self, Limits};
+use crate::rules::volume::{self, Volume};
 use crate::store::{Accepted, NewMessage, NewRequest, RequestBody, Store};
-use crate::{mail, rules};
+use crate::{calendar, mail, rules};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -88,8 +90,8 @@ impl Verdict {
 struct Account {
     /// Its name in the config (the store's key).
     name: String,
-    /// Its settings.
-    config: AccountConfig,
+    /// Its settings (shared with the blocking pool for big requests).
+    config: Arc<AccountConfig>,
 }
 
 /// Turns emails into stored requests.
@@ -104,6 +106,8 @@ pub struct Pipeline {
     dispatch_wake: Arc<Notify>,
     /// Wakes the reply sender when new replies are queued.
     replies_wake: Arc<Notify>,
+    /// The accounts' sending limits (code 29).
+    volume: Volume,
 }
 
 impl Pipeline {
@@ -122,7 +126,7 @@ impl Pipeline {
                     a.keyid.trim().to_string(),
                     Account {
                         name: name.clone(),
-                        config: a.clone(),
+                        config: Arc::new(a.clone()),
                     },
                 )
             })
@@ -135,7 +139,40 @@ impl Pipeline {
             },
             dispatch_wake,
             replies_wake,
+            volume: Volume::new(config.accounts.iter().map(|(name, a)| {
+                (
+                    name.clone(),
+                    volume::Limits {
+                        per_minute: a.max_per_minute,
+                        per_day: a.max_per_day,
+                    },
+                )
+            })),
         }
+    }
+
+    /// Seeds the sending-limit counters with what the store already holds
+    /// (SMS queued today and in the last minute), so a restart does not
+    /// reset them.
+    pub async fn seed_limits(&self) -> Result<(), crate::store::StoreError> {
+        if self.volume.is_empty() {
+            return Ok(());
+        }
+        let now = jiff::Timestamp::now();
+        let day_start = Volume::day_start(now).as_millisecond();
+        let minute_start = now.as_millisecond() - 60_000;
+        let today = self.store.queued_since(day_start).await?;
+        let minute: HashMap<String, u64> = self
+            .store
+            .queued_since(minute_start.max(day_start))
+            .await?
+            .into_iter()
+            .collect();
+        for (account, day) in today {
+            let last_minute = minute.get(&account).copied().unwrap_or(0);
+            self.volume.seed(&account, last_minute, day, now);
+        }
+        Ok(())
     }
 
     /// Processes one email: `envelope_from` is the SMTP `MAIL FROM` (empty
@@ -167,18 +204,52 @@ impl Pipeline {
                 "sender <{sender}> is not allowed for this keyid"
             ));
         }
+        let now = jiff::Timestamp::now();
+        // Refusals of every recipient: a sender id that is not allowed (33),
+        // or commercial traffic in quiet hours (24) for accounts that reject.
+        let sender_id = rules::sender_id(&account.config, request.sender_id.as_deref());
+        let refuse_all = match &sender_id {
+            Err(code) => Some(*code),
+            Ok(_)
+                if account.config.commercial
+                    && account.config.quiet_hours == QuietHours::Reject
+                    && calendar::is_quiet(now) =>
+            {
+                Some(Code::QUIET_HOURS)
+            }
+            Ok(_) => None,
+        };
+        let sender_id = sender_id.unwrap_or(None);
+        let options = rules::TextOptions {
+            has_sender_id: sender_id.is_some(),
+            nostop: request.nostop,
+            smslong: request.smslong,
+        };
         let body = match request.recipients {
             Err(code) => RequestBody::Refused(code),
             Ok(recipients) => {
-                let region = account.config.region.clone();
-                let resolve = move || {
-                    request::resolve(recipients, &region)
+                let config = account.config.clone();
+                let resolve = move || -> Vec<NewMessage> {
+                    request::resolve(recipients, &config.region)
                         .into_iter()
-                        .map(|r| NewMessage {
-                            tel: r.tel,
-                            number: r.number.map(|n| n.as_str().to_string()),
-                            text: r.text,
-                            duplicate_of: r.duplicate_of,
+                        .map(|r| {
+                            let mut text = r.text;
+                            let number = r.number.and_then(|n| {
+                                if let Some(code) = refuse_all {
+                                    return Err(code);
+                                }
+                                if !rules::country_allowed(&config, n.country()) {
+                                    return Err(Code::COUNTRY_NOT_ALLOWED);
+                                }
+                                text = rules::prepare_text(&config, &text, options)?;
+                                Ok(n.as_str().to_string())
+                            });
+                            NewMessage {
+                                tel: r.tel,
+                                number,
+                                text,
+                                duplicate_of: r.duplicate_of,
+                            }
                         })
                         .collect()
                 };
@@ -200,19 +271,41 @@ impl Pipeline {
                 RequestBody::Messages(messages)
             }
         };
+        // Sending limits (29): the SMS this email would queue, in order.
+        let mut body = body;
+        let mut taken = 0;
+        if let RequestBody::Messages(messages) = &mut body {
+            let sendable: Vec<usize> = messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.number.is_ok() && m.duplicate_of.is_none())
+                .map(|(i, _)| i)
+                .collect();
+            taken = self.volume.take(&account.name, sendable.len(), now);
+            for &i in &sendable[taken..] {
+                messages[i].number = Err(Code::OVERFLOW);
+            }
+        }
         let email_id = request.email_id.clone();
         let new = NewRequest {
             account: account.name.clone(),
             email_id: request.email_id,
             message_id,
             mail_from: sender.to_string(),
-            sender_id: request.sender_id,
+            sender_id,
             tracker: request.tracker,
             email_ack: request.email_ack,
             email_not: request.email_not,
             body,
         };
-        match self.store.accept(new).await {
+        let accepted = self.store.accept(new).await;
+        let queued = match &accepted {
+            Ok(Accepted::Queued { jobs, .. }) => *jobs,
+            _ => 0,
+        };
+        self.volume
+            .give_back(&account.name, taken.saturating_sub(queued));
+        match accepted {
             Ok(accepted) => {
                 self.replies_wake.notify_one();
                 match accepted {

@@ -6,6 +6,7 @@
 //! they survive restarts; the backoff is exponential with full jitter.
 
 pub mod breaker;
+pub mod gates;
 pub mod reply_sender;
 pub mod routing;
 
@@ -15,6 +16,7 @@ use crate::providers::{FailureKind, OutgoingSms, Providers, Reconciled, SendErro
 use crate::shutdown::Shutdown;
 use crate::store::{Job, JobOutcome, Millis, Store, now_millis};
 use breaker::Breaker;
+use gates::Gates;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use routing::Routing;
 use serde::Deserialize;
@@ -273,6 +275,8 @@ pub struct Dispatcher {
     providers: BTreeMap<String, Slot>,
     /// Which providers each SMS goes through, in failover order.
     routing: Routing,
+    /// Quiet hours, opt-outs and credits, checked right before each send.
+    gates: Gates,
     /// Each account's `default_sender_id`, used when a request has no
     /// `<emetteur>`.
     default_sender_ids: HashMap<String, String>,
@@ -318,6 +322,7 @@ impl Dispatcher {
                 })
                 .collect(),
             routing: Routing::new(config),
+            gates: Gates::new(config),
             default_sender_ids: config
                 .accounts
                 .iter()
@@ -418,7 +423,10 @@ impl Dispatcher {
 
     /// Sends claimed jobs, grouped by provider, and records the outcomes.
     async fn send_batch(&self, jobs: Vec<Job>, shutdown: &Shutdown) {
+        let claimed = jobs.len();
+        let (jobs, screened) = self.gates.screen(&*self.store, jobs, now_millis()).await;
         let (groups, mut outcomes) = self.by_provider(&jobs);
+        outcomes.extend(screened);
         let instance = self.store.instance_id();
         for ProviderGroup {
             name,
@@ -446,10 +454,6 @@ impl Dispatcher {
                 outcomes.push(outcome);
             }
             for (chunk, counts) in group.chunks(size).zip(provider_counts.chunks(size)) {
-                let batch: Vec<OutgoingSms> = chunk
-                    .iter()
-                    .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
-                    .collect();
                 if let Err(until) = slot.breaker.admit(now_millis()) {
                     let now = now_millis();
                     for (job, &count) in chunk.iter().zip(counts) {
@@ -460,10 +464,52 @@ impl Dispatcher {
                     }
                     continue;
                 }
+                // Credits are debited before the send and given back for
+                // what was not sent; an SMS the balance cannot cover is
+                // refused (code 12).
+                let reserved = self.gates.reserve(&*self.store, chunk).await;
+                let mut chunk_ok: Vec<&Job> = Vec::with_capacity(chunk.len());
+                let mut counts_ok = Vec::with_capacity(chunk.len());
+                let mut debited = Vec::with_capacity(chunk.len());
+                for ((&job, &count), reservation) in chunk.iter().zip(counts).zip(reserved) {
+                    match reservation {
+                        Ok(segments) => {
+                            chunk_ok.push(job);
+                            counts_ok.push(count);
+                            debited.push(segments);
+                        }
+                        Err(e) => {
+                            let outcome =
+                                classify(job, name, count, Err(e), &self.config, now_millis());
+                            log_outcome(job, &outcome);
+                            outcomes.push(outcome);
+                        }
+                    }
+                }
+                if chunk_ok.is_empty() {
+                    continue;
+                }
+                let (chunk, counts) = (&chunk_ok[..], &counts_ok[..]);
+                let batch: Vec<OutgoingSms> = chunk
+                    .iter()
+                    .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
+                    .collect();
                 if let Some(limiter) = &slot.limiter {
                     limiter.until_ready().await;
                 }
                 let results = provider.send(&batch).await;
+                if debited.iter().any(|&n| n > 0) {
+                    let sent: Vec<bool> = (0..chunk.len())
+                        .map(|i| results.get(i).is_some_and(Result::is_ok))
+                        .collect();
+                    if let Err(e) = self
+                        .gates
+                        .refund(&*self.store, chunk, &debited, &sent)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot give back the credits of SMS not sent");
+                    }
+                }
                 if let Some(until) = slot.breaker.record(&results, now_millis()) {
                     tracing::warn!(
                         provider = name,
@@ -489,7 +535,7 @@ impl Dispatcher {
         if completes {
             self.replies_wake.notify_one();
         }
-        if jobs.len() >= self.config.batch_size {
+        if claimed >= self.config.batch_size {
             self.wake.notify_one();
         }
     }

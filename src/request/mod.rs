@@ -185,7 +185,8 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
     let csv_recipients = attachment_recipients(&mail.attachments, sms.as_deref(), limits)?;
 
     let smslong_text = envoi.smslong.as_deref().filter(|s| !s.is_empty());
-    let smslong = smslong_text.map(str::parse::<u32>);
+    // A count of segments: 0 is no more an integer count than "deux".
+    let smslong = smslong_text.map(|t| t.trim().parse::<u32>().ok().filter(|&n| n > 0).ok_or(()));
     let recipients = if let Some(Err(_)) = smslong {
         Err(Code::SMSLONG_NOT_INTEGER)
     } else if let Some(list) = csv_recipients {

@@ -1,0 +1,196 @@
+//! Account rules checked right before a send rather than when the email
+//! arrived, because they can change while an SMS waits: commercial quiet
+//! hours (deferred to the next allowed minute), the opt-out list (code 11)
+//! and the credit balance (code 12, debited per segment sent).
+
+use crate::codes::Code;
+use crate::config::Config;
+use crate::gsm;
+use crate::providers::SendError;
+use crate::store::{Job, JobOutcome, Millis, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+
+/// What the dispatcher needs to know of each account.
+#[derive(Debug, Clone, Copy, Default)]
+struct AccountGates {
+    /// Quiet hours apply.
+    commercial: bool,
+    /// A credit balance is kept.
+    credits: bool,
+}
+
+/// The per-send checks of every account.
+#[derive(Debug, Default)]
+pub struct Gates {
+    /// By account name.
+    accounts: HashMap<String, AccountGates>,
+}
+
+/// How long an SMS waits when the opt-out list cannot be read.
+const STORE_RETRY_MS: Millis = 5_000;
+
+impl Gates {
+    /// The gates of this configuration's accounts.
+    pub fn new(config: &Config) -> Gates {
+        Gates {
+            accounts: config
+                .accounts
+                .iter()
+                .map(|(name, a)| {
+                    (
+                        name.clone(),
+                        AccountGates {
+                            commercial: a.commercial,
+                            credits: a.credits,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn of(&self, account: &str) -> AccountGates {
+        self.accounts.get(account).copied().unwrap_or_default()
+    }
+
+    /// Sorts out the jobs that must not be sent now: commercial SMS in quiet
+    /// hours wait for the next allowed minute (not counted as a try), SMS to
+    /// an opted-out number fail with code 11. Returns the jobs to send and
+    /// the outcomes of the others.
+    pub async fn screen(
+        &self,
+        store: &dyn Store,
+        jobs: Vec<Job>,
+        now: Millis,
+    ) -> (Vec<Job>, Vec<JobOutcome>) {
+        let mut outcomes = Vec::new();
+        let mut keep = Vec::with_capacity(jobs.len());
+        let at = jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
+        let quiet = crate::calendar::is_quiet(at);
+        for job in jobs {
+            if quiet && self.of(&job.account).commercial {
+                let next = crate::calendar::next_allowed(at);
+                outcomes.push(JobOutcome::Retry {
+                    job_id: job.id,
+                    at: next.as_millisecond(),
+                    provider_index: job.provider_index,
+                    detail: format!("commercial quiet hours: deferred to {next}"),
+                    untried: true,
+                });
+            } else {
+                keep.push(job);
+            }
+        }
+        if keep.is_empty() {
+            return (keep, outcomes);
+        }
+        let mut by_account: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for job in &keep {
+            by_account
+                .entry(job.account.as_str())
+                .or_default()
+                .push(job.number.clone());
+        }
+        let mut blocked: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut unreadable = std::collections::HashSet::new();
+        for (account, numbers) in by_account {
+            match store.opted_out(account, &numbers).await {
+                Ok(set) if !set.is_empty() => {
+                    blocked.insert(account.to_string(), set);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, account, "cannot read the opt-out list; SMS wait");
+                    unreadable.insert(account.to_string());
+                }
+            }
+        }
+        let mut send = Vec::with_capacity(keep.len());
+        for job in keep {
+            if unreadable.contains(&job.account) {
+                outcomes.push(JobOutcome::Retry {
+                    job_id: job.id,
+                    at: now + STORE_RETRY_MS,
+                    provider_index: job.provider_index,
+                    detail: "opt-out list unreadable".into(),
+                    untried: true,
+                });
+            } else if blocked
+                .get(&job.account)
+                .is_some_and(|set| set.contains(&job.number))
+            {
+                outcomes.push(JobOutcome::Failed {
+                    job_id: job.id,
+                    code: Code::BLACKLISTED,
+                    detail: "the number is on the opt-out list".into(),
+                    provider: None,
+                });
+            } else {
+                send.push(job);
+            }
+        }
+        (send, outcomes)
+    }
+
+    /// Debits the credits of the SMS about to be sent, for accounts that
+    /// keep a balance; returns for each job `Ok(segments debited)` or the
+    /// error refusing it (code 12 when the balance does not cover it).
+    pub async fn reserve(&self, store: &dyn Store, jobs: &[&Job]) -> Vec<Result<u32, SendError>> {
+        let mut results: Vec<Result<u32, SendError>> = vec![Ok(0); jobs.len()];
+        let mut by_account: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if self.of(&job.account).credits {
+                by_account.entry(job.account.as_str()).or_default().push(i);
+            }
+        }
+        for (account, positions) in by_account {
+            let segments: Vec<u32> = positions
+                .iter()
+                .map(|&i| gsm::segments(&jobs[i].text).count)
+                .collect();
+            match store.reserve_credits(account, &segments).await {
+                Ok(debited) => {
+                    for ((&i, &n), ok) in positions.iter().zip(&segments).zip(debited) {
+                        results[i] = if ok {
+                            Ok(n)
+                        } else {
+                            Err(SendError::permanent(
+                                Code::NO_CREDIT,
+                                format!(
+                                    "account {account}: credit balance too low for {n} segment(s)"
+                                ),
+                            ))
+                        };
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, account, "cannot debit credits; SMS wait");
+                    for &i in &positions {
+                        results[i] = Err(SendError::transient(format!("credits unavailable: {e}")));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Gives back the credits of SMS that were debited but not sent.
+    pub async fn refund(
+        &self,
+        store: &dyn Store,
+        jobs: &[&Job],
+        debited: &[u32],
+        sent: &[bool],
+    ) -> Result<(), StoreError> {
+        let mut by_account: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((job, &n), &ok) in jobs.iter().zip(debited).zip(sent) {
+            if n > 0 && !ok {
+                *by_account.entry(job.account.as_str()).or_default() += u64::from(n);
+            }
+        }
+        for (account, segments) in by_account {
+            store.refund_credits(account, segments).await?;
+        }
+        Ok(())
+    }
+}

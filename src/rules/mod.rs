@@ -1,0 +1,307 @@
+//! Per-account rules, enforced by mail2sms itself before any SMS leaves.
+//!
+//! When an email arrives (before anything is stored): who may send for an
+//! account, the sender id (code 33), destination countries (27), the text's
+//! encoding, STOP mention and segment cap (999), commercial quiet hours in
+//! `reject` mode (24) and the sending limits (29, [`volume`]). Right before
+//! each send (`dispatch`): quiet hours in `defer` mode, the opt-out list
+//! (11) and credits (12), since those can change while an SMS waits.
+
+pub mod volume;
+
+use crate::codes::Code;
+use crate::config::{AccountConfig, UnicodeMode};
+use crate::gsm;
+
+/// Whether `address` may send for an account whose `senders` list is
+/// `allowed`: an exact address or a whole `@domain`, compared without case.
+pub fn sender_allowed(allowed: &[String], address: &str) -> bool {
+    let address = address.trim().trim_start_matches('<').trim_end_matches('>');
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    allowed.iter().any(|rule| match rule.strip_prefix('@') {
+        Some(d) => d.eq_ignore_ascii_case(domain),
+        None => rule.eq_ignore_ascii_case(address),
+    })
+}
+
+/// Checks a sender id against spec §4: 4 to 11 ASCII letters and digits,
+/// not only digits. The error says what is wrong.
+pub fn check_sender_id(id: &str) -> Result<(), &'static str> {
+    let len = id.chars().count();
+    if !(4..=11).contains(&len) {
+        return Err("a sender id has 4 to 11 characters");
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("a sender id has only letters and digits (no space, no accent)");
+    }
+    if id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a sender id cannot be only digits");
+    }
+    Ok(())
+}
+
+/// The sender id an email's SMS go out with: its `<emetteur>` if valid and
+/// allowed (else code 33), or the account's `default_sender_id`. An empty
+/// `<emetteur>` counts as absent.
+pub fn sender_id(account: &AccountConfig, emetteur: Option<&str>) -> Result<Option<String>, Code> {
+    match emetteur.map(str::trim).filter(|e| !e.is_empty()) {
+        None => Ok(account.default_sender_id.clone()),
+        Some(id) => {
+            if check_sender_id(id).is_err()
+                || (!account.sender_ids.is_empty() && !account.sender_ids.iter().any(|s| s == id))
+            {
+                Err(Code::SENDER_NOT_ALLOWED)
+            } else {
+                Ok(Some(id.to_string()))
+            }
+        }
+    }
+}
+
+/// Whether `country` (the number's ISO region) may be sent to.
+pub fn country_allowed(account: &AccountConfig, country: Option<&str>) -> bool {
+    match &account.countries {
+        None => true,
+        Some(allowed) => country.is_some_and(|c| allowed.iter().any(|a| a.eq_ignore_ascii_case(c))),
+    }
+}
+
+/// What a request asks of its texts, beyond the account's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// A sender id is used (the STOP mention goes with custom sender ids).
+    pub has_sender_id: bool,
+    /// `<nostop>1</nostop>`.
+    pub nostop: bool,
+    /// `<smslong>`: the most segments the sender wants.
+    pub smslong: Option<u32>,
+}
+
+/// The text as it will be sent: transliterated if the account says so,
+/// with the STOP mention for commercial traffic with a sender id (unless
+/// `<nostop>` and the account allows it), and within the segment cap
+/// (`<smslong>`, never above `max_segments`); a text that needs more is
+/// refused (code 999), never cut.
+pub fn prepare_text(
+    account: &AccountConfig,
+    text: &str,
+    options: TextOptions,
+) -> Result<String, Code> {
+    let mut text = match account.unicode {
+        UnicodeMode::Auto => text.to_string(),
+        UnicodeMode::Transliterate => gsm::transliterate(text),
+    };
+    if account.commercial
+        && options.has_sender_id
+        && !(options.nostop && account.nostop_allowed)
+        && let Some(stop) = account.stop_text.as_deref().map(str::trim)
+        && !stop.is_empty()
+    {
+        let stop = match account.unicode {
+            UnicodeMode::Auto => stop.to_string(),
+            UnicodeMode::Transliterate => gsm::transliterate(stop),
+        };
+        if !text.ends_with(&stop) {
+            if !text.is_empty() && !text.ends_with([' ', '\n']) {
+                text.push(' ');
+            }
+            text.push_str(&stop);
+        }
+    }
+    let cap = options
+        .smslong
+        .map_or(account.max_segments, |n| n.min(account.max_segments));
+    if gsm::segments(&text).count > cap {
+        return Err(Code::INTERNAL);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QuietHours;
+
+    fn account() -> AccountConfig {
+        AccountConfig {
+            keyid: "k".into(),
+            senders: vec!["@a.fr".into()],
+            providers: vec!["p".into()],
+            region: "FR".into(),
+            default_sender_id: None,
+            sender_ids: Vec::new(),
+            unicode: UnicodeMode::Auto,
+            max_segments: 6,
+            commercial: false,
+            stop_text: None,
+            nostop_allowed: false,
+            quiet_hours: QuietHours::Reject,
+            countries: None,
+            credits: false,
+            max_per_minute: None,
+            max_per_day: None,
+        }
+    }
+
+    #[test]
+    fn sender_ids_follow_spec_section_4() {
+        for ok in ["MaSociete", "MaSoc", "ABCD", "MaSociete71", "1234A"] {
+            assert_eq!(check_sender_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ABC",
+            "MaSociete123",
+            "Ma Societe",
+            "Société",
+            "12345678",
+            "Ma-Soc",
+            "",
+        ] {
+            assert!(check_sender_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emetteur_else_default_and_the_allowed_list() {
+        let mut a = account();
+        assert_eq!(sender_id(&a, None), Ok(None));
+        assert_eq!(sender_id(&a, Some("Other1")), Ok(Some("Other1".into())));
+        assert_eq!(sender_id(&a, Some("12345")), Err(Code::SENDER_NOT_ALLOWED));
+        assert_eq!(
+            sender_id(&a, Some("Way too long id")),
+            Err(Code::SENDER_NOT_ALLOWED)
+        );
+        a.default_sender_id = Some("MaSociete".into());
+        a.sender_ids = vec!["MaSociete".into(), "MaSoc".into()];
+        assert_eq!(sender_id(&a, None), Ok(Some("MaSociete".into())));
+        assert_eq!(sender_id(&a, Some("  ")), Ok(Some("MaSociete".into())));
+        assert_eq!(sender_id(&a, Some("MaSoc")), Ok(Some("MaSoc".into())));
+        assert_eq!(sender_id(&a, Some("Other1")), Err(Code::SENDER_NOT_ALLOWED));
+    }
+
+    #[test]
+    fn countries() {
+        let mut a = account();
+        assert!(country_allowed(&a, Some("US")));
+        assert!(country_allowed(&a, None));
+        a.countries = Some(vec!["FR".into(), "be".into()]);
+        assert!(country_allowed(&a, Some("FR")));
+        assert!(country_allowed(&a, Some("BE")));
+        assert!(!country_allowed(&a, Some("CH")));
+        assert!(!country_allowed(&a, None));
+    }
+
+    fn opts(has_sender_id: bool, nostop: bool, smslong: Option<u32>) -> TextOptions {
+        TextOptions {
+            has_sender_id,
+            nostop,
+            smslong,
+        }
+    }
+
+    #[test]
+    fn stop_mention_for_commercial_traffic_with_a_sender_id() {
+        let mut a = account();
+        a.commercial = true;
+        a.stop_text = Some("STOP SMS au 36111".into());
+        let t = |a: &AccountConfig, o| prepare_text(a, "Promo -10%", o).unwrap();
+        assert_eq!(
+            t(&a, opts(true, false, None)),
+            "Promo -10% STOP SMS au 36111"
+        );
+        // No sender id: the operator's short code is shown, no STOP needed.
+        assert_eq!(t(&a, opts(false, false, None)), "Promo -10%");
+        // nostop only counts for accounts allowed to use it.
+        assert_eq!(
+            t(&a, opts(true, true, None)),
+            "Promo -10% STOP SMS au 36111"
+        );
+        a.nostop_allowed = true;
+        assert_eq!(t(&a, opts(true, true, None)), "Promo -10%");
+        // Not commercial: nothing appended.
+        a.commercial = false;
+        assert_eq!(t(&a, opts(true, false, None)), "Promo -10%");
+    }
+
+    #[test]
+    fn spec_141_characters_plus_stop_fit_one_sms() {
+        let mut a = account();
+        a.commercial = true;
+        a.stop_text = Some("STOP SMS au 36111".into());
+        let text = "x".repeat(141);
+        let sent = prepare_text(&a, &text, opts(true, false, Some(1))).unwrap();
+        assert_eq!(sent.chars().count(), 159);
+        assert_eq!(
+            prepare_text(&a, &"x".repeat(143), opts(true, false, Some(1))),
+            Err(Code::INTERNAL)
+        );
+    }
+
+    #[test]
+    fn segment_cap_from_smslong_never_above_max_segments() {
+        let mut a = account();
+        a.max_segments = 2;
+        let two = "x".repeat(306);
+        let three = "x".repeat(307);
+        assert!(prepare_text(&a, &two, TextOptions::default()).is_ok());
+        assert_eq!(
+            prepare_text(&a, &three, TextOptions::default()),
+            Err(Code::INTERNAL)
+        );
+        assert_eq!(
+            prepare_text(&a, &two, opts(false, false, Some(1))),
+            Err(Code::INTERNAL)
+        );
+        assert_eq!(
+            prepare_text(&a, &three, opts(false, false, Some(5))),
+            Err(Code::INTERNAL)
+        );
+        // UCS-2 counts 70/67.
+        a.max_segments = 1;
+        assert!(prepare_text(&a, &"é".repeat(160), TextOptions::default()).is_ok());
+        assert!(prepare_text(&a, &"ê".repeat(70), TextOptions::default()).is_ok());
+        assert_eq!(
+            prepare_text(&a, &"ê".repeat(71), TextOptions::default()),
+            Err(Code::INTERNAL)
+        );
+    }
+
+    #[test]
+    fn transliteration_keeps_the_text_in_gsm7() {
+        let mut a = account();
+        a.max_segments = 1;
+        a.unicode = UnicodeMode::Transliterate;
+        let text = "Noël à 50€ — ça coûte “peu”".to_string() + &"x".repeat(120);
+        let sent = prepare_text(&a, &text, TextOptions::default()).unwrap();
+        assert!(sent.starts_with("Noel à 50€ - ca coute \"peu\""), "{sent}");
+        assert!(gsm::is_gsm7(&sent));
+        // In auto mode the same text is UCS-2 and needs 3 segments.
+        a.unicode = UnicodeMode::Auto;
+        assert_eq!(
+            prepare_text(&a, &text, TextOptions::default()),
+            Err(Code::INTERNAL)
+        );
+    }
+
+    fn rules() -> Vec<String> {
+        vec!["ops@masociete.com".into(), "@filiale.fr".into()]
+    }
+
+    #[test]
+    fn exact_address_any_case() {
+        assert!(sender_allowed(&rules(), "OPS@MaSociete.com"));
+        assert!(!sender_allowed(&rules(), "other@masociete.com"));
+    }
+
+    #[test]
+    fn whole_domain_but_not_subdomains_or_lookalikes() {
+        assert!(sender_allowed(&rules(), "anyone@filiale.fr"));
+        assert!(sender_allowed(&rules(), "<x@FILIALE.FR>"));
+        assert!(!sender_allowed(&rules(), "x@evil-filiale.fr"));
+        assert!(!sender_allowed(&rules(), "x@sub.filiale.fr"));
+        assert!(!sender_allowed(&rules(), "filiale.fr"));
+        assert!(!sender_allowed(&rules(), ""));
+    }
+}
