@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod calendar;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod dispatch;

@@ -108,6 +108,8 @@ pub struct Pipeline {
     replies_wake: Arc<Notify>,
     /// The accounts' sending limits (code 29).
     volume: Volume,
+    /// The time rules are checked at.
+    clock: crate::clock::Clock,
 }
 
 impl Pipeline {
@@ -139,6 +141,7 @@ impl Pipeline {
             },
             dispatch_wake,
             replies_wake,
+            clock: config.clock.clone(),
             volume: Volume::new(config.accounts.iter().map(|(name, a)| {
                 (
                     name.clone(),
@@ -158,7 +161,7 @@ impl Pipeline {
         if self.volume.is_empty() {
             return Ok(());
         }
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         let day_start = Volume::day_start(now).as_millisecond();
         let minute_start = now.as_millisecond() - 60_000;
         let today = self.store.queued_since(day_start).await?;
@@ -204,7 +207,7 @@ impl Pipeline {
                 "sender <{sender}> is not allowed for this keyid"
             ));
         }
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         // Refusals of every recipient: a sender id that is not allowed (33),
         // or commercial traffic in quiet hours (24) for accounts that reject.
         let sender_id = rules::sender_id(&account.config, request.sender_id.as_deref());

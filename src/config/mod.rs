@@ -44,6 +44,10 @@ pub struct Config {
     /// providers first, then through their account's.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The time the rules see (quiet hours, daily limits): the system clock
+    /// unless a test sets one. Not a configuration key.
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 /// `[limits]`: what one email may ask for.

@@ -110,7 +110,7 @@ impl Gates {
             if unreadable.contains(&job.account) {
                 outcomes.push(JobOutcome::Retry {
                     job_id: job.id,
-                    at: now + STORE_RETRY_MS,
+                    at: crate::store::now_millis() + STORE_RETRY_MS,
                     provider_index: job.provider_index,
                     detail: "opt-out list unreadable".into(),
                     untried: true,

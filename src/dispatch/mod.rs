@@ -277,6 +277,8 @@ pub struct Dispatcher {
     routing: Routing,
     /// Quiet hours, opt-outs and credits, checked right before each send.
     gates: Gates,
+    /// The time quiet hours are checked at.
+    clock: crate::clock::Clock,
     /// Each account's `default_sender_id`, used when a request has no
     /// `<emetteur>`.
     default_sender_ids: HashMap<String, String>,
@@ -323,6 +325,7 @@ impl Dispatcher {
                 .collect(),
             routing: Routing::new(config),
             gates: Gates::new(config),
+            clock: config.clock.clone(),
             default_sender_ids: config
                 .accounts
                 .iter()
@@ -424,7 +427,8 @@ impl Dispatcher {
     /// Sends claimed jobs, grouped by provider, and records the outcomes.
     async fn send_batch(&self, jobs: Vec<Job>, shutdown: &Shutdown) {
         let claimed = jobs.len();
-        let (jobs, screened) = self.gates.screen(&*self.store, jobs, now_millis()).await;
+        let rules_now = self.clock.now().as_millisecond();
+        let (jobs, screened) = self.gates.screen(&*self.store, jobs, rules_now).await;
         let (groups, mut outcomes) = self.by_provider(&jobs);
         outcomes.extend(screened);
         let instance = self.store.instance_id();
