@@ -433,6 +433,36 @@ impl Config {
                 a.providers.join(" → "),
                 a.region
             );
+            let mut rules = vec![
+                format!("unicode {:?}", a.unicode).to_lowercase(),
+                format!("at most {} segments", a.max_segments),
+            ];
+            if let Some(id) = &a.default_sender_id {
+                rules.push(format!("default sender id {id}"));
+            }
+            if !a.sender_ids.is_empty() {
+                rules.push(format!("sender ids {}", a.sender_ids.join(", ")));
+            }
+            if a.commercial {
+                rules.push(format!(
+                    "commercial (quiet hours: {:?}, STOP{})",
+                    a.quiet_hours,
+                    if a.nostop_allowed { ", nostop allowed" } else { "" }
+                ));
+            }
+            if let Some(c) = &a.countries {
+                rules.push(format!("countries {}", c.join(", ")));
+            }
+            if a.credits {
+                rules.push("credits kept in the store".into());
+            }
+            if let Some(n) = a.max_per_minute {
+                rules.push(format!("{n}/minute"));
+            }
+            if let Some(n) = a.max_per_day {
+                rules.push(format!("{n}/day"));
+            }
+            let _ = writeln!(out, "  rules: {}", rules.join(", "));
         }
         out
     }

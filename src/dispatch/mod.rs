@@ -191,9 +191,7 @@ pub fn classify(
         FailureKind::Transient => {
             let too_old = now - job.received_at > (config.max_age_secs as Millis) * 1000;
             let tries_here = job.provider_attempts;
-            if too_old {
-                failed(&error)
-            } else if tries_here >= config.max_attempts {
+            if too_old || tries_here >= config.max_attempts {
                 if has_next {
                     fail_over(&error)
                 } else {
@@ -816,19 +814,27 @@ mod tests {
     }
 
     #[test]
-    fn too_old_transient_failure_is_final() {
+    fn too_old_transient_failure_fails_over_then_is_final() {
         let received = NOW - 3_601_000;
-        assert!(matches!(
+        let old = |count| {
             classify(
                 &job(1, 0, received),
                 "p",
-                2,
+                count,
                 Err(SendError::transient("t")),
                 &config(),
-                NOW
-            ),
-            JobOutcome::Failed { .. }
+                NOW,
+            )
+        };
+        assert!(matches!(
+            old(2),
+            JobOutcome::Retry {
+                provider_index: 1,
+                at: NOW,
+                ..
+            }
         ));
+        assert!(matches!(old(1), JobOutcome::Failed { .. }));
     }
 
     #[test]
