@@ -447,7 +447,11 @@ impl Config {
                 rules.push(format!(
                     "commercial (quiet hours: {:?}, STOP{})",
                     a.quiet_hours,
-                    if a.nostop_allowed { ", nostop allowed" } else { "" }
+                    if a.nostop_allowed {
+                        ", nostop allowed"
+                    } else {
+                        ""
+                    }
                 ));
             }
             if let Some(c) = &a.countries {
@@ -601,6 +605,45 @@ mod tests {
             (
                 with("", ACCOUNT).replace("path = \"/tmp/o\"", "path = \"/tmp/o\"\nbogus = 1"),
                 "bogus",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\ndefault_sender_id = \"123456\"")),
+                "accounts.acme.default_sender_id",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nsender_ids = [\"Ma Soc\"]")),
+                "accounts.acme.sender_ids",
+            ),
+            (
+                with(
+                    "",
+                    &format!("{ACCOUNT}\nsender_ids = [\"MaSoc\"]\ndefault_sender_id = \"Other\""),
+                ),
+                "accounts.acme.default_sender_id",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\ncommercial = true")),
+                "accounts.acme.stop_text",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\ncountries = [\"FR\", \"ZZ\"]")),
+                "accounts.acme.countries",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nmax_segments = 0")),
+                "accounts.acme.max_segments",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nunicode = \"ascii\"")),
+                "ascii",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nquiet_hours = \"never\"")),
+                "never",
+            ),
+            (
+                with("", &format!("{ACCOUNT}\nmax_per_day = 0")),
+                "accounts.acme.max_per_day",
             ),
         ];
         for (text, key) in cases {
