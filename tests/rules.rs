@@ -351,7 +351,6 @@ async fn sending_limits_refuse_the_overflow_with_code_29() {
 
 #[tokio::test]
 async fn opted_out_numbers_get_code_11() {
-    use mail2sms::store::Store;
     let app = TestApp::spawn().await;
     let store = app.running.as_ref().unwrap().store.clone();
     store.optout_add(None, "+33601020301").await.unwrap();
@@ -381,7 +380,6 @@ async fn opted_out_numbers_get_code_11() {
 
 #[tokio::test]
 async fn credits_are_debited_per_segment_and_an_empty_balance_is_code_12() {
-    use mail2sms::store::Store;
     let app = spawn(|c| account(c).credits = true).await;
     let store = app.running.as_ref().unwrap().store.clone();
     store.add_credits("masociete", 3).await.unwrap();

@@ -1,0 +1,544 @@
+//! The `smsfactor` provider: smsfactor's XML API v2.2 (document dated
+//! 01/12/2011).
+//!
+//! # Wire format
+//!
+//! Sending is one `POST {url}/apiV2.php` whose body is the XML flow itself
+//! (`Content-Type: text/xml; charset=UTF-8`, with an XML declaration; the
+//! document says the flow is POSTed and names no form variable):
+//!
+//! ```text
+//! <?xml version="1.0" encoding="UTF-8"?>
+//! <sms><authentication><username>…</username><password>…</password></authentication>
+//! <message><sender>…</sender><text>…</text>[<delay>2010-09-21T21:10:00</delay>]</message>
+//! <recipients><gsm gsmsmsid="REF">33601020304</gsm>…</recipients></sms>
+//! ```
+//!
+//! (on one line; broken here for reading). Numbers go without their `+`;
+//! `gsmsmsid` is our per-SMS `reference`, which is what a delivery report is
+//! looked up by. `<delay>` is only sent for a scheduled send (`send_at`), as
+//! Paris wall-clock time. `<isFlash>`, `<type>` and `<bookmark>` are left to
+//! their defaults (not flash, `longSMS`). Every value is XML-escaped.
+//! smsfactor itself turns characters outside GSM 7-bit into the nearest one
+//! (`ë` → `e`); nothing is transliterated here.
+//!
+//! The answer is `<response><status/><message/><ticket/><credits/></response>`,
+//! one status for the whole request: the ticket becomes the provider id of
+//! every SMS of the request. Answers are read with a tolerant scanner
+//! (`xml`), since the document's own examples are not well-formed XML.
+//!
+//! Delivery reports (`POST {url}/getDr.php`, [`Smsfactor::delivery_reports`])
+//! take a ticket and a `gsmsmsid` and answer `<gsm number="…" gsmsmsid="…">STATUS</gsm>`
+//! entries. They are not wired into the dispatcher yet.
+//!
+//! # Batching
+//!
+//! A batch (at most [`wire::MAX_RECIPIENTS`], 1000 SMS) is grouped by
+//! (text, sender, `send_at`): each group is one request with one `<gsm>`
+//! per SMS, groups sent one after the other, in the order of their first
+//! SMS. The API has no per-number text, so SMS with different texts (mail
+//! merge) go out as one request each. Results come back in input order.
+//!
+//! Status -5 (the recipient list has an error) refuses a whole request,
+//! valid numbers with it. So a refused request of several numbers is split
+//! in two halves, each sent again, until the numbers at fault stand alone:
+//! only they get code 7. Nothing is sent by a refused request, so the
+//! halves cannot double an SMS; k bad numbers among n cost about
+//! 2·k·log2(n) extra requests.
+//!
+//! Refused before any request: an SMS without a sender id (smsfactor
+//! requires `<sender>`; the dispatcher already refuses those since
+//! [`Provider::requires_sender_id`] is true) → permanent 16, and a text of
+//! more than 1120 characters (the document's limit) → permanent 999.
+//!
+//! # Code mapping (send, document §1.3.1.1)
+//!
+//! | answer                               | kind      | iSendPro code |
+//! |--------------------------------------|-----------|---------------|
+//! | status 1 (message envoyé)            | sent      | 0 (id = ticket) |
+//! | status -1 (login / mot de passe)     | unusable  | 3             |
+//! | status -2 (erreur XML)               | permanent | 999           |
+//! | status -3 (crédits insuffisants)     | unusable  | 12            |
+//! | status -4 (date différée incorrecte) | permanent | 999           |
+//! | status -5 (liste des destinataires)  | permanent | 7 (after splitting) |
+//! | any other status                     | permanent | 999           |
+//! | no `<status>` / not a number         | transient | 999           |
+//! | HTTP 408/429/5xx, timeout, no connection | transient | 999       |
+//! | HTTP 401/403                         | unusable  | 3             |
+//! | other non-2xx HTTP                   | unusable  | 999           |
+//! | no sender id                         | permanent | 16            |
+//! | text over 1120 characters            | permanent | 999           |
+//!
+//! Status -2 is not retried: it means our own request was malformed, which
+//! sending it again will not fix. The `<credits>` left are kept in every
+//! detail and logged after each send.
+//!
+//! # Check
+//!
+//! The document has no balance call (the balance only comes back in a send's
+//! answer). `mail2sms providers check` asks `getDr.php` for ticket `0`, which
+//! cannot exist: status -1 means the credentials are refused (unusable, 3),
+//! any other status means they were accepted.
+
+pub mod wire;
+mod xml;
+
+pub use wire::{DeliveryReport, DeliveryReports, DeliveryStatus};
+
+use super::http;
+use super::{OutgoingSms, Provider, SendError};
+use crate::codes::Code;
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::collections::HashMap;
+use wire::{Credentials, Message, Recipient, SendResponse};
+
+/// `type = "smsfactor"`: the smsfactor XML API v2.2.
+///
+/// ```toml
+/// [providers.smsfactor]
+/// type = "smsfactor"
+/// url = "https://secure.smsfactor.com/API/"
+/// username = "compte@masociete.com"
+/// password = "…"
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsfactorConfig {
+    /// The API's base URL; `apiV2.php` (send) and `getDr.php` (delivery
+    /// reports) are appended to it, with or without a trailing slash here.
+    /// The document's is `https://secure.smsfactor.com/API/`; it also names
+    /// `http://www.smsfactor.com/` for clients without TLS, which sends the
+    /// password in clear.
+    pub url: String,
+    /// The account's login: the email address of the smsfactor account
+    /// (`<username>`).
+    pub username: String,
+    /// The account's password (`<password>`), sent in every request body.
+    /// Never logged nor shown by `check-config`.
+    pub password: String,
+    /// How long one request may take, in milliseconds (connect, send,
+    /// answer); past it the SMS of the request are retried later. Default
+    /// 10 000.
+    #[serde(default = "super::http::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The most requests per second sent to smsfactor (none: no limit).
+    /// One request carries up to 1000 numbers for one text.
+    #[serde(default)]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+}
+
+impl std::fmt::Debug for SmsfactorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl SmsfactorConfig {
+    /// A one-line description without secrets: the URL, and whether the
+    /// credentials are set.
+    pub fn describe(&self) -> String {
+        let set = |v: &str| if v.is_empty() { "missing" } else { "set" };
+        format!(
+            "smsfactor → {} (username {}, password {})",
+            self.url,
+            set(&self.username),
+            set(&self.password)
+        )
+    }
+}
+
+/// The `smsfactor` provider.
+pub struct Smsfactor {
+    /// The configuration (credentials for each request body).
+    config: SmsfactorConfig,
+    /// The HTTP client, with `timeout_ms`.
+    client: reqwest::Client,
+    /// `{url}/apiV2.php`.
+    send_url: String,
+    /// `{url}/getDr.php`.
+    report_url: String,
+}
+
+/// SMS of one batch that go out in the same request(s): same text, sender
+/// and schedule.
+struct Group<'a> {
+    /// `<sender>`.
+    sender: &'a str,
+    /// `<text>`.
+    text: &'a str,
+    /// The scheduled time, if any.
+    send_at: Option<i64>,
+    /// Indexes into the batch, in order.
+    members: Vec<usize>,
+}
+
+/// One slot per SMS of a batch, filled as answers come.
+type Slots = Vec<Option<Result<String, SendError>>>;
+
+impl Smsfactor {
+    /// Builds the provider (its HTTP client).
+    pub fn new(config: &SmsfactorConfig) -> Result<Self, String> {
+        Ok(Smsfactor {
+            config: config.clone(),
+            client: http::client(config.timeout_ms)?,
+            send_url: http::endpoint(&config.url, wire::SEND_PATH),
+            report_url: http::endpoint(&config.url, wire::REPORT_PATH),
+        })
+    }
+
+    /// The account's credentials, for a request body.
+    fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: &self.config.username,
+            password: &self.config.password,
+        }
+    }
+
+    /// Removes the password from an error's detail, should an answer or an
+    /// error page ever echo it (raw or XML-escaped).
+    fn scrub(&self, mut error: SendError) -> SendError {
+        let password = &self.config.password;
+        if !password.is_empty() {
+            error.detail = error.detail.replace(password.as_str(), "***");
+            let escaped = http::xml_escape(password);
+            if escaped != *password {
+                error.detail = error.detail.replace(&escaped, "***");
+            }
+        }
+        error
+    }
+
+    /// POSTs an XML body to `url` and returns the answer's text.
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<String, SendError> {
+        let reply = http::post(&self.client, url, wire::CONTENT_TYPE, body)
+            .await
+            .map_err(|e| self.scrub(e))?;
+        Ok(reply.text())
+    }
+
+    /// One send request for `members` of `batch` (which share `message`):
+    /// the decoded answer, or why there is none.
+    async fn send_request(
+        &self,
+        message: &Message<'_>,
+        members: &[usize],
+        batch: &[OutgoingSms],
+    ) -> Result<SendResponse, SendError> {
+        let recipients: Vec<Recipient<'_>> = members
+            .iter()
+            .map(|&i| Recipient {
+                number: http::digits(&batch[i].to),
+                gsmsmsid: &batch[i].reference,
+            })
+            .collect();
+        let body = wire::encode_send(self.credentials(), message, &recipients);
+        let text = self.post(&self.send_url, body).await?;
+        wire::decode_send_response(&text).map_err(|e| {
+            self.scrub(SendError::transient(format!(
+                "unreadable answer from smsfactor: {e}"
+            )))
+        })
+    }
+
+    /// Sends `members` (SMS of `batch` sharing `message`), splitting a
+    /// request refused with status -5 until the numbers at fault stand
+    /// alone, and fills their slots.
+    async fn send_splitting(
+        &self,
+        message: &Message<'_>,
+        members: &[usize],
+        batch: &[OutgoingSms],
+        slots: &mut Slots,
+    ) {
+        let mut pending: Vec<&[usize]> = vec![members];
+        while let Some(part) = pending.pop() {
+            let result = match self.send_request(message, part, batch).await {
+                Ok(response) if response.status == -5 && part.len() > 1 => {
+                    tracing::info!(
+                        recipients = part.len(),
+                        "smsfactor refused a recipient list (status -5); sending it again in halves"
+                    );
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                    continue;
+                }
+                Ok(response) => {
+                    let outcome = wire::send_outcome(&response).map_err(|e| self.scrub(e));
+                    match &outcome {
+                        Ok(ticket) => tracing::info!(
+                            ticket = %ticket,
+                            credits = response.credits.as_deref().unwrap_or("?"),
+                            recipients = part.len(),
+                            "smsfactor accepted the request"
+                        ),
+                        Err(e) => tracing::warn!(
+                            recipients = part.len(),
+                            detail = %e.detail,
+                            "smsfactor refused the request"
+                        ),
+                    }
+                    if response.status == 1 && response.ticket.is_none() {
+                        tracing::warn!("smsfactor said sent without a ticket");
+                    }
+                    outcome
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        recipients = part.len(),
+                        detail = %e.detail,
+                        "no usable answer from smsfactor"
+                    );
+                    Err(e)
+                }
+            };
+            for &i in part {
+                slots[i] = Some(result.clone());
+            }
+        }
+    }
+
+    /// Asks smsfactor for the delivery reports of a send (§2): its `ticket`
+    /// (the provider id a send returned) and, to narrow it to one SMS, its
+    /// `gsmsmsid` (our reference). Credentials refused → unusable 3; an
+    /// unreadable answer → transient; other statuses as
+    /// [`wire::report_outcome`] says.
+    pub async fn delivery_reports(
+        &self,
+        ticket: &str,
+        gsmsmsid: Option<&str>,
+    ) -> Result<DeliveryReports, SendError> {
+        let body = wire::encode_report_request(self.credentials(), ticket, gsmsmsid);
+        let text = self.post(&self.report_url, body).await?;
+        let reports = wire::decode_delivery_reports(&text).map_err(|e| {
+            self.scrub(SendError::transient(format!(
+                "unreadable delivery-report answer from smsfactor: {e}"
+            )))
+        })?;
+        wire::report_outcome(reports).map_err(|e| self.scrub(e))
+    }
+}
+
+/// What `check` says when the credentials are accepted.
+pub const CHECK_OK: &str = "credentials accepted (smsfactor reports the balance only after a send)";
+
+#[async_trait]
+impl Provider for Smsfactor {
+    fn max_batch(&self) -> usize {
+        wire::MAX_RECIPIENTS
+    }
+
+    async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
+        let mut slots: Slots = vec![None; batch.len()];
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut index: HashMap<(&str, &str, Option<i64>), usize> = HashMap::new();
+        for (i, sms) in batch.iter().enumerate() {
+            let Some(sender) = sms.sender_id.as_deref().filter(|s| !s.trim().is_empty()) else {
+                slots[i] = Some(Err(SendError::permanent(
+                    Code::EMPTY_SENDER,
+                    "smsfactor requires a sender id (<sender>) and this SMS has none",
+                )));
+                continue;
+            };
+            let chars = sms.text.chars().count();
+            if chars > wire::MAX_TEXT_CHARS {
+                slots[i] = Some(Err(SendError::permanent(
+                    Code::INTERNAL,
+                    format!(
+                        "text too long for smsfactor: {chars} characters, at most {} (not sent)",
+                        wire::MAX_TEXT_CHARS
+                    ),
+                )));
+                continue;
+            }
+            let key = (sms.text.as_str(), sender, sms.send_at);
+            let at = *index.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    sender,
+                    text: &sms.text,
+                    send_at: sms.send_at,
+                    members: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[at].members.push(i);
+        }
+        for group in &groups {
+            let delay = match group.send_at.map(wire::paris_delay).transpose() {
+                Ok(delay) => delay,
+                Err(reason) => {
+                    let error = SendError::permanent(Code::INTERNAL, reason);
+                    for &i in &group.members {
+                        slots[i] = Some(Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
+            let message = Message {
+                sender: group.sender,
+                text: group.text,
+                delay,
+            };
+            for chunk in group.members.chunks(wire::MAX_RECIPIENTS) {
+                self.send_splitting(&message, chunk, batch, &mut slots)
+                    .await;
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| Err(SendError::transient("smsfactor: SMS left unsent")))
+            })
+            .collect()
+    }
+
+    fn requires_sender_id(&self) -> bool {
+        true
+    }
+
+    async fn check(&self) -> Result<String, SendError> {
+        let body = wire::encode_report_request(self.credentials(), "0", None);
+        let text = self.post(&self.report_url, body).await?;
+        let reports = wire::decode_delivery_reports(&text).map_err(|e| {
+            self.scrub(SendError::transient(format!(
+                "unreadable answer from smsfactor getDr.php: {e}"
+            )))
+        })?;
+        match reports.status {
+            -1 => Err(self.scrub(SendError::unusable(
+                Code::BAD_CREDENTIALS,
+                format!(
+                    "smsfactor refused the username/password (status -1: {})",
+                    reports.message
+                ),
+            ))),
+            _ => Ok(CHECK_OK.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::FailureKind;
+
+    fn config() -> SmsfactorConfig {
+        SmsfactorConfig {
+            url: "http://127.0.0.1:9/API".into(),
+            username: "compte@masociete.com".into(),
+            password: "hunter2&<".into(),
+            timeout_ms: 1000,
+            rate_limit: None,
+        }
+    }
+
+    fn sms(i: i64, text: &str, sender: Option<&str>) -> OutgoingSms {
+        OutgoingSms {
+            reference: format!("abcd-{i}"),
+            job_id: i,
+            to: format!("+3360102030{i}"),
+            text: text.into(),
+            sender_id: sender.map(str::to_owned),
+            account: "masociete".into(),
+            email_id: "1548".into(),
+            tracker: None,
+            send_at: None,
+        }
+    }
+
+    #[test]
+    fn describe_and_debug_hide_the_password() {
+        let c = config();
+        assert_eq!(
+            c.describe(),
+            "smsfactor → http://127.0.0.1:9/API (username set, password set)"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let empty = SmsfactorConfig {
+            password: String::new(),
+            ..config()
+        };
+        assert!(empty.describe().ends_with("password missing)"));
+    }
+
+    #[test]
+    fn config_keys_and_defaults() {
+        let c: SmsfactorConfig = toml::from_str(
+            "url = \"https://secure.smsfactor.com/API/\"\nusername = \"u@x.fr\"\npassword = \"p\"",
+        )
+        .unwrap();
+        assert_eq!(c.timeout_ms, 10_000);
+        assert_eq!(c.rate_limit, None);
+        assert!(
+            toml::from_str::<SmsfactorConfig>(
+                "url = \"x\"\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\""
+            )
+            .is_err()
+        );
+        let p = Smsfactor::new(&c).unwrap();
+        assert_eq!(p.send_url, "https://secure.smsfactor.com/API/apiV2.php");
+        assert_eq!(p.report_url, "https://secure.smsfactor.com/API/getDr.php");
+        assert!(p.requires_sender_id());
+        assert_eq!(p.max_batch(), 1000);
+    }
+
+    #[test]
+    fn scrub_removes_raw_and_escaped_password() {
+        let p = Smsfactor::new(&config()).unwrap();
+        let e = p.scrub(SendError::unusable(
+            Code::BAD_CREDENTIALS,
+            "echo hunter2&< and hunter2&amp;&lt;",
+        ));
+        assert_eq!(e.detail, "echo *** and ***");
+        assert_eq!(e.kind, FailureKind::ProviderUnusable);
+    }
+
+    #[tokio::test]
+    async fn refusals_before_any_request() {
+        // The URL points at a closed port: SMS that reached the network
+        // would come back transient, not with these codes.
+        let p = Smsfactor::new(&config()).unwrap();
+        let long = "é".repeat(1121);
+        let results = p
+            .send(&[
+                sms(1, "bonjour", None),
+                sms(2, &long, Some("MaSociete")),
+                sms(3, "bonjour", Some("  ")),
+            ])
+            .await;
+        let codes: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().map_err(|e| (e.kind, e.code)).unwrap_err())
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                (FailureKind::Permanent, Code::EMPTY_SENDER),
+                (FailureKind::Permanent, Code::INTERNAL),
+                (FailureKind::Permanent, Code::EMPTY_SENDER),
+            ]
+        );
+        assert!(
+            results[1]
+                .as_ref()
+                .unwrap_err()
+                .detail
+                .contains("1121 characters, at most 1120")
+        );
+        // 1120 characters is allowed: it reaches the (closed) network.
+        let ok_len = "é".repeat(1120);
+        let r = p.send(&[sms(4, &ok_len, Some("S"))]).await;
+        assert!(r[0].as_ref().unwrap_err().is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_impossible_send_time_is_refused() {
+        let p = Smsfactor::new(&config()).unwrap();
+        let mut s = sms(1, "bonjour", Some("S"));
+        s.send_at = Some(i64::MAX);
+        let r = p.send(&[s]).await;
+        let e = r[0].as_ref().unwrap_err();
+        assert_eq!((e.kind, e.code), (FailureKind::Permanent, Code::INTERNAL));
+    }
+}
