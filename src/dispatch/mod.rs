@@ -305,7 +305,7 @@ impl Dispatcher {
                     let limiter = config
                         .providers
                         .get(&name)
-                        .and_then(|p| p.rate_limit())
+                        .and_then(|p| p.batch_rate_limit())
                         .map(|n| RateLimiter::direct(Quota::per_second(n)));
                     let breaker = Breaker::new(
                         config.dispatch.breaker_threshold,

@@ -33,9 +33,43 @@ pub fn validate(url: &str, timeout_ms: u64) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// One provider's HTTP client: its own timeout, and its `rate_limit`
+/// (requests per second) applied to every request, however many requests
+/// one batch of SMS needs.
+#[derive(Clone)]
+pub struct Client {
+    /// The connection pool.
+    inner: reqwest::Client,
+    /// Waited on before each request, when the provider has a `rate_limit`.
+    limiter: Option<std::sync::Arc<governor::DefaultDirectRateLimiter>>,
+}
+
+impl Client {
+    /// Waits for the rate limit, if any, then hands out the pool.
+    async fn ready(&self) -> &reqwest::Client {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        &self.inner
+    }
+}
+
 /// A client for one provider: `timeout_ms` bounds each whole request
-/// (connect, send, answer), and connecting alone is bounded too.
-pub fn client(timeout_ms: u64) -> Result<reqwest::Client, String> {
+/// (connect, send, answer), connecting alone is bounded too, and at most
+/// `rate_limit` requests a second are sent.
+pub fn client(timeout_ms: u64, rate_limit: Option<std::num::NonZeroU32>) -> Result<Client, String> {
+    let limiter = rate_limit.map(|n| {
+        std::sync::Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+            n,
+        )))
+    });
+    Ok(Client {
+        inner: reqwest_client(timeout_ms)?,
+        limiter,
+    })
+}
+
+fn reqwest_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
     // reqwest is built without a default crypto provider (its default pulls
     // aws-lc); ring is already in the tree through lettre. Installing it
     // twice is harmless: the second call just reports the first.
@@ -116,12 +150,14 @@ impl Reply {
 /// POSTs `body` with `content_type`; transport failures become transient
 /// errors, and statuses are sorted by [`check_status`].
 pub async fn post(
-    client: &reqwest::Client,
+    client: &Client,
     url: &str,
     content_type: &str,
     body: Vec<u8>,
 ) -> Result<Reply, SendError> {
     let request = client
+        .ready()
+        .await
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body);
@@ -129,8 +165,8 @@ pub async fn post(
 }
 
 /// GETs `url` (which may carry credentials in its query: never logged).
-pub async fn get(client: &reqwest::Client, url: &str) -> Result<Reply, SendError> {
-    execute(client.get(url)).await
+pub async fn get(client: &Client, url: &str) -> Result<Reply, SendError> {
+    execute(client.ready().await.get(url)).await
 }
 
 async fn execute(request: reqwest::RequestBuilder) -> Result<Reply, SendError> {

@@ -194,6 +194,16 @@ impl ProviderConfig {
         }
     }
 
+    /// The rate limit the dispatcher applies per batch: only for providers
+    /// that make one request per batch (the outbox); the HTTP adapters
+    /// limit each of their requests themselves (`http::Client`).
+    pub fn batch_rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        match self {
+            ProviderConfig::Outbox(c) => c.rate_limit,
+            _ => None,
+        }
+    }
+
     /// Checks the values; the error is (key under the provider's table, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let http = |url: &str, timeout_ms: u64| http::validate(url, timeout_ms);

@@ -152,7 +152,7 @@ pub struct Netoxygen {
     /// The configuration (holds the password: never printed).
     config: NetoxygenConfig,
     /// The HTTP client, with `timeout_ms`.
-    client: reqwest::Client,
+    client: http::Client,
 }
 
 impl Netoxygen {
@@ -160,7 +160,7 @@ impl Netoxygen {
     pub fn new(config: &NetoxygenConfig) -> Result<Self, String> {
         Ok(Netoxygen {
             config: config.clone(),
-            client: http::client(config.timeout_ms)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?,
         })
     }
 

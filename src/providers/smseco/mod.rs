@@ -157,7 +157,7 @@ pub struct Smseco {
     /// The configuration (holds the password: never printed).
     config: SmsecoConfig,
     /// The HTTP client, with the configured timeout.
-    client: reqwest::Client,
+    client: http::Client,
 }
 
 impl Smseco {
@@ -165,7 +165,7 @@ impl Smseco {
     pub fn new(config: &SmsecoConfig) -> Result<Self, String> {
         Ok(Smseco {
             config: config.clone(),
-            client: http::client(config.timeout_ms)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?,
         })
     }
 

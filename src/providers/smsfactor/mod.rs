@@ -153,7 +153,7 @@ pub struct Smsfactor {
     /// The configuration (credentials for each request body).
     config: SmsfactorConfig,
     /// The HTTP client, with `timeout_ms`.
-    client: reqwest::Client,
+    client: http::Client,
     /// `{url}/apiV2.php`.
     send_url: String,
     /// `{url}/getDr.php`.
@@ -181,7 +181,7 @@ impl Smsfactor {
     pub fn new(config: &SmsfactorConfig) -> Result<Self, String> {
         Ok(Smsfactor {
             config: config.clone(),
-            client: http::client(config.timeout_ms)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?,
             send_url: http::endpoint(&config.url, wire::SEND_PATH),
             report_url: http::endpoint(&config.url, wire::REPORT_PATH),
         })

@@ -3,9 +3,11 @@
 //! # Wire format
 //!
 //! Every call is a `POST` under the configured `url` (by default
-//! `https://api.smsmode.com/http/1.6/`), with the `accessToken` in the body,
-//! never in the URL, so that the secret stays out of proxy and server logs.
-//! Answers are plain text, `code | description | id`.
+//! `https://api.smsmode.com/http/1.6/`). `sendSMS.do` and the status calls
+//! carry `accessToken` in the form body, so the secret stays out of proxy
+//! and server logs; `sendSMSBatch.do` takes it in the query string, as the
+//! document's only example of that call does (no error or log line ever
+//! shows a URL). Answers are plain text, `code | description | id`.
 //!
 //! - `sendSMS.do` (items 3 and 16), `application/x-www-form-urlencoded`:
 //!   `accessToken`, `message`, `numero` (international digits without `+`,
@@ -18,8 +20,8 @@
 //!   goes as UTF-8 with `classe_msg=9`, so nothing becomes `?`. The body's
 //!   `Content-Type` names its charset. `stop` is never sent: mail2sms
 //!   accounts add their own STOP mention.
-//! - `sendSMSBatch.do` (item 17), `multipart/form-data`: the fields
-//!   `accessToken`, `nbr_msg`, `date_envoi`, and a CSV file `fichier` in
+//! - `sendSMSBatch.do` (item 17): `accessToken`, `nbr_msg` and `date_envoi`
+//!   in the query string, and a `multipart/form-data` body with a CSV file `fichier` in
 //!   ISO-8859-15 with the columns `numero,message,emetteur,refClient` (a
 //!   text per number).
 //! - `credit.do` (item 5): the balance, a bare number (`212.5`).
@@ -125,7 +127,7 @@ pub struct Smsmode {
     /// The configuration (base URL, access token).
     config: SmsmodeConfig,
     /// One client, with the configured timeout.
-    client: reqwest::Client,
+    client: http::Client,
     /// Europe/Paris, the time zone of `date_envoi`.
     paris: jiff::tz::TimeZone,
 }
@@ -141,7 +143,7 @@ impl Smsmode {
             .map_err(|e| format!("no Europe/Paris time zone for date_envoi: {e}"))?;
         Ok(Smsmode {
             config: config.clone(),
-            client: http::client(config.timeout_ms)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?,
             paris,
         })
     }
@@ -201,14 +203,14 @@ impl Smsmode {
             scheduled = request.date_envoi.is_some(),
             "smsmode: sending"
         );
-        let reply = http::post(
-            &self.client,
-            &self.url(encoded.path),
-            &encoded.content_type,
-            encoded.body,
-        )
-        .await
-        .map_err(|e| self.scrub(e))?;
+        let mut url = self.url(encoded.path);
+        if let Some(query) = &encoded.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let reply = http::post(&self.client, &url, &encoded.content_type, encoded.body)
+            .await
+            .map_err(|e| self.scrub(e))?;
         let answer = wire::decode_send(&reply.text()).map_err(|e| self.scrub(e))?;
         match answer {
             SendAnswer::Accepted(id) => {

@@ -214,6 +214,8 @@ fn has_line_break(text: &str) -> bool {
 pub struct EncodedRequest {
     /// The path under the configured `url`.
     pub path: &'static str,
+    /// The query string, if the call takes its parameters there.
+    pub query: Option<String>,
     /// The `Content-Type` header.
     pub content_type: String,
     /// The body.
@@ -259,6 +261,7 @@ pub fn encode_send_sms(
     let refs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
     EncodedRequest {
         path: SEND_SMS_PATH,
+        query: None,
         content_type: charset.form_content_type().to_string(),
         body: http::form_encode(&refs).into_bytes(),
     }
@@ -310,12 +313,12 @@ pub fn pick_boundary(content: &[u8], mut random: impl FnMut() -> u64) -> String 
     }
 }
 
-/// The `sendSMSBatch.do` request of a [`PlannedRequest`]: a
-/// `multipart/form-data` body with the fields `accessToken`, `nbr_msg` (the
-/// longest line's count), `date_envoi` if scheduled, then the CSV file in
-/// the field `fichier` as `text/csv`. The document's curl example puts
-/// `accessToken` in the query string; we put it in the body like every
-/// other call, so that the secret is never part of a URL.
+/// The `sendSMSBatch.do` request of a [`PlannedRequest`], as the
+/// document's curl example sends it: `accessToken`, `nbr_msg` (the longest
+/// line's count) and `date_envoi` if scheduled in the query string, and a
+/// `multipart/form-data` body with the CSV file in the field `fichier` as
+/// `text/csv`. (The URL therefore holds the token: no error or log line
+/// ever shows a URL.)
 pub fn encode_send_batch(
     token: &str,
     batch: &[OutgoingSms],
@@ -335,15 +338,9 @@ pub fn encode_send_batch(
     if let Some(date) = &request.date_envoi {
         fields.push(("date_envoi", date.as_bytes().to_vec()));
     }
+    let refs: Vec<(&str, &[u8])> = fields.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    let query = http::form_encode(&refs);
     let mut body = Vec::new();
-    for (name, value) in &fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
     body.extend_from_slice(
         format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"{BATCH_FILE_FIELD}\"; filename=\"sms.csv\"\r\nContent-Type: text/csv\r\n\r\n"
@@ -354,6 +351,7 @@ pub fn encode_send_batch(
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     EncodedRequest {
         path: SEND_SMS_BATCH_PATH,
+        query: Some(query),
         content_type: format!("multipart/form-data; boundary={boundary}"),
         body,
     }
@@ -930,10 +928,12 @@ mod tests {
         let encoded = encode_send_batch("Ab1CD2efg3Hi", &batch, &request, "BOUND");
         assert_eq!(encoded.path, "sendSMSBatch.do");
         assert_eq!(encoded.content_type, "multipart/form-data; boundary=BOUND");
+        assert_eq!(
+            encoded.query.as_deref(),
+            Some("accessToken=Ab1CD2efg3Hi&nbr_msg=2")
+        );
         let expected = format!(
-            "--BOUND\r\nContent-Disposition: form-data; name=\"accessToken\"\r\n\r\nAb1CD2efg3Hi\r\n\
-             --BOUND\r\nContent-Disposition: form-data; name=\"nbr_msg\"\r\n\r\n2\r\n\
-             --BOUND\r\nContent-Disposition: form-data; name=\"fichier\"; filename=\"sms.csv\"\r\nContent-Type: text/csv\r\n\r\n\
+            "--BOUND\r\nContent-Disposition: form-data; name=\"fichier\"; filename=\"sms.csv\"\r\nContent-Type: text/csv\r\n\r\n\
              \"numero\",\"message\",\"emetteur\",\"refClient\"\r\n\
              \"33600000001\",\"One\",\"ACME\",\"r1\"\r\n\
              \"33600000002\",\"{}\",\"\",\"r2\"\r\n\
