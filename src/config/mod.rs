@@ -561,7 +561,15 @@ mod tests {
         let c = parse(include_str!("../../examples/mail2sms.toml")).unwrap();
         let a = &c.accounts["masociete"];
         assert_eq!(a.keyid, "a296464ce012b8ab710a");
-        assert_eq!(a.providers, ["outbox"]);
+        assert_eq!(a.providers, ["smsmode", "factor"]);
+        assert_eq!(a.stop_text.as_deref(), Some("STOP SMS au 36111"));
+        assert_eq!(c.providers.len(), 5);
+        assert_eq!(c.routes[0].prefix, "+41");
+        // The summary check-config prints never shows a credential.
+        let summary = c.summary();
+        for secret in ["Ab1CD2efg3Hi", "change-me", "a296464ce012b8ab710a"] {
+            assert!(!summary.contains(secret), "{secret} in {summary}");
+        }
         assert_eq!(c.store.path, PathBuf::from("/var/lib/mail2sms/mail2sms.db"));
         assert_eq!(c.replies.transport, "smtp://127.0.0.1:25");
     }

@@ -207,12 +207,30 @@ impl ProviderConfig {
     /// Checks the values; the error is (key under the provider's table, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let http = |url: &str, timeout_ms: u64| http::validate(url, timeout_ms);
+        let set = |credentials: &[(&str, &str)]| -> Result<(), (String, String)> {
+            match credentials.iter().find(|(_, v)| v.trim().is_empty()) {
+                Some((key, _)) => Err((key.to_string(), "must not be empty".into())),
+                None => Ok(()),
+            }
+        };
         match self {
             ProviderConfig::Outbox(_) => Ok(()),
-            ProviderConfig::Smsmode(c) => http(&c.url, c.timeout_ms),
-            ProviderConfig::Smsfactor(c) => http(&c.url, c.timeout_ms),
-            ProviderConfig::Smseco(c) => http(&c.url, c.timeout_ms),
-            ProviderConfig::Netoxygen(c) => http(&c.url, c.timeout_ms),
+            ProviderConfig::Smsmode(c) => {
+                set(&[("access_token", &c.access_token)])?;
+                http(&c.url, c.timeout_ms)
+            }
+            ProviderConfig::Smsfactor(c) => {
+                set(&[("username", &c.username), ("password", &c.password)])?;
+                http(&c.url, c.timeout_ms)
+            }
+            ProviderConfig::Smseco(c) => {
+                set(&[("login", &c.login), ("password", &c.password)])?;
+                http(&c.url, c.timeout_ms)
+            }
+            ProviderConfig::Netoxygen(c) => {
+                set(&[("user", &c.user), ("password", &c.password)])?;
+                http(&c.url, c.timeout_ms)
+            }
         }
     }
 }

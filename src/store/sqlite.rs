@@ -8,7 +8,7 @@
 //! request never makes its neighbours fail.
 
 use super::{
-    Accepted, Job, JobOutcome, Millis, NewMessage, NewRequest, PendingReply, ReplyContent,
+    Accepted, Job, JobOutcome, Millis, NewMessage, NewRequest, OptOut, PendingReply, ReplyContent,
     ReplyOutcome, RequestBody, Store, StoreError, now_millis,
 };
 use crate::codes::{AckCode, Code};
@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, SqlSafeStr, SqlitePool};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -74,12 +74,40 @@ struct Op {
 
 enum OpKind {
     Accept(NewRequest),
-    ClaimJobs { now: Millis, limit: usize },
+    ClaimJobs {
+        now: Millis,
+        limit: usize,
+    },
     Record(Vec<JobOutcome>),
-    ClaimReplies { now: Millis, limit: usize },
+    ClaimReplies {
+        now: Millis,
+        limit: usize,
+    },
     RecordReplies(Vec<(i64, ReplyOutcome)>),
-    Purge { before: Millis },
+    Purge {
+        before: Millis,
+    },
     RequeueReplies,
+    /// Adds to (or, negative, takes from) an account's credit balance.
+    AddCredits {
+        account: String,
+        amount: i64,
+    },
+    /// Debits each SMS's segments in order while the balance covers them.
+    ReserveCredits {
+        account: String,
+        segments: Vec<u32>,
+    },
+    /// Puts a number on an opt-out list (`scope` '' for every account).
+    OptOutAdd {
+        scope: String,
+        number: String,
+    },
+    /// Takes a number off an opt-out list (`scope` '' for every account).
+    OptOutRemove {
+        scope: String,
+        number: String,
+    },
 }
 
 enum OpResult {
@@ -87,6 +115,12 @@ enum OpResult {
     Jobs(Vec<Job>),
     Replies(Vec<ClaimedReply>),
     Count(u64),
+    /// A credit balance after the operation.
+    Balance(i64),
+    /// Per SMS, whether its segments were debited.
+    Reserved(Vec<bool>),
+    /// Whether the operation changed anything (opt-out add or remove).
+    Changed(bool),
     Done,
 }
 
@@ -100,13 +134,22 @@ struct ClaimedReply {
 
 /// Migrations embedded in the binary, from `migrations/sqlite/`.
 fn migrator() -> Migrator {
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("rules"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_rules.sql").into_sql_str(),
+            false,
+        ),
+    ];
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -114,8 +157,15 @@ fn migrator() -> Migrator {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database, resets replies
-    /// left half-sent, and starts the writer task.
+    /// Opens (creating if needed) and migrates the database, and starts the
+    /// writer task.
+    ///
+    /// Safe while another process has the same database open (the CLI next
+    /// to a running daemon, or two daemons): WAL lets readers and one writer
+    /// work side by side, `busy_timeout_ms` makes each writer wait for the
+    /// other's transaction, and nothing done here touches the other's work
+    /// (replies left half-sent are only put back by
+    /// [`Store::requeue_interrupted_replies`], which only the daemon calls).
     pub async fn open(config: &StoreConfig) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
@@ -131,8 +181,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
             .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&options).await?;
-        migrator().run(&mut conn).await?;
+        let patience = Duration::from_millis(config.busy_timeout_ms);
+        let mut conn = connect(&options, patience).await?;
+        migrate(&mut conn).await?;
         sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)")
             .bind(format!("{:08x}", fastrand::u32(..)))
             .execute(&mut conn)
@@ -161,6 +212,56 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Connects the writing connection. Turning a new database file to WAL
+/// needs it alone for a moment, and two processes creating the same file at
+/// once may find it busy without the busy timeout being applied (SQLite's
+/// deadlock avoidance); so try again, for up to `patience`.
+async fn connect(
+    options: &SqliteConnectOptions,
+    patience: Duration,
+) -> Result<SqliteConnection, StoreError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match SqliteConnection::connect_with(options).await {
+            Err(error) if is_busy(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "database busy while opening, trying again");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+            }
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
+fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// Brings the schema up to date. Two processes opening a database that
+/// lacks a migration at the same moment both try to apply it; the one that
+/// waited for the other's lock then fails ("table already exists") and,
+/// looking again, finds it applied. A real fault fails every time.
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let migrator = migrator();
+    let mut attempts_left = migrator.migrations.len();
+    loop {
+        match migrator.run(&mut *conn).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempts_left > 0 => {
+                tracing::debug!(%error, "migration failed, looking again");
+                attempts_left -= 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
@@ -273,7 +374,121 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
                 .await?
                 .rows_affected(),
         ),
+        OpKind::AddCredits { account, amount } => {
+            OpResult::Balance(add_credits(conn, account, *amount).await?)
+        }
+        OpKind::ReserveCredits { account, segments } => {
+            OpResult::Reserved(reserve_credits(conn, account, segments).await?)
+        }
+        OpKind::OptOutAdd { scope, number } => OpResult::Changed(
+            sqlx::query(
+                "INSERT INTO optouts (scope, number, added_at) VALUES (?, ?, ?)
+                 ON CONFLICT (scope, number) DO NOTHING",
+            )
+            .bind(scope)
+            .bind(number)
+            .bind(now_millis())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                > 0,
+        ),
+        OpKind::OptOutRemove { scope, number } => OpResult::Changed(
+            sqlx::query("DELETE FROM optouts WHERE scope = ? AND number = ?")
+                .bind(scope)
+                .bind(number)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                > 0,
+        ),
     })
+}
+
+/// Adds `amount` to an account's balance, creating it from 0 if missing, and
+/// returns the new balance. The balance never goes below 0 (taking away
+/// more than there is leaves 0) nor above `i64::MAX` (saturates instead of
+/// overflowing into a float).
+async fn add_credits(
+    conn: &mut SqliteConnection,
+    account: &str,
+    amount: i64,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO credits (account, balance, updated_at) VALUES (?1, MAX(?2, 0), ?3)
+         ON CONFLICT (account) DO UPDATE SET
+             balance = CASE WHEN ?2 > 0 AND balance > 9223372036854775807 - ?2
+                            THEN 9223372036854775807
+                            ELSE MAX(balance + ?2, 0) END,
+             updated_at = ?3
+         RETURNING balance",
+    )
+    .bind(account)
+    .bind(amount)
+    .bind(now_millis())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Debits an account's balance for SMS of `segments` each, greedily in
+/// order: an SMS that does not fit is skipped and a later, smaller one may
+/// still be debited. Returns, per SMS, whether it was debited.
+///
+/// Every statement is a conditional `UPDATE`, so that a balance changed by
+/// another process can never be overdrawn. The first one is a write: from it
+/// until the commit this transaction holds the database's write lock, so the
+/// balance read in between is the one the last `UPDATE` applies to.
+async fn reserve_credits(
+    conn: &mut SqliteConnection,
+    account: &str,
+    segments: &[u32],
+) -> Result<Vec<bool>, StoreError> {
+    const DEBIT: &str = "UPDATE credits SET balance = balance - ?1, updated_at = ?3
+                         WHERE account = ?2 AND balance >= ?1 RETURNING balance";
+    let now = now_millis();
+    let total: i64 = segments.iter().map(|&s| i64::from(s)).sum();
+    // Usually everything fits: one statement.
+    let debited: Option<i64> = sqlx::query_scalar(DEBIT)
+        .bind(total)
+        .bind(account)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if debited.is_some() {
+        return Ok(vec![true; segments.len()]);
+    }
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM credits WHERE account = ?")
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(0);
+    let mut left = balance;
+    let taken: Vec<bool> = segments
+        .iter()
+        .map(|&s| {
+            let fits = i64::from(s) <= left;
+            if fits {
+                left -= i64::from(s);
+            }
+            fits
+        })
+        .collect();
+    let debit = balance - left;
+    if debit > 0 {
+        let debited: Option<i64> = sqlx::query_scalar(DEBIT)
+            .bind(debit)
+            .bind(account)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if debited.is_none() {
+            // Cannot happen while the write lock is held; never guess.
+            return Err(StoreError::Unavailable(format!(
+                "credit balance of {account} changed during a reservation"
+            )));
+        }
+    }
+    Ok(taken)
 }
 
 async fn insert_not(
@@ -772,6 +987,17 @@ async fn purge(conn: &mut SqliteConnection, before: Millis) -> Result<u64, Store
     Ok(requests)
 }
 
+/// Which of the numbers (?1, a JSON array) are on the global list or on
+/// account ?2's: one primary-key lookup per number and scope.
+const OPTED_OUT_SQL: &str = "SELECT n.value FROM json_each(?1) AS n
+     WHERE EXISTS (SELECT 1 FROM optouts o WHERE o.scope IN ('', ?2) AND o.number = n.value)";
+
+/// SMS queued per account for requests received at or after ?1: jobs with
+/// a number (refused numbers and repeats have none), whatever became of
+/// them since. Read from the `jobs_received` index alone.
+const QUEUED_SINCE_SQL: &str = "SELECT account, COUNT(*) FROM jobs
+     WHERE received_at >= ?1 AND number IS NOT NULL GROUP BY account ORDER BY account";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError> {
@@ -868,48 +1094,128 @@ impl Store for SqliteStore {
         &self.instance_id
     }
 
-    async fn credit_balance(&self, _account: &str) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::Unavailable("credits: not written yet".into()))
+    async fn credit_balance(&self, account: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT balance FROM credits WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&self.readers)
+                .await?,
+        )
     }
 
-    async fn add_credits(&self, _account: &str, _amount: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("credits: not written yet".into()))
+    /// Taking away more than the balance leaves 0: a balance is never
+    /// negative (the returned balance shows what was actually taken).
+    async fn add_credits(&self, account: &str, amount: i64) -> Result<i64, StoreError> {
+        let account = account.to_string();
+        match self.submit(OpKind::AddCredits { account, amount }).await? {
+            OpResult::Balance(balance) => Ok(balance),
+            _ => unreachable!("add_credits returns Balance"),
+        }
     }
 
+    /// Greedy in order: an SMS that does not fit is skipped, and a later,
+    /// smaller one may still be debited. Never creates a balance.
     async fn reserve_credits(
         &self,
-        _account: &str,
-        _segments: &[u32],
+        account: &str,
+        segments: &[u32],
     ) -> Result<Vec<bool>, StoreError> {
-        Err(StoreError::Unavailable("credits: not written yet".into()))
+        if segments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = OpKind::ReserveCredits {
+            account: account.to_string(),
+            segments: segments.to_vec(),
+        };
+        match self.submit(op).await? {
+            OpResult::Reserved(taken) => Ok(taken),
+            _ => unreachable!("reserve_credits returns Reserved"),
+        }
     }
 
-    async fn refund_credits(&self, _account: &str, _segments: u64) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("credits: not written yet".into()))
+    /// Adds the segments back, creating the balance if it is missing (it
+    /// was deleted meanwhile); giving back 0 changes nothing.
+    async fn refund_credits(&self, account: &str, segments: u64) -> Result<(), StoreError> {
+        if segments == 0 {
+            return Ok(());
+        }
+        let account = account.to_string();
+        let amount = i64::try_from(segments).unwrap_or(i64::MAX);
+        self.submit(OpKind::AddCredits { account, amount })
+            .await
+            .map(|_| ())
     }
 
-    async fn optout_add(&self, _scope: Option<&str>, _number: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("optout: not written yet".into()))
+    async fn optout_add(&self, scope: Option<&str>, number: &str) -> Result<bool, StoreError> {
+        let op = OpKind::OptOutAdd {
+            scope: scope.unwrap_or_default().to_string(),
+            number: number.to_string(),
+        };
+        match self.submit(op).await? {
+            OpResult::Changed(added) => Ok(added),
+            _ => unreachable!("optout_add returns Changed"),
+        }
     }
 
-    async fn optout_remove(&self, _scope: Option<&str>, _number: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("optout: not written yet".into()))
+    async fn optout_remove(&self, scope: Option<&str>, number: &str) -> Result<bool, StoreError> {
+        let op = OpKind::OptOutRemove {
+            scope: scope.unwrap_or_default().to_string(),
+            number: number.to_string(),
+        };
+        match self.submit(op).await? {
+            OpResult::Changed(removed) => Ok(removed),
+            _ => unreachable!("optout_remove returns Changed"),
+        }
     }
 
-    async fn optout_list(&self) -> Result<Vec<super::OptOut>, StoreError> {
-        Err(StoreError::Unavailable("optout: not written yet".into()))
+    async fn optout_list(&self) -> Result<Vec<OptOut>, StoreError> {
+        // '' (global) sorts before every account name.
+        let rows =
+            sqlx::query("SELECT scope, number, added_at FROM optouts ORDER BY scope, number")
+                .fetch_all(&self.readers)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let scope: String = row.try_get(0)?;
+                Ok(OptOut {
+                    scope: (!scope.is_empty()).then_some(scope),
+                    number: row.try_get(1)?,
+                    added_at: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
     async fn opted_out(
         &self,
-        _account: &str,
-        _numbers: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        Ok(Default::default())
+        account: &str,
+        numbers: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        if numbers.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(sqlx::query_scalar(OPTED_OUT_SQL)
+            .bind(serde_json::to_string(numbers).unwrap_or_default())
+            .bind(account)
+            .fetch_all(&self.readers)
+            .await?
+            .into_iter()
+            .collect())
     }
 
-    async fn queued_since(&self, _since: Millis) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(Vec::new())
+    async fn queued_since(&self, since: Millis) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(QUEUED_SINCE_SQL)
+            .bind(since)
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let count: i64 = row.try_get(1)?;
+                Ok((row.try_get(0)?, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -950,6 +1256,47 @@ mod tests {
                     .collect(),
             ),
         }
+    }
+
+    /// The query plans of the sending-limit count and the opt-out check:
+    /// the count reads the `jobs_received` index alone, not every job, and
+    /// the check looks each number up by primary key.
+    #[tokio::test]
+    async fn rule_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        migrator().run(&mut conn).await.unwrap();
+        let plan = |sql: &str| format!("EXPLAIN QUERY PLAN {sql}");
+
+        let rows = sqlx::query(sqlx::AssertSqlSafe(plan(QUEUED_SINCE_SQL)))
+            .bind(0i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let details: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("COVERING INDEX jobs_received")),
+            "{details:?}"
+        );
+
+        let rows = sqlx::query(sqlx::AssertSqlSafe(plan(OPTED_OUT_SQL)))
+            .bind("[\"+33600000001\"]")
+            .bind("acme")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let details: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("USING PRIMARY KEY (scope=? AND number=?)")),
+            "{details:?}"
+        );
     }
 
     #[tokio::test]
