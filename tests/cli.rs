@@ -350,3 +350,209 @@ fn the_example_configuration_is_valid() {
         describe(&out)
     );
 }
+
+/// Runs the binary off the async workers (mock servers run on them).
+async fn mail2sms_async(args: Vec<String>, cwd: PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mail2sms(&args, &cwd, b"")
+    })
+    .await
+    .expect("command thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_check_reports_balances_and_refusals_without_secrets() {
+    use common::http_mock::{MockResponse, MockServer};
+    let mode = MockServer::start(|r| {
+        if r.path.ends_with("credit.do") {
+            MockResponse::ok("text/plain", "212.5")
+        } else {
+            MockResponse::status(404)
+        }
+    })
+    .await;
+    let factor = MockServer::start(|_| {
+        MockResponse::ok(
+            "text/xml",
+            "<response><status>-1</status><message>Login ou mot de passe incorrect</message></response>",
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = test_toml(dir.path()).replace(
+        "providers = [\"outbox\"]",
+        "providers = [\"mode\", \"factor\"]",
+    );
+    let mode_table = format!(
+        "\n[providers.mode]\ntype = \"smsmode\"\nurl = \"{}\"\naccess_token = \"tok-s3cr3t\"\n",
+        mode.url("/http/1.6/")
+    );
+    let factor_table = format!(
+        "\n[providers.factor]\ntype = \"smsfactor\"\nurl = \"{}\"\nusername = \"ops@masociete.com\"\npassword = \"pw-s3cr3t\"\n",
+        factor.url("/API/")
+    );
+    let config = write_config(dir.path(), &(base.clone() + &mode_table + &factor_table));
+    let out = mail2sms_async(
+        vec![
+            "providers".into(),
+            "check".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        dir.path().to_path_buf(),
+    )
+    .await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(69), "{}", describe(&out));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("provider mode ") && l.contains("OK") && l.contains("212.5")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("provider factor ")
+            && l.contains("FAILED")
+            && l.contains("code 3")),
+        "{text}"
+    );
+    assert!(text.contains("provider outbox"), "{text}");
+    for secret in ["tok-s3cr3t", "pw-s3cr3t"] {
+        assert!(
+            !text.contains(secret) && !stderr(&out).contains(secret),
+            "{secret}"
+        );
+    }
+    // Nothing was sent: only the balance and credential calls.
+    assert!(
+        mode.requests()
+            .iter()
+            .all(|r| r.path.ends_with("credit.do"))
+    );
+    assert!(
+        factor
+            .requests()
+            .iter()
+            .all(|r| r.path.ends_with("getDr.php"))
+    );
+
+    // All usable: exit code 0.
+    let config = write_config(
+        dir.path(),
+        &(base.replace("[\"mode\", \"factor\"]", "[\"mode\"]") + &mode_table),
+    );
+    let out = mail2sms_async(
+        vec![
+            "providers".into(),
+            "check".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        dir.path().to_path_buf(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_and_optout_commands_work_while_the_daemon_runs() {
+    let app = TestApp::spawn_with(|c| {
+        c.accounts.get_mut("masociete").unwrap().credits = true;
+    })
+    .await;
+    let toml = test_toml(app.dir.path()).replace(
+        "providers = [\"outbox\"]",
+        "providers = [\"outbox\"]\ncredits = true",
+    );
+    let config = write_config(app.dir.path(), &toml);
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push("--config".into());
+        all.push(config.display().to_string());
+        mail2sms_async(all, app.dir.path().to_path_buf())
+    };
+    let out = run(&["credits", "show", "masociete"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("no balance yet"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["credits", "add", "masociete", "3"]).await;
+    assert_eq!(
+        stdout(&out).trim(),
+        "masociete: 3 segments",
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["credits", "add", "masociete", "-1"]).await;
+    assert_eq!(
+        stdout(&out).trim(),
+        "masociete: 2 segments",
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["credits", "add", "nobody", "1"]).await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no account named `nobody`"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = run(&["optout", "add", "06 01 02 03 05"]).await;
+    assert_eq!(
+        stdout(&out).trim(),
+        "+33601020305: opted out for every account",
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["optout", "add", "--account", "masociete", "0601020306"]).await;
+    assert!(
+        stdout(&out).contains("account masociete"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["optout", "add", "not-a-number"]).await;
+    assert_ne!(out.status.code(), Some(0));
+    let out = run(&["optout", "list"]).await;
+    let listed = stdout(&out);
+    assert!(listed.contains("+33601020305\t*"), "{listed}");
+    assert!(listed.contains("+33601020306\tmasociete"), "{listed}");
+
+    // The daemon sees both at once: 11 for the opted-out numbers, the
+    // credits for the others, 12 when they run out.
+    let body = envoi_multi(
+        &[
+            "0601020304",
+            "0601020305",
+            "0601020306",
+            "0601020307",
+            "0601020308",
+        ],
+        "x",
+        "cli-credits",
+    );
+    let response = app
+        .send(
+            "ops@masociete.com",
+            &plain_email("ops@masociete.com", &body),
+        )
+        .await
+        .expect("accepted");
+    assert!(response.is_positive());
+    let not = app.wait_reply_to("not@masociete.com").await;
+    let text = not.text();
+    let codes: Vec<&str> = text
+        .split("<code")
+        .skip(1)
+        .map(|p| &p[p.find('>').unwrap() + 1..p.find("</code").unwrap()])
+        .collect();
+    assert_eq!(codes, ["0", "11", "11", "0", "12"], "{text}");
+    let out = run(&["credits", "show", "masociete"]).await;
+    assert_eq!(stdout(&out).trim(), "masociete: 0 segments");
+    let out = run(&["optout", "remove", "0601020305"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = run(&["optout", "remove", "0601020305"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+}
