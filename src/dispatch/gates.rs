@@ -26,9 +26,6 @@ pub struct Gates {
     accounts: HashMap<String, AccountGates>,
 }
 
-/// How long an SMS waits when the opt-out list cannot be read.
-const STORE_RETRY_MS: Millis = 5_000;
-
 impl Gates {
     /// The gates of this configuration's accounts.
     pub fn new(config: &Config) -> Gates {
@@ -55,14 +52,9 @@ impl Gates {
 
     /// Sorts out the jobs that must not be sent now: commercial SMS in quiet
     /// hours wait for the next allowed minute (not counted as a try), SMS to
-    /// an opted-out number fail with code 11. Returns the jobs to send and
-    /// the outcomes of the others.
-    pub async fn screen(
-        &self,
-        store: &dyn Store,
-        jobs: Vec<Job>,
-        now: Millis,
-    ) -> (Vec<Job>, Vec<JobOutcome>) {
+    /// a number on the opt-out list when claimed fail with code 11. Returns
+    /// the jobs to send and the outcomes of the others.
+    pub fn screen(&self, jobs: Vec<Job>, now: Millis) -> (Vec<Job>, Vec<JobOutcome>) {
         let mut outcomes = Vec::new();
         let mut keep = Vec::with_capacity(jobs.len());
         let at = jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
@@ -81,44 +73,9 @@ impl Gates {
                 keep.push(job);
             }
         }
-        if keep.is_empty() {
-            return (keep, outcomes);
-        }
-        let mut by_account: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for job in &keep {
-            by_account
-                .entry(job.account.as_str())
-                .or_default()
-                .push(job.number.clone());
-        }
-        let mut blocked: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-        let mut unreadable = std::collections::HashSet::new();
-        for (account, numbers) in by_account {
-            match store.opted_out(account, &numbers).await {
-                Ok(set) if !set.is_empty() => {
-                    blocked.insert(account.to_string(), set);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, account, "cannot read the opt-out list; SMS wait");
-                    unreadable.insert(account.to_string());
-                }
-            }
-        }
         let mut send = Vec::with_capacity(keep.len());
         for job in keep {
-            if unreadable.contains(&job.account) {
-                outcomes.push(JobOutcome::Retry {
-                    job_id: job.id,
-                    at: crate::store::now_millis() + STORE_RETRY_MS,
-                    provider_index: job.provider_index,
-                    detail: "opt-out list unreadable".into(),
-                    untried: true,
-                });
-            } else if blocked
-                .get(&job.account)
-                .is_some_and(|set| set.contains(&job.number))
-            {
+            if job.opted_out {
                 outcomes.push(JobOutcome::Failed {
                     job_id: job.id,
                     code: Code::BLACKLISTED,

@@ -426,7 +426,7 @@ impl Dispatcher {
     async fn send_batch(&self, jobs: Vec<Job>, shutdown: &Shutdown) {
         let claimed = jobs.len();
         let rules_now = self.clock.now().as_millisecond();
-        let (jobs, screened) = self.gates.screen(&*self.store, jobs, rules_now).await;
+        let (jobs, screened) = self.gates.screen(jobs, rules_now);
         let (groups, mut outcomes) = self.by_provider(&jobs);
         outcomes.extend(screened);
         let instance = self.store.instance_id();
@@ -705,6 +705,7 @@ mod tests {
     fn job(attempts: u32, provider_index: u32, received_at: Millis) -> Job {
         Job {
             provider_attempts: attempts,
+            opted_out: false,
             id: 9,
             request_id: 1,
             account: "a".into(),

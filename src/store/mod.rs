@@ -146,6 +146,10 @@ pub struct Job {
     /// Attempts on that provider, this one included: failover comes after
     /// `dispatch.max_attempts` of them.
     pub provider_attempts: u32,
+    /// The number was on the opt-out list (the account's or the global one)
+    /// when the job was claimed: it is not sent (code 11). Read in the claim
+    /// itself, so checking the list costs no extra query.
+    pub opted_out: bool,
 }
 
 /// What happened to a claimed job; decided by `dispatch::classify`.

@@ -703,6 +703,12 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         provider_index: row.try_get::<i64, _>("provider_index")? as u32,
         provider_attempts: row.try_get::<i64, _>("provider_attempts")? as u32,
+        // Only claims read the list; other queries have no such column.
+        opted_out: match row.try_get::<bool, _>("opted_out") {
+            Ok(v) => v,
+            Err(sqlx::Error::ColumnNotFound(_)) => false,
+            Err(e) => return Err(e),
+        },
     })
 }
 
@@ -719,7 +725,10 @@ async fn claim_jobs(
          WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1
                       ORDER BY next_attempt_at, id LIMIT ?2)
          RETURNING id, request_id, account, number, text, sender_id, tracker, email_id,
-                   received_at, attempts, provider_index, provider_attempts",
+                   received_at, attempts, provider_index, provider_attempts,
+                   EXISTS (SELECT 1 FROM optouts o
+                           WHERE o.number = jobs.number AND o.scope IN ('', jobs.account))
+                       AS opted_out",
     )
     .bind(now)
     .bind(limit as i64)
