@@ -126,27 +126,15 @@ async fn dispatch_until(
     config: &Config,
     primary: Arc<Scripted>,
     backup: Arc<Scripted>,
-    mut done: impl FnMut() -> bool,
+    done: impl FnMut() -> bool,
 ) {
-    let mut providers = Providers::new();
-    providers.insert("outbox".into(), primary);
-    providers.insert("backup".into(), backup);
-    let wake = Arc::new(Notify::new());
-    let dispatcher = Arc::new(Dispatcher::new(
-        config,
+    dispatch_with(
         store,
-        providers,
-        wake.clone(),
-        Arc::new(Notify::new()),
-    ));
-    let (trigger, listen) = shutdown::channel();
-    let task = tokio::spawn(dispatcher.run(listen));
-    wake.notify_one();
-    wait_until(|| done().then_some(()))
-        .await
-        .expect("dispatch finished");
-    trigger.fire();
-    task.await.unwrap();
+        config,
+        vec![("outbox", primary), ("backup", backup)],
+        done,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -282,16 +282,13 @@ async fn rate_limit_counts_every_http_request() {
     let provider = mail2sms::providers::smsmode::Smsmode::new(&config).unwrap();
     // Five different Unicode texts: five requests in one batch.
     let batch: Vec<OutgoingSms> = (0..5)
-        .map(|i| OutgoingSms {
-            reference: format!("r{i}"),
-            job_id: i,
-            to: format!("+3360102030{i}"),
-            text: format!("☺ n°{i}"),
-            sender_id: None,
-            account: "a".into(),
-            email_id: "1".into(),
-            tracker: None,
-            send_at: None,
+        .map(|i| {
+            OutgoingSms::new(
+                format!("r{i}"),
+                i,
+                format!("+3360102030{i}"),
+                format!("☺ n°{i}"),
+            )
         })
         .collect();
     let started = Instant::now();

@@ -170,17 +170,7 @@ fn provider(server: &MockServer) -> Netoxygen {
 }
 
 fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms {
-        reference: format!("abcd1234-{n}"),
-        job_id: i64::from(n),
-        to: to.into(),
-        text: text.into(),
-        sender_id: None,
-        account: "masociete".into(),
-        email_id: "1548".into(),
-        tracker: None,
-        send_at: None,
-    }
+    OutgoingSms::new(format!("abcd1234-{n}"), i64::from(n), to, text)
 }
 
 fn kind_code(r: &Result<String, SendError>) -> (FailureKind, Code) {

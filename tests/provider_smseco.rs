@@ -266,17 +266,7 @@ fn provider(server: &MockServer) -> Smseco {
 }
 
 fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms {
-        reference: format!("0123456789abcdef-{i}"),
-        job_id: i,
-        to: to.into(),
-        text: text.into(),
-        sender_id: Some("MaSociete".into()),
-        account: "masociete".into(),
-        email_id: "1548".into(),
-        tracker: None,
-        send_at: None,
-    }
+    OutgoingSms::new(format!("0123456789abcdef-{i}"), i, to, text).with_sender(Some("MaSociete"))
 }
 
 fn assert_error(

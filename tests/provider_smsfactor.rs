@@ -234,17 +234,7 @@ fn adapter(mock: &MockServer) -> Smsfactor {
 }
 
 fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms {
-        reference: format!("0a1b2c3d-{n}"),
-        job_id: n.into(),
-        to: to.into(),
-        text: text.into(),
-        sender_id: Some("MaSociete".into()),
-        account: "masociete".into(),
-        email_id: "1548".into(),
-        tracker: None,
-        send_at: None,
-    }
+    OutgoingSms::new(format!("0a1b2c3d-{n}"), n.into(), to, text).with_sender(Some("MaSociete"))
 }
 
 fn error(result: &Result<String, SendError>) -> (FailureKind, Code) {

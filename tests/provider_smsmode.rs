@@ -293,17 +293,7 @@ fn provider(server: &MockServer) -> Smsmode {
 }
 
 fn sms(reference: &str, to: &str, text: &str, sender: Option<&str>) -> OutgoingSms {
-    OutgoingSms {
-        reference: reference.into(),
-        job_id: 1,
-        to: to.into(),
-        text: text.into(),
-        sender_id: sender.map(str::to_string),
-        account: "masociete".into(),
-        email_id: "e1".into(),
-        tracker: None,
-        send_at: None,
-    }
+    OutgoingSms::new(reference, 1, to, text).with_sender(sender)
 }
 
 fn ok(id: &str) -> Result<String, SendError> {

@@ -49,6 +49,37 @@ pub struct OutgoingSms {
     pub send_at: Option<i64>,
 }
 
+impl OutgoingSms {
+    /// An SMS to send now, without sender id or tracker, for the account
+    /// `masociete` and emailId `1548` (the spec's examples): for tools and
+    /// tests that drive an adapter directly. The dispatcher builds its own
+    /// from the store's jobs.
+    pub fn new(
+        reference: impl Into<String>,
+        job_id: i64,
+        to: impl Into<String>,
+        text: impl Into<String>,
+    ) -> OutgoingSms {
+        OutgoingSms {
+            reference: reference.into(),
+            job_id,
+            to: to.into(),
+            text: text.into(),
+            sender_id: None,
+            account: "masociete".into(),
+            email_id: "1548".into(),
+            tracker: None,
+            send_at: None,
+        }
+    }
+
+    /// The same SMS with this sender id.
+    pub fn with_sender(mut self, sender_id: Option<&str>) -> OutgoingSms {
+        self.sender_id = sender_id.map(str::to_owned);
+        self
+    }
+}
+
 /// How a failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {

@@ -229,17 +229,13 @@ mod tests {
     use super::*;
 
     fn sms(job_id: i64) -> OutgoingSms {
-        OutgoingSms {
+        OutgoingSms::new(
+            format!("abcd1234-{job_id}"),
             job_id,
-            reference: format!("abcd1234-{job_id}"),
-            to: "+33601020304".into(),
-            text: "L'été \"chaud\"\nligne 2".into(),
-            sender_id: Some("MaSociete".into()),
-            account: "masociete".into(),
-            email_id: "1548".into(),
-            tracker: None,
-            send_at: None,
-        }
+            "+33601020304",
+            "L'été \"chaud\"\nligne 2",
+        )
+        .with_sender(Some("MaSociete"))
     }
 
     fn config(dir: &tempfile::TempDir) -> OutboxConfig {

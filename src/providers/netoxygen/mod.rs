@@ -367,17 +367,7 @@ mod tests {
     use super::*;
 
     fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-        OutgoingSms {
-            reference: format!("ref-{n}"),
-            job_id: i64::from(n),
-            to: to.into(),
-            text: text.into(),
-            sender_id: None,
-            account: "a".into(),
-            email_id: "1".into(),
-            tracker: None,
-            send_at: None,
-        }
+        OutgoingSms::new(format!("ref-{n}"), i64::from(n), to, text)
     }
 
     fn config(password: &str) -> NetoxygenConfig {

@@ -336,17 +336,7 @@ mod tests {
     use super::*;
 
     fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-        OutgoingSms {
-            reference: format!("a1b2c3d4-{i}"),
-            job_id: i,
-            to: to.into(),
-            text: text.into(),
-            sender_id: Some("MaSociete".into()),
-            account: "masociete".into(),
-            email_id: "1548".into(),
-            tracker: None,
-            send_at: None,
-        }
+        OutgoingSms::new(format!("a1b2c3d4-{i}"), i, to, text).with_sender(Some("MaSociete"))
     }
 
     /// The document's structure (§I-1-1) with its whitespace removed.

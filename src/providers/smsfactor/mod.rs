@@ -434,17 +434,8 @@ mod tests {
     }
 
     fn sms(i: i64, text: &str, sender: Option<&str>) -> OutgoingSms {
-        OutgoingSms {
-            reference: format!("abcd-{i}"),
-            job_id: i,
-            to: format!("+3360102030{i}"),
-            text: text.into(),
-            sender_id: sender.map(str::to_owned),
-            account: "masociete".into(),
-            email_id: "1548".into(),
-            tracker: None,
-            send_at: None,
-        }
+        OutgoingSms::new(format!("abcd-{i}"), i, format!("+3360102030{i}"), text)
+            .with_sender(sender)
     }
 
     #[test]
