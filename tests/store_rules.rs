@@ -79,7 +79,7 @@ async fn reserve_debits_in_order_skipping_what_does_not_fit() {
 
     // 4 fits (6 left), 8 does not, 3 fits (3 left), 2 fits (1 left), 2 does not.
     let taken = store
-        .reserve_credits("acme", &[4, 8, 3, 2, 2])
+        .reserve_credits("acme", &no_jobs(&[4, 8, 3, 2, 2]))
         .await
         .unwrap();
     assert_eq!(taken, [true, false, true, true, false]);
@@ -87,21 +87,33 @@ async fn reserve_debits_in_order_skipping_what_does_not_fit() {
 
     // Everything fits: all debited, down to exactly 0.
     store.add_credits("acme", 5).await.unwrap();
-    let taken = store.reserve_credits("acme", &[2, 1, 3]).await.unwrap();
+    let taken = store
+        .reserve_credits("acme", &no_jobs(&[2, 1, 3]))
+        .await
+        .unwrap();
     assert_eq!(taken, [true, true, true]);
     assert_eq!(store.credit_balance("acme").await.unwrap(), Some(0));
 
     // Nothing left: nothing debited.
-    let taken = store.reserve_credits("acme", &[1]).await.unwrap();
+    let taken = store.reserve_credits("acme", &no_jobs(&[1])).await.unwrap();
     assert_eq!(taken, [false]);
     assert_eq!(store.credit_balance("acme").await.unwrap(), Some(0));
 
     // Nothing asked: nothing to say.
-    assert!(store.reserve_credits("acme", &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .reserve_credits("acme", &no_jobs(&[]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A refund makes room again.
     store.refund_credits("acme", 3).await.unwrap();
-    let taken = store.reserve_credits("acme", &[2, 2, 1]).await.unwrap();
+    let taken = store
+        .reserve_credits("acme", &no_jobs(&[2, 2, 1]))
+        .await
+        .unwrap();
     assert_eq!(taken, [true, false, true]);
     assert_eq!(store.credit_balance("acme").await.unwrap(), Some(0));
 }
@@ -112,7 +124,10 @@ async fn reserve_without_a_balance_debits_nothing() {
     let store = open(dir.path()).await;
     store.add_credits("other", 100).await.unwrap();
 
-    let taken = store.reserve_credits("acme", &[1, 2]).await.unwrap();
+    let taken = store
+        .reserve_credits("acme", &no_jobs(&[1, 2]))
+        .await
+        .unwrap();
     assert_eq!(taken, [false, false]);
     // No balance was made up for it, and the other account kept its own.
     assert_eq!(store.credit_balance("acme").await.unwrap(), None);
@@ -142,7 +157,10 @@ async fn concurrent_reservations_from_two_stores_never_overdraw() {
             tasks.push(tokio::spawn(async move {
                 let mut got = 0i64;
                 for _ in 0..CALLS_PER_TASK {
-                    let taken = store.reserve_credits("acme", &SEGMENTS).await.unwrap();
+                    let taken = store
+                        .reserve_credits("acme", &no_jobs(&SEGMENTS))
+                        .await
+                        .unwrap();
                     assert_eq!(taken.len(), SEGMENTS.len());
                     got += SEGMENTS
                         .iter()
@@ -450,7 +468,10 @@ async fn everything_survives_reopening_the_store() {
     {
         let store = open(dir.path()).await;
         store.add_credits("acme", 20).await.unwrap();
-        store.reserve_credits("acme", &[5, 30, 2]).await.unwrap();
+        store
+            .reserve_credits("acme", &no_jobs(&[5, 30, 2]))
+            .await
+            .unwrap();
         store.optout_add(None, "+33600000001").await.unwrap();
         store
             .optout_add(Some("acme"), "+33600000002")
@@ -486,4 +507,9 @@ async fn everything_survives_reopening_the_store() {
         store.queued_since(0).await.unwrap(),
         [("acme".to_string(), 1)]
     );
+}
+
+/// Segments for reservations not tied to a job (ids no job has).
+fn no_jobs(segments: &[u32]) -> Vec<(i64, u32)> {
+    segments.iter().map(|&s| (-1, s)).collect()
 }

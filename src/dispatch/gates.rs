@@ -7,7 +7,7 @@ use crate::codes::Code;
 use crate::config::Config;
 use crate::gsm;
 use crate::providers::SendError;
-use crate::store::{Job, JobOutcome, Millis, Store, StoreError};
+use crate::store::{Job, JobOutcome, Millis, Store};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the dispatcher needs to know of each account.
@@ -91,7 +91,9 @@ impl Gates {
 
     /// Debits the credits of the SMS about to be sent, for accounts that
     /// keep a balance; returns for each job `Ok(segments debited)` or the
-    /// error refusing it (code 12 when the balance does not cover it).
+    /// error refusing it (code 12 when the balance does not cover it; a
+    /// transient error when the store cannot be written). The store gives
+    /// a debit back with any outcome but "sent" (`record_outcomes`).
     pub async fn reserve(&self, store: &dyn Store, jobs: &[&Job]) -> Vec<Result<u32, SendError>> {
         let mut results: Vec<Result<u32, SendError>> = vec![Ok(0); jobs.len()];
         let mut by_account: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -105,7 +107,12 @@ impl Gates {
                 .iter()
                 .map(|&i| gsm::segments(&jobs[i].text).count)
                 .collect();
-            match store.reserve_credits(account, &segments).await {
+            let wanted: Vec<(i64, u32)> = positions
+                .iter()
+                .zip(&segments)
+                .map(|(&i, &n)| (jobs[i].id, n))
+                .collect();
+            match store.reserve_credits(account, &wanted).await {
                 Ok(debited) => {
                     for ((&i, &n), ok) in positions.iter().zip(&segments).zip(debited) {
                         results[i] = if ok {
@@ -129,25 +136,5 @@ impl Gates {
             }
         }
         results
-    }
-
-    /// Gives back the credits of SMS that were debited but not sent.
-    pub async fn refund(
-        &self,
-        store: &dyn Store,
-        jobs: &[&Job],
-        debited: &[u32],
-        sent: &[bool],
-    ) -> Result<(), StoreError> {
-        let mut by_account: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((job, &n), &ok) in jobs.iter().zip(debited).zip(sent) {
-            if n > 0 && !ok {
-                *by_account.entry(job.account.as_str()).or_default() += u64::from(n);
-            }
-        }
-        for (account, segments) in by_account {
-            store.refund_credits(account, segments).await?;
-        }
-        Ok(())
     }
 }

@@ -114,6 +114,9 @@ impl DispatchConfig {
     }
 }
 
+/// How long an SMS waits when the store cannot debit its credits.
+const STORE_RETRY_MS: Millis = 5_000;
+
 /// Exponential backoff with jitter: `initial` doubled per attempt up to
 /// `max`, then a random point in its upper half (so retries of many SMS
 /// that failed together spread out).
@@ -189,7 +192,7 @@ pub fn classify(
         FailureKind::ProviderUnusable if has_next => fail_over(&error),
         FailureKind::ProviderUnusable => failed(&error),
         FailureKind::Transient => {
-            let too_old = now - job.received_at > (config.max_age_secs as Millis) * 1000;
+            let too_old = now - job.age_from > (config.max_age_secs as Millis) * 1000;
             let tries_here = job.provider_attempts;
             if too_old || tries_here >= config.max_attempts {
                 if has_next {
@@ -223,14 +226,6 @@ pub fn classify_unavailable(
     now: Millis,
 ) -> JobOutcome {
     let detail = format!("{provider}: put aside after repeated failures");
-    if now - job.received_at > (config.max_age_secs as Millis) * 1000 {
-        return JobOutcome::Failed {
-            job_id: job.id,
-            code: Code::INTERNAL,
-            detail,
-            provider: Some(provider.to_string()),
-        };
-    }
     let next_provider = job.provider_index + 1;
     if (next_provider as usize) < provider_count {
         JobOutcome::Retry {
@@ -239,6 +234,13 @@ pub fn classify_unavailable(
             provider_index: next_provider,
             detail,
             untried: true,
+        }
+    } else if now - job.age_from > (config.max_age_secs as Millis) * 1000 {
+        JobOutcome::Failed {
+            job_id: job.id,
+            code: Code::INTERNAL,
+            detail,
+            provider: Some(provider.to_string()),
         }
     } else {
         JobOutcome::Retry {
@@ -466,19 +468,30 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                // Credits are debited before the send and given back for
-                // what was not sent; an SMS the balance cannot cover is
-                // refused (code 12).
+                // Credits are debited before the send (the store gives them
+                // back with any outcome but "sent"); an SMS the balance
+                // cannot cover is refused (code 12).
                 let reserved = self.gates.reserve(&*self.store, chunk).await;
                 let mut chunk_ok: Vec<&Job> = Vec::with_capacity(chunk.len());
                 let mut counts_ok = Vec::with_capacity(chunk.len());
-                let mut debited = Vec::with_capacity(chunk.len());
                 for ((&job, &count), reservation) in chunk.iter().zip(counts).zip(reserved) {
                     match reservation {
-                        Ok(segments) => {
+                        Ok(_) => {
                             chunk_ok.push(job);
                             counts_ok.push(count);
-                            debited.push(segments);
+                        }
+                        // The store could not debit: the SMS waits without
+                        // using up a try on a provider it never reached.
+                        Err(e) if e.is_transient() => {
+                            let outcome = JobOutcome::Retry {
+                                job_id: job.id,
+                                at: now_millis() + STORE_RETRY_MS,
+                                provider_index: job.provider_index,
+                                detail: e.detail,
+                                untried: true,
+                            };
+                            log_outcome(job, &outcome);
+                            outcomes.push(outcome);
                         }
                         Err(e) => {
                             let outcome =
@@ -500,18 +513,6 @@ impl Dispatcher {
                     limiter.until_ready().await;
                 }
                 let results = provider.send(&batch).await;
-                if debited.iter().any(|&n| n > 0) {
-                    let sent: Vec<bool> = (0..chunk.len())
-                        .map(|i| results.get(i).is_some_and(Result::is_ok))
-                        .collect();
-                    if let Err(e) = self
-                        .gates
-                        .refund(&*self.store, chunk, &debited, &sent)
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot give back the credits of SMS not sent");
-                    }
-                }
                 if let Some(until) = slot.breaker.record(&results, now_millis()) {
                     tracing::warn!(
                         provider = name,
@@ -715,6 +716,7 @@ mod tests {
             tracker: None,
             email_id: "1".into(),
             received_at,
+            age_from: received_at,
             attempts,
             provider_index,
         }

@@ -146,6 +146,10 @@ pub struct Job {
     /// Attempts on that provider, this one included: failover comes after
     /// `dispatch.max_attempts` of them.
     pub provider_attempts: u32,
+    /// Where its age is counted from for `dispatch.max_age_secs`: when it
+    /// was received, or the end of its last hold (quiet hours, provider put
+    /// aside), whichever is later.
+    pub age_from: Millis,
     /// The number was on the opt-out list (the account's or the global one)
     /// when the job was claimed: it is not sent (code 11). Read in the claim
     /// itself, so checking the list costs no extra query.
@@ -256,7 +260,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` jobs due at `now`, marking them as being sent.
     async fn claim_jobs(&self, now: Millis, limit: usize) -> Result<Vec<Job>, StoreError>;
 
-    /// Records outcomes; a request whose last job ends gets its etatNot queued.
+    /// Records outcomes; a request whose last job ends gets its etatNot
+    /// queued. Credits debited for a send that did not end in "sent" go
+    /// back to the account in the same transaction.
     async fn record_outcomes(&self, outcomes: Vec<JobOutcome>) -> Result<(), StoreError>;
 
     /// Jobs left "being sent" by a previous run: their outcome is unknown.
@@ -299,16 +305,19 @@ pub trait Store: Send + Sync + 'static {
     /// starting from 0 if it has none; returns the new balance.
     async fn add_credits(&self, account: &str, amount: i64) -> Result<i64, StoreError>;
 
-    /// Debits, in order, the segments of each SMS while the balance covers
-    /// them; says for each whether it was debited. Atomic: daemons sharing
-    /// the database never overdraw. An account without a balance has 0.
+    /// Debits, in order, the segments of each job's SMS `(job id,
+    /// segments)` while the balance covers them; says for each whether it
+    /// was debited. Atomic: daemons sharing the database never overdraw. An
+    /// account without a balance has 0. Each debit is written on its job:
+    /// [`Store::record_outcomes`] gives it back, in the same transaction,
+    /// for any outcome but "sent".
     async fn reserve_credits(
         &self,
         account: &str,
-        segments: &[u32],
+        jobs: &[(i64, u32)],
     ) -> Result<Vec<bool>, StoreError>;
 
-    /// Gives back segments that were reserved for SMS not sent after all.
+    /// Gives segments back to an account's balance.
     async fn refund_credits(&self, account: &str, segments: u64) -> Result<(), StoreError>;
 
     /// Puts an E.164 number on the opt-out list of `scope` (an account's

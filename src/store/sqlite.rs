@@ -96,7 +96,7 @@ enum OpKind {
     /// Debits each SMS's segments in order while the balance covers them.
     ReserveCredits {
         account: String,
-        segments: Vec<u32>,
+        jobs: Vec<(i64, u32)>,
     },
     /// Puts a number on an opt-out list (`scope` '' for every account).
     OptOutAdd {
@@ -147,6 +147,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("rules"),
             MigrationType::Simple,
             include_str!("../../migrations/sqlite/0002_rules.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("debits_holds"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_debits_holds.sql").into_sql_str(),
             false,
         ),
     ];
@@ -377,8 +384,8 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
         OpKind::AddCredits { account, amount } => {
             OpResult::Balance(add_credits(conn, account, *amount).await?)
         }
-        OpKind::ReserveCredits { account, segments } => {
-            OpResult::Reserved(reserve_credits(conn, account, segments).await?)
+        OpKind::ReserveCredits { account, jobs } => {
+            OpResult::Reserved(reserve_credits(conn, account, jobs).await?)
         }
         OpKind::OptOutAdd { scope, number } => OpResult::Changed(
             sqlx::query(
@@ -439,6 +446,34 @@ async fn add_credits(
 /// until the commit this transaction holds the database's write lock, so the
 /// balance read in between is the one the last `UPDATE` applies to.
 async fn reserve_credits(
+    conn: &mut SqliteConnection,
+    account: &str,
+    jobs: &[(i64, u32)],
+) -> Result<Vec<bool>, StoreError> {
+    let segments: Vec<u32> = jobs.iter().map(|&(_, s)| s).collect();
+    let taken = debit_credits(conn, account, &segments).await?;
+    // Each debit is written on its job in the same transaction: the outcome
+    // that ends the send gives it back unless the SMS was sent.
+    let debits: Vec<serde_json::Value> = jobs
+        .iter()
+        .zip(&taken)
+        .filter(|(_, ok)| **ok)
+        .map(|(&(id, s), _)| serde_json::json!([id, s]))
+        .collect();
+    if !debits.is_empty() {
+        sqlx::query(
+            "UPDATE jobs SET debited = o.value ->> 1
+             FROM json_each(?1) AS o WHERE jobs.id = o.value ->> 0",
+        )
+        .bind(serde_json::Value::Array(debits).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(taken)
+}
+
+/// Debits, greedily in order, the segments that the balance covers.
+async fn debit_credits(
     conn: &mut SqliteConnection,
     account: &str,
     segments: &[u32],
@@ -703,6 +738,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         provider_index: row.try_get::<i64, _>("provider_index")? as u32,
         provider_attempts: row.try_get::<i64, _>("provider_attempts")? as u32,
+        age_from: row.try_get("age_from")?,
         // Only claims read the list; other queries have no such column.
         opted_out: match row.try_get::<bool, _>("opted_out") {
             Ok(v) => v,
@@ -712,7 +748,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index, provider_attempts";
+const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index, provider_attempts, MAX(received_at, COALESCE(held_until, received_at)) AS age_from";
 
 async fn claim_jobs(
     conn: &mut SqliteConnection,
@@ -726,6 +762,7 @@ async fn claim_jobs(
                       ORDER BY next_attempt_at, id LIMIT ?2)
          RETURNING id, request_id, account, number, text, sender_id, tracker, email_id,
                    received_at, attempts, provider_index, provider_attempts,
+                   MAX(received_at, COALESCE(held_until, received_at)) AS age_from,
                    EXISTS (SELECT 1 FROM optouts o
                            WHERE o.number = jobs.number AND o.scope IN ('', jobs.account))
                        AS opted_out",
@@ -792,9 +829,41 @@ async fn record_outcomes(
             ])),
         }
     }
+    // Debits of sends that did not end in "sent" go back to their account,
+    // in this same transaction.
+    let unsent: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            JobOutcome::Sent { .. } => None,
+            JobOutcome::Failed { job_id, .. } | JobOutcome::Retry { job_id, .. } => Some(*job_id),
+        })
+        .collect();
+    if !unsent.is_empty() {
+        let ids = serde_json::to_string(&unsent).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO credits (account, balance, updated_at)
+             SELECT account, SUM(debited), ?2 FROM jobs
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'sending' AND debited > 0
+             GROUP BY account
+             ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance,
+                                                 updated_at = excluded.updated_at",
+        )
+        .bind(&ids)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET debited = 0
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'sending' AND debited > 0",
+        )
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    }
     if !retries.is_empty() {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
+                    held_until = CASE WHEN o.value ->> 4 THEN o.value ->> 1 ELSE held_until END,
                     attempts = MAX(attempts - (o.value ->> 4), 0),
                     provider_attempts = CASE WHEN provider_index = o.value ->> 2
                                              THEN MAX(provider_attempts - (o.value ->> 4), 0)
@@ -1127,14 +1196,14 @@ impl Store for SqliteStore {
     async fn reserve_credits(
         &self,
         account: &str,
-        segments: &[u32],
+        jobs: &[(i64, u32)],
     ) -> Result<Vec<bool>, StoreError> {
-        if segments.is_empty() {
+        if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let op = OpKind::ReserveCredits {
             account: account.to_string(),
-            segments: segments.to_vec(),
+            jobs: jobs.to_vec(),
         };
         match self.submit(op).await? {
             OpResult::Reserved(taken) => Ok(taken),
