@@ -389,14 +389,19 @@ async fn an_sms_waiting_for_a_provider_put_aside_keeps_its_retries() {
     let mut solo = config.accounts["masociete"].clone();
     solo.providers = vec!["outbox".into()];
     config.accounts.insert("masociete".into(), solo);
-    config.dispatch.max_attempts = 3;
+    config.dispatch.max_attempts = 4;
     config.dispatch.breaker_threshold = 2;
     config.dispatch.breaker_cooldown_secs = 1;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
     store.accept(request(&["+33600000001"])).await.unwrap();
-    // Two failures open the breaker; the SMS waits (not tried, so its third
-    // try is still there) and goes out when the provider is tried again.
-    let flaky = Scripted::new(vec![("+33600000001", vec![transient(), transient()])]);
+    // Two failures open the breaker; the SMS waits (its claims while the
+    // provider is aside are not tries), the probe fails and puts it aside
+    // again, and the fourth real try goes out. Counting the waiting claims
+    // as tries would have failed it for good before that.
+    let flaky = Scripted::new(vec![(
+        "+33600000001",
+        vec![transient(), transient(), transient()],
+    )]);
     let f = flaky.clone();
     dispatch_with(
         store.clone(),
@@ -405,7 +410,7 @@ async fn an_sms_waiting_for_a_provider_put_aside_keeps_its_retries() {
         move || f.sent.lock().unwrap().len() == 1,
     )
     .await;
-    assert_eq!(flaky.calls.lock().unwrap().len(), 3);
+    assert_eq!(flaky.calls.lock().unwrap().len(), 4);
     assert_eq!(store.job_counts().await.unwrap(), [("sent".to_string(), 1)]);
 }
 

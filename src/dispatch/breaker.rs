@@ -58,11 +58,20 @@ impl Breaker {
     }
 
     /// `Ok` if a call may be made now, else until when the provider is put
-    /// aside.
+    /// aside. When the pause is over, one call is let through (the probe)
+    /// and the others keep waiting until it has answered: a success closes
+    /// the breaker, a failure puts the provider aside again.
     pub fn admit(&self, now: Millis) -> Result<(), Millis> {
-        match self.state().open_until {
+        let mut state = self.state();
+        match state.open_until {
             Some(until) if until > now => Err(until),
-            _ => Ok(()),
+            Some(_) => {
+                // The probe: the others wait another cooldown (or less,
+                // if the probe answers first).
+                state.open_until = Some(now + self.cooldown_ms);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -104,13 +113,17 @@ mod tests {
         assert!(b.admit(2).is_ok());
         assert_eq!(b.record(&transient(), 2), Some(1_002));
         assert_eq!(b.admit(500), Err(1_002));
-        // Half-open after the cooldown: one more failure opens it again.
+        // Half-open after the cooldown: one probe goes, the others wait.
         assert!(b.admit(1_002).is_ok());
+        assert_eq!(b.admit(1_002), Err(2_002), "only one probe");
+        // The probe fails: aside again.
         assert_eq!(b.record(&transient(), 1_003), Some(2_003));
         assert_eq!(b.admit(1_500), Err(2_003));
-        // A success closes it and resets the count.
+        // A successful probe closes it and resets the count.
         assert!(b.admit(2_003).is_ok());
         assert_eq!(b.record(&[Ok("id".into())], 2_004), None);
+        assert!(b.admit(2_004).is_ok());
+        assert!(b.admit(2_004).is_ok(), "closed: everyone goes");
         assert_eq!(b.record(&transient(), 2_005), None);
         assert!(b.admit(2_006).is_ok());
     }

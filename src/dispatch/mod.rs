@@ -442,14 +442,15 @@ impl Dispatcher {
             let provider = &slot.provider;
             let size = provider.max_batch().max(1);
             // An SMS without a sender id never reaches a provider that
-            // needs one: it is refused with code 16.
+            // needs one: the next provider is tried, and code 16 is
+            // reported if there is none.
             let needs_sender = provider.requires_sender_id();
             let (group, provider_counts, refused) =
                 split_missing_sender(group, provider_counts, needs_sender, |j| {
                     j.sender_id.is_some() || self.default_sender_ids.contains_key(&j.account)
                 });
             for (job, count) in refused {
-                let error = SendError::permanent(
+                let error = SendError::unusable(
                     Code::EMPTY_SENDER,
                     "this provider needs a sender id: no <emetteur> and no default_sender_id",
                 );
