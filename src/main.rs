@@ -344,11 +344,28 @@ async fn optout(action: OptoutAction) -> anyhow::Result<ExitCode> {
         | OptoutAction::List { account, config } => (account, config),
     };
     let config = load(config_path.as_deref())?;
-    let region = match account {
-        Some(a) => known_account(&config, a)?.region.clone(),
-        None => "FR".to_string(),
+    // National numbers are read in the account's region; for the global
+    // list, in the region every account shares. With several regions a
+    // national number is ambiguous (0470… is Belgian for one account and
+    // French for another): it must be given in international form.
+    let regions: std::collections::BTreeSet<String> = match account {
+        Some(a) => [known_account(&config, a)?.region.to_ascii_uppercase()].into(),
+        None => config
+            .accounts
+            .values()
+            .map(|a| a.region.to_ascii_uppercase())
+            .collect(),
     };
     let normalise = |raw: &str| -> anyhow::Result<String> {
+        let international = raw.trim_start().starts_with('+') || raw.trim_start().starts_with("00");
+        let region = match regions.iter().next() {
+            Some(r) if regions.len() == 1 || international => r.clone(),
+            _ => anyhow::bail!(
+                "`{raw}` is a national number, and the accounts read national numbers in \
+                 different regions ({}): give it in international form (+33…), or use --account",
+                regions.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         mail2sms::request::phone::PhoneNumber::parse(raw, &region)
             .map(|n| n.as_str().to_string())
             .map_err(|code| {

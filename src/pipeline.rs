@@ -212,13 +212,20 @@ impl Pipeline {
         // or commercial traffic in quiet hours (24) for accounts that reject.
         let sender_id = rules::sender_id(&account.config, request.sender_id.as_deref());
         let refuse_all = match &sender_id {
-            Err(code) => Some(*code),
+            Err(refusal) => Some(refusal.clone()),
             Ok(_)
                 if account.config.commercial
                     && account.config.quiet_hours == QuietHours::Reject
                     && calendar::is_quiet(now) =>
             {
-                Some(Code::QUIET_HOURS)
+                Some(rules::Refusal::new(
+                    Code::QUIET_HOURS,
+                    format!(
+                        "commercial SMS in quiet hours ({} Paris time; quiet_hours = \"reject\")",
+                        now.to_zoned(calendar::paris().clone())
+                            .strftime("%A %Y-%m-%d %H:%M")
+                    ),
+                ))
             }
             Ok(_) => None,
         };
@@ -237,21 +244,35 @@ impl Pipeline {
                         .into_iter()
                         .map(|r| {
                             let mut text = r.text;
-                            let number = r.number.and_then(|n| {
-                                if let Some(code) = refuse_all {
-                                    return Err(code);
-                                }
-                                if !rules::country_allowed(&config, n.country()) {
-                                    return Err(Code::COUNTRY_NOT_ALLOWED);
-                                }
-                                text = rules::prepare_text(&config, &text, options)?;
-                                Ok(n.as_str().to_string())
-                            });
+                            let checked = match r.number {
+                                Err(code) => Err(rules::Refusal::new(code, code.message())),
+                                Ok(n) => (|| {
+                                    if let Some(refusal) = &refuse_all {
+                                        return Err(refusal.clone());
+                                    }
+                                    if !rules::country_allowed(&config, n.country()) {
+                                        return Err(rules::Refusal::new(
+                                            Code::COUNTRY_NOT_ALLOWED,
+                                            format!(
+                                                "{n}: country {} is not in the account's countries",
+                                                n.country().unwrap_or("unknown")
+                                            ),
+                                        ));
+                                    }
+                                    text = rules::prepare_text(&config, &text, options)?;
+                                    Ok(n.as_str().to_string())
+                                })(),
+                            };
+                            let (number, detail) = match checked {
+                                Ok(n) => (Ok(n), None),
+                                Err(refusal) => (Err(refusal.code), Some(refusal.detail)),
+                            };
                             NewMessage {
                                 tel: r.tel,
                                 number,
                                 text,
                                 duplicate_of: r.duplicate_of,
+                                detail,
                             }
                         })
                         .collect()
@@ -287,7 +308,19 @@ impl Pipeline {
             taken = self.volume.take(&account.name, sendable.len(), now);
             for &i in &sendable[taken..] {
                 messages[i].number = Err(Code::OVERFLOW);
+                messages[i].detail = Some(format!(
+                    "over the account's sending limit (max_per_minute {}, max_per_day {})",
+                    account
+                        .config
+                        .max_per_minute
+                        .map_or("none".into(), |n| n.to_string()),
+                    account
+                        .config
+                        .max_per_day
+                        .map_or("none".into(), |n| n.to_string())
+                ));
             }
+            log_refusals(&account.name, request.email_id.as_deref(), messages);
         }
         let email_id = request.email_id.clone();
         let new = NewRequest {
@@ -332,6 +365,21 @@ impl Pipeline {
                 Verdict::Unavailable("cannot store the request now, try again later".to_string())
             }
         }
+    }
+}
+
+/// Logs the rule refusals of a request: one line per distinct reason, with
+/// how many recipients it refused (a 100 000-line mobiles.csv must not log
+/// 100 000 lines).
+fn log_refusals(account: &str, email_id: Option<&str>, messages: &[NewMessage]) {
+    let mut reasons: std::collections::BTreeMap<(u16, &str), usize> = Default::default();
+    for m in messages {
+        if let (Err(code), Some(detail)) = (&m.number, &m.detail) {
+            *reasons.entry((code.0, detail.as_str())).or_default() += 1;
+        }
+    }
+    for ((code, detail), count) in reasons {
+        tracing::info!(account, email_id, code, count, %detail, "recipients refused");
     }
 }
 

@@ -110,6 +110,7 @@ fn request(numbers: &[&str]) -> NewRequest {
                     number: Ok(n.to_string()),
                     text: "t".into(),
                     duplicate_of: None,
+                    detail: None,
                 })
                 .collect(),
         ),

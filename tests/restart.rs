@@ -41,6 +41,7 @@ fn request(email_id: &str) -> NewRequest {
                     number: Ok((*e164).into()),
                     text: format!("restart {email_id}"),
                     duplicate_of: None,
+                    detail: None,
                 })
                 .collect(),
         ),

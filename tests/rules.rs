@@ -62,6 +62,47 @@ fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// A job row as the store keeps it.
+#[derive(Debug)]
+struct JobRow {
+    tel: String,
+    status: String,
+    code: Option<i64>,
+    detail: Option<String>,
+    next_attempt_at: i64,
+    held_until: Option<i64>,
+    attempts: i64,
+}
+
+/// The jobs table, read directly from the daemon's database.
+async fn jobs(app: &TestApp) -> Vec<JobRow> {
+    use sqlx::Row;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&app.config.store.path)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT tel, status, code, detail, next_attempt_at, held_until, attempts FROM jobs ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let out = rows
+        .iter()
+        .map(|r| JobRow {
+            tel: r.get("tel"),
+            status: r.get("status"),
+            code: r.get("code"),
+            detail: r.get("detail"),
+            next_attempt_at: r.get("next_attempt_at"),
+            held_until: r.get("held_until"),
+            attempts: r.get("attempts"),
+        })
+        .collect();
+    pool.close().await;
+    out
+}
+
 #[tokio::test]
 async fn sender_ids_are_checked_and_the_default_applies() {
     let app = spawn(|c| {
@@ -124,6 +165,22 @@ async fn sender_ids_are_checked_and_the_default_applies() {
     );
     assert_eq!(etats(not_of("s4")), [(33, "0601020308".to_string())]);
     assert_eq!(app.outbox().len(), 2);
+    // The store and the log say exactly why.
+    let rows = jobs(&app).await;
+    let detail = |tel: &str| {
+        rows.iter()
+            .find(|r| r.tel == tel)
+            .and_then(|r| r.detail.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        detail("0601020306").contains("`Other` is not one of the account's sender ids"),
+        "{rows:?}"
+    );
+    assert!(
+        detail("0601020308").contains("cannot be only digits"),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]
@@ -242,6 +299,23 @@ async fn too_many_segments_are_refused_never_cut() {
     let lines = app.outbox();
     assert_eq!(lines.len(), 1);
     assert_eq!(text_for(&lines, "+33601020304"), two);
+    let rows = jobs(&app).await;
+    let g2 = rows.iter().find(|r| r.tel == "0601020305").unwrap();
+    assert_eq!((g2.status.as_str(), g2.code), ("failed", Some(999)));
+    assert_eq!(
+        g2.detail.as_deref(),
+        Some(
+            "text too long: 3 segments (GSM-7, 307 septets), limit 2 (max_segments 2); not sent, never cut"
+        )
+    );
+    let g3 = rows.iter().find(|r| r.tel == "0601020306").unwrap();
+    assert!(
+        g3.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("limit 1 (<smslong> 1)"),
+        "{g3:?}"
+    );
 }
 
 #[tokio::test]
@@ -299,6 +373,15 @@ async fn quiet_hours_defer_commercial_sms_across_a_restart() {
     send(&app, &body(&["0601020304"], "Promo", "q2", "")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(app.outbox().is_empty(), "nothing sent on Saturday night");
+    // Deferred to Monday 08:00 Paris (07:00 UTC), not counted as a try, and
+    // its age counted from then.
+    let rows = jobs(&app).await;
+    let monday = at("2025-01-06T07:00:00Z").as_millisecond();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].next_attempt_at, monday);
+    assert_eq!(rows[0].held_until, Some(monday));
+    // Each claim while it waits is given back (it may be mid-claim now).
+    assert!(rows[0].attempts <= 1, "{rows:?}");
     // Still waiting on Sunday, and after a restart.
     clock.set(at(SUNDAY));
     let app = app.restart().await;
@@ -405,4 +488,53 @@ async fn credits_are_debited_per_segment_and_an_empty_balance_is_code_12() {
     );
     assert_eq!(store.credit_balance("masociete").await.unwrap(), Some(0));
     assert_eq!(app.outbox().len(), 2);
+}
+
+#[tokio::test]
+async fn credits_of_an_sms_the_provider_did_not_take_are_given_back() {
+    use common::http_mock::{MockResponse, MockServer};
+    let down = MockServer::start(|_| MockResponse::status(503)).await;
+    let table = format!(
+        "type = \"smsmode\"\nurl = \"{}\"\naccess_token = \"t\"\ntimeout_ms = 2000\n",
+        down.url("/http/1.6/")
+    );
+    let provider: mail2sms::providers::ProviderConfig = toml::from_str(&table).unwrap();
+    let app = spawn(move |c| {
+        c.providers.insert("mode".into(), provider);
+        c.dispatch.max_attempts = 2;
+        let a = account(c);
+        a.providers = vec!["mode".into()];
+        a.credits = true;
+    })
+    .await;
+    let store = app.running.as_ref().unwrap().store.clone();
+    store.add_credits("masociete", 10).await.unwrap();
+    send(&app, &body(&["0601020304"], &"x".repeat(200), "r1", "")).await;
+    let not = app.wait_reply_to("not@masociete.com").await;
+    assert_eq!(etats(&not), [(999, "0601020304".to_string())]);
+    assert_eq!(
+        down.requests().len(),
+        2,
+        "two tries, each debited and given back"
+    );
+    assert_eq!(store.credit_balance("masociete").await.unwrap(), Some(10));
+}
+
+#[tokio::test]
+async fn the_daily_limit_survives_a_restart() {
+    let app = spawn(|c| {
+        c.clock = Clock::manual(at(WEEKDAY));
+        account(c).max_per_day = Some(2);
+    })
+    .await;
+    send(&app, &body(&["0601020301", "0601020302"], "x", "d1", "")).await;
+    app.wait_outbox(2).await;
+    let app = app.restart().await;
+    send(&app, &body(&["0601020303"], "x", "d2", "")).await;
+    let replies = app.wait_replies(4).await;
+    let d2 = replies
+        .iter()
+        .find(|r| r.to == "not@masociete.com" && r.text().contains("<emailId>d2<"))
+        .unwrap();
+    assert_eq!(etats(d2), [(29, "0601020303".to_string())]);
 }

@@ -368,6 +368,7 @@ fn message(number: &str) -> NewMessage {
         number: Ok(number.to_string()),
         text: "hello".into(),
         duplicate_of: None,
+        detail: None,
     }
 }
 

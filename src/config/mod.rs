@@ -268,7 +268,8 @@ impl Config {
             if account.keyid.trim().is_empty() {
                 return Err(invalid(key("keyid"), "must not be empty"));
             }
-            if !keyids.insert(account.keyid.as_str()) {
+            // The pipeline trims the <keyid> it reads: so must uniqueness.
+            if !keyids.insert(account.keyid.trim()) {
                 return Err(invalid(key("keyid"), "another account has the same keyid"));
             }
             if account.senders.is_empty() {

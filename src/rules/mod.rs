@@ -26,6 +26,26 @@ pub fn sender_allowed(allowed: &[String], address: &str) -> bool {
     })
 }
 
+/// A recipient refused by a rule: the code etatNot reports and why, in
+/// words, for the store and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The annex code.
+    pub code: Code,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal with its code and reason.
+    pub fn new(code: Code, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Checks a sender id against spec §4: 4 to 11 ASCII letters and digits,
 /// not only digits. The error says what is wrong.
 pub fn check_sender_id(id: &str) -> Result<(), &'static str> {
@@ -45,14 +65,27 @@ pub fn check_sender_id(id: &str) -> Result<(), &'static str> {
 /// The sender id an email's SMS go out with: its `<emetteur>` if valid and
 /// allowed (else code 33), or the account's `default_sender_id`. An empty
 /// `<emetteur>` counts as absent.
-pub fn sender_id(account: &AccountConfig, emetteur: Option<&str>) -> Result<Option<String>, Code> {
+pub fn sender_id(
+    account: &AccountConfig,
+    emetteur: Option<&str>,
+) -> Result<Option<String>, Refusal> {
     match emetteur.map(str::trim).filter(|e| !e.is_empty()) {
         None => Ok(account.default_sender_id.clone()),
         Some(id) => {
-            if check_sender_id(id).is_err()
-                || (!account.sender_ids.is_empty() && !account.sender_ids.iter().any(|s| s == id))
+            if let Err(reason) = check_sender_id(id) {
+                Err(Refusal::new(
+                    Code::SENDER_NOT_ALLOWED,
+                    format!("<emetteur> `{id}`: {reason}"),
+                ))
+            } else if !account.sender_ids.is_empty() && !account.sender_ids.iter().any(|s| s == id)
             {
-                Err(Code::SENDER_NOT_ALLOWED)
+                Err(Refusal::new(
+                    Code::SENDER_NOT_ALLOWED,
+                    format!(
+                        "<emetteur> `{id}` is not one of the account's sender ids ({})",
+                        account.sender_ids.join(", ")
+                    ),
+                ))
             } else {
                 Ok(Some(id.to_string()))
             }
@@ -88,7 +121,7 @@ pub fn prepare_text(
     account: &AccountConfig,
     text: &str,
     options: TextOptions,
-) -> Result<String, Code> {
+) -> Result<String, Refusal> {
     let mut text = match account.unicode {
         UnicodeMode::Auto => text.to_string(),
         UnicodeMode::Transliterate => gsm::transliterate(text),
@@ -113,8 +146,23 @@ pub fn prepare_text(
     let cap = options
         .smslong
         .map_or(account.max_segments, |n| n.min(account.max_segments));
-    if gsm::segments(&text).count > cap {
-        return Err(Code::INTERNAL);
+    let segments = gsm::segments(&text);
+    if segments.count > cap {
+        let (encoding, unit) = match segments.encoding {
+            gsm::Encoding::Gsm7 => ("GSM-7", "septets"),
+            gsm::Encoding::Ucs2 => ("UCS-2", "UTF-16 units"),
+        };
+        let limit = match options.smslong {
+            Some(n) if n < account.max_segments => format!("<smslong> {n}"),
+            _ => format!("max_segments {}", account.max_segments),
+        };
+        return Err(Refusal::new(
+            Code::INTERNAL,
+            format!(
+                "text too long: {} segments ({encoding}, {} {unit}), limit {cap} ({limit}); not sent, never cut",
+                segments.count, segments.units
+            ),
+        ));
     }
     Ok(text)
 }
@@ -168,17 +216,21 @@ mod tests {
         let mut a = account();
         assert_eq!(sender_id(&a, None), Ok(None));
         assert_eq!(sender_id(&a, Some("Other1")), Ok(Some("Other1".into())));
-        assert_eq!(sender_id(&a, Some("12345")), Err(Code::SENDER_NOT_ALLOWED));
         assert_eq!(
-            sender_id(&a, Some("Way too long id")),
-            Err(Code::SENDER_NOT_ALLOWED)
+            sender_id(&a, Some("12345")).unwrap_err().code,
+            Code::SENDER_NOT_ALLOWED
         );
+        let e = sender_id(&a, Some("Way too long id")).unwrap_err();
+        assert_eq!(e.code, Code::SENDER_NOT_ALLOWED);
+        assert!(e.detail.contains("4 to 11"), "{e:?}");
         a.default_sender_id = Some("MaSociete".into());
         a.sender_ids = vec!["MaSociete".into(), "MaSoc".into()];
         assert_eq!(sender_id(&a, None), Ok(Some("MaSociete".into())));
         assert_eq!(sender_id(&a, Some("  ")), Ok(Some("MaSociete".into())));
         assert_eq!(sender_id(&a, Some("MaSoc")), Ok(Some("MaSoc".into())));
-        assert_eq!(sender_id(&a, Some("Other1")), Err(Code::SENDER_NOT_ALLOWED));
+        let e = sender_id(&a, Some("Other1")).unwrap_err();
+        assert_eq!(e.code, Code::SENDER_NOT_ALLOWED);
+        assert!(e.detail.contains("MaSociete, MaSoc"), "{e:?}");
     }
 
     #[test]
@@ -234,7 +286,7 @@ mod tests {
         let sent = prepare_text(&a, &text, opts(true, false, Some(1))).unwrap();
         assert_eq!(sent.chars().count(), 159);
         assert_eq!(
-            prepare_text(&a, &"x".repeat(143), opts(true, false, Some(1))),
+            prepare_text(&a, &"x".repeat(143), opts(true, false, Some(1))).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
     }
@@ -247,15 +299,15 @@ mod tests {
         let three = "x".repeat(307);
         assert!(prepare_text(&a, &two, TextOptions::default()).is_ok());
         assert_eq!(
-            prepare_text(&a, &three, TextOptions::default()),
+            prepare_text(&a, &three, TextOptions::default()).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
         assert_eq!(
-            prepare_text(&a, &two, opts(false, false, Some(1))),
+            prepare_text(&a, &two, opts(false, false, Some(1))).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
         assert_eq!(
-            prepare_text(&a, &three, opts(false, false, Some(5))),
+            prepare_text(&a, &three, opts(false, false, Some(5))).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
         // UCS-2 counts 70/67.
@@ -263,7 +315,7 @@ mod tests {
         assert!(prepare_text(&a, &"é".repeat(160), TextOptions::default()).is_ok());
         assert!(prepare_text(&a, &"ê".repeat(70), TextOptions::default()).is_ok());
         assert_eq!(
-            prepare_text(&a, &"ê".repeat(71), TextOptions::default()),
+            prepare_text(&a, &"ê".repeat(71), TextOptions::default()).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
     }
@@ -280,7 +332,7 @@ mod tests {
         // In auto mode the same text is UCS-2 and needs 3 segments.
         a.unicode = UnicodeMode::Auto;
         assert_eq!(
-            prepare_text(&a, &text, TextOptions::default()),
+            prepare_text(&a, &text, TextOptions::default()).map_err(|e| e.code),
             Err(Code::INTERNAL)
         );
     }

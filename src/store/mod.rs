@@ -98,6 +98,10 @@ pub struct NewMessage {
     /// The same number given earlier in the request (its 0-based position):
     /// no SMS of its own, reported with that one's outcome.
     pub duplicate_of: Option<usize>,
+    /// Why `number` refuses this recipient, in words (kept as the job's
+    /// `detail`; etatNot shows the code's annex message). `None`: the
+    /// code's message.
+    pub detail: Option<String>,
 }
 
 /// What [`Store::accept`] did.

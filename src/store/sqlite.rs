@@ -653,7 +653,12 @@ async fn accept_all(
             let (number, status, code, detail) = match (&m.number, m.duplicate_of) {
                 (Ok(_), Some(_)) => (None, "duplicate", None, None),
                 (Ok(n), None) => (Some(n.as_str()), "queued", None, None),
-                (Err(c), _) => (None, "failed", Some(i64::from(c.0)), Some(c.message())),
+                (Err(c), _) => (
+                    None,
+                    "failed",
+                    Some(i64::from(c.0)),
+                    Some(m.detail.as_deref().unwrap_or(c.message())),
+                ),
             };
             row.push_bind(request_id)
                 .push_bind(position as i64 + 1)
@@ -1330,6 +1335,7 @@ mod tests {
                         number: Ok(n.to_string()),
                         text: "t".into(),
                         duplicate_of: None,
+                        detail: None,
                     })
                     .collect(),
             ),
