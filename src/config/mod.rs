@@ -336,6 +336,20 @@ impl Config {
                     "commercial accounts need the STOP mention, e.g. \"STOP SMS au 36111\"",
                 ));
             }
+            if let Some(stop) = account.stop_text.as_deref().filter(|_| account.commercial) {
+                if account.unicode == UnicodeMode::Auto && !crate::gsm::is_gsm7(stop) {
+                    return Err(invalid(
+                        key("stop_text"),
+                        "has characters outside GSM-7 (curly quotes, accents like ê): every commercial SMS would go in UCS-2, 70 characters a segment; write it in GSM-7 or set unicode = \"transliterate\"",
+                    ));
+                }
+                if crate::gsm::segments(&format!("x {stop}")).count > account.max_segments {
+                    return Err(invalid(
+                        key("stop_text"),
+                        "leaves no room for the message within max_segments",
+                    ));
+                }
+            }
             if let Some(countries) = &account.countries {
                 if countries.is_empty() {
                     return Err(invalid(
@@ -632,6 +646,13 @@ mod tests {
             ),
             (
                 with("", &format!("{ACCOUNT}\ncommercial = true")),
+                "accounts.acme.stop_text",
+            ),
+            (
+                with(
+                    "",
+                    &format!("{ACCOUNT}\ncommercial = true\nstop_text = \"STOP au 36111 ’\""),
+                ),
                 "accounts.acme.stop_text",
             ),
             (
