@@ -349,17 +349,18 @@ async fn an_auth_fault_makes_the_provider_unusable_without_showing_the_password(
     let results = provider
         .send(&[sms(1, "+41791234567", "un"), sms(2, "+41791234568", "deux")])
         .await;
-    for r in &results {
+    let said = "NetOxygen fault 801: Authentication failed for user33 / ***";
+    for (r, expected) in results.iter().zip([
+        said.to_string(),
+        format!("not sent: an earlier request of the batch failed: {said}"),
+    ]) {
         assert_eq!(
             kind_code(r),
             (FailureKind::ProviderUnusable, Code::BAD_CREDENTIALS)
         );
         let detail = &r.as_ref().unwrap_err().detail;
         assert!(!detail.contains("wrong-Pa55"), "{detail}");
-        assert_eq!(
-            detail,
-            "NetOxygen fault 801: Authentication failed for user33 / ***"
-        );
+        assert_eq!(detail, &expected);
     }
     assert_eq!(server.requests().len(), 1);
     // check() says the same.
@@ -393,6 +394,126 @@ async fn credit_and_other_faults_are_mapped() {
         r[0].as_ref().unwrap_err().detail,
         "NetOxygen fault -32602: Wrong parameter count"
     );
+}
+
+#[tokio::test]
+async fn a_refused_sender_is_not_a_credentials_problem() {
+    // "not authorized" is about the sender here, not about our login: the
+    // SMS fails with 33 and the other calls of the batch still go.
+    let server = MockServer::start(|req| {
+        let call = call(req);
+        match call.base64_text(3).as_str() {
+            "en" => fault(4, "Sender not authorized for this account"),
+            "fr" => fault(4, "Expéditeur non autorisé"),
+            "autre" => fault(4, "Operation not authorized"),
+            _ => gateway(req),
+        }
+    })
+    .await;
+    let batch = [
+        sms(1, "+41791234567", "en"),
+        sms(2, "+41791234568", "fr"),
+        sms(3, "+41791234569", "autre"),
+        sms(4, "+41791234570", "ok"),
+    ];
+    let results = provider(&server).send(&batch).await;
+    assert_eq!(
+        kind_code(&results[0]),
+        (FailureKind::Permanent, Code::SENDER_NOT_ALLOWED)
+    );
+    assert_eq!(
+        kind_code(&results[1]),
+        (FailureKind::Permanent, Code::SENDER_NOT_ALLOWED)
+    );
+    assert_eq!(
+        kind_code(&results[2]),
+        (FailureKind::Permanent, Code::INTERNAL)
+    );
+    assert_eq!(results[3], Ok("id-41791234570".into()));
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_failing_call_stops_the_batch() {
+    // Three texts: three calls if all went well.
+    let batch = [
+        sms(1, "+41791234567", "un"),
+        sms(2, "+41791234568", "deux"),
+        sms(3, "+41791234569", "trois"),
+    ];
+    let failures = [
+        MockResponse::status(503),
+        MockResponse::status(408),
+        MockResponse::ok("text/html", "<html>Maintenance</html>"),
+        response(&array(&[entry("41791234567", false, "<int>2</int>")])),
+        fault(3, "Not enough credits"),
+    ];
+    for failure in failures {
+        let answer = failure.clone();
+        let server = MockServer::start(move |_| answer.clone()).await;
+        let results = provider(&server).send(&batch).await;
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{} {:?}",
+            failure.status,
+            String::from_utf8_lossy(&failure.body)
+        );
+        let first = results[0].as_ref().unwrap_err();
+        assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
+        for later in &results[1..] {
+            let e = later.as_ref().unwrap_err();
+            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!(
+                e.detail,
+                format!(
+                    "not sent: an earlier request of the batch failed: {}",
+                    first.detail
+                )
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_password_is_masked_in_every_escaped_form() {
+    let password = "a\"b<c&d é";
+    // As given, as our XML-RPC writer escapes it (quotes left alone), and
+    // with quotes escaped too.
+    let forms = [
+        password.to_string(),
+        "a\"b&lt;c&amp;d é".to_string(),
+        "a&quot;b&lt;c&amp;d é".to_string(),
+    ];
+    let echoed = forms.clone();
+    let server = MockServer::start(move |req| {
+        let call = call(req);
+        assert_eq!(call.string(1), "a\"b<c&d é");
+        let mut page = MockResponse::status(500);
+        page.body = format!("bad request: [{}]", echoed.join("] [")).into_bytes();
+        page
+    })
+    .await;
+    let mut c = config(&server.url("/api2/"));
+    c.password = password.into();
+    let provider = Netoxygen::new(&c).unwrap();
+    let results = provider
+        .send(&[sms(1, "+41791234567", "un"), sms(2, "+41791234568", "deux")])
+        .await;
+    for r in &results {
+        let detail = &r.as_ref().unwrap_err().detail;
+        for form in &forms {
+            assert!(!detail.contains(form.as_str()), "{form} in {detail}");
+        }
+        assert!(
+            detail.contains("bad request: [***] [***] [***]"),
+            "{detail}"
+        );
+    }
+    let e = provider.check().await.unwrap_err();
+    for form in &forms {
+        assert!(!e.detail.contains(form.as_str()), "{form} in {e:?}");
+    }
 }
 
 /// A body in ISO-8859-1: é is the single byte 0xE9.

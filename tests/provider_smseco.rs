@@ -475,6 +475,137 @@ async fn an_unusable_account_stops_the_rest_of_the_batch() {
 }
 
 #[tokio::test]
+async fn a_failing_request_stops_the_batch() {
+    // Three senders: three requests if all went well.
+    let batch: Vec<OutgoingSms> = ["Un", "Deux", "Trois"]
+        .iter()
+        .enumerate()
+        .map(|(i, sender)| {
+            let mut s = sms(i as i64, &format!("+3360102030{i}"), sender);
+            s.sender_id = Some((*sender).into());
+            s
+        })
+        .collect();
+    let failures = [
+        MockResponse::status(503),
+        MockResponse::status(429),
+        MockResponse::ok("text/html", "<html>Maintenance</html>"),
+        MockResponse::ok("text/xml", error_xml(-4, "Echec de l'Authentification")),
+    ];
+    for failure in failures {
+        let answer = failure.clone();
+        let server = MockServer::start(move |_| answer.clone()).await;
+        let results = provider(&server).send(&batch).await;
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{} {:?}",
+            failure.status,
+            String::from_utf8_lossy(&failure.body)
+        );
+        let first = results[0].as_ref().unwrap_err();
+        assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
+        for later in &results[1..] {
+            let e = later.as_ref().unwrap_err();
+            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!(
+                e.detail,
+                format!(
+                    "not sent: an earlier request of the batch failed: {}",
+                    first.detail
+                )
+            );
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` of a value, written independently
+/// of the adapter: unreserved bytes as they are, space as `+`, the rest
+/// `%XX`.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_password_is_masked_in_every_encoding() {
+    let password = "a\"b<c&d é";
+    let xml = password
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;");
+    let json = serde_json::to_string(password).unwrap();
+    let json = json.trim_matches('"').to_string();
+    let forms = vec![
+        password.to_string(),
+        xml.clone(),
+        json.clone(),
+        percent_encode(password),
+        percent_encode(&xml),
+        percent_encode(&json),
+        percent_encode(password).replace('+', "%20").to_lowercase(),
+    ];
+    for format in [SmsecoFormat::Xml, SmsecoFormat::Json] {
+        // An error page quoting what it was sent, in every form.
+        let echoed = forms.clone();
+        let server = MockServer::start(move |req| {
+            let p = parse_send(req);
+            assert_eq!(p.password, "a\"b<c&d é");
+            let mut page = MockResponse::status(500);
+            page.body = format!("bad request: [{}]", echoed.join("] [")).into_bytes();
+            page
+        })
+        .await;
+        let mut c = config(&server.base);
+        c.password = password.into();
+        c.format = format;
+        let p = Smseco::new(&c).unwrap();
+        let results = p
+            .send(&[sms(1, "+33601020304", "A"), {
+                let mut s = sms(2, "+33601020305", "B");
+                s.sender_id = Some("Autre".into());
+                s
+            }])
+            .await;
+        for r in &results {
+            let detail = &r.as_ref().unwrap_err().detail;
+            for form in &forms {
+                assert!(!detail.contains(form.as_str()), "{form} in {detail}");
+            }
+            assert!(
+                detail.contains("bad request: [***] [***] [***]"),
+                "{detail}"
+            );
+        }
+        // The page echoing the request's body as it came.
+        let server = MockServer::start(|req| {
+            let mut page = MockResponse::status(400);
+            page.body = format!("cannot read {}", req.body_text()).into_bytes();
+            page
+        })
+        .await;
+        c.url = format!("{}/api/", server.base);
+        let results = Smseco::new(&c)
+            .unwrap()
+            .send(&[sms(1, "+33601020304", "A")])
+            .await;
+        let detail = &results[0].as_ref().unwrap_err().detail;
+        assert!(detail.contains("***"), "{detail}");
+        for form in &forms {
+            assert!(!detail.contains(form.as_str()), "{form} in {detail}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_refused_sender_does_not_stop_other_senders() {
     let server = MockServer::start(|req| {
         let p = parse_send(req);

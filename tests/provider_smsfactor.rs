@@ -493,6 +493,174 @@ async fn a_refused_recipient_list_is_split_until_the_bad_numbers_stand_alone() {
 }
 
 #[tokio::test]
+async fn many_refused_numbers_cost_a_bounded_number_of_requests() {
+    // Every list is refused: halving down to single numbers would take
+    // 511 requests for 256 numbers.
+    let mock =
+        MockServer::start(|_| response(-5, "Liste des destinataires incorrecte", "", "100")).await;
+    let batch: Vec<OutgoingSms> = (0..256)
+        .map(|i| sms(i, &format!("+336100{i:05}"), "promo"))
+        .collect();
+    let results = adapter(&mock).send(&batch).await;
+    let requests = mock.requests().len();
+    assert!(requests <= 40, "{requests} requests");
+    for r in &results {
+        assert_eq!(error(r), (FailureKind::Permanent, Code::BAD_NUMBER));
+    }
+    // Some numbers were isolated, the rest were refused together, and say
+    // so.
+    let together = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap_err().detail.contains("refused together"))
+        .count();
+    assert!(together > 0 && together < 256, "{together}");
+    // Every number was in some request, none twice in one.
+    for req in mock.requests() {
+        let parsed = parse_send(&req).expect("valid");
+        let numbers: HashSet<&str> = parsed.gsm.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(numbers.len(), parsed.gsm.len());
+    }
+}
+
+#[tokio::test]
+async fn a_number_is_never_twice_in_one_request() {
+    let mock = MockServer::start(smsfactor(&[])).await;
+    let batch = [
+        sms(1, "+33601020304", "promo"),
+        sms(2, "+33601020305", "promo"),
+        sms(3, "+33601020304", "promo"),
+        sms(4, "+33601020304", "promo"),
+        sms(5, "+33601020304", "autre"),
+    ];
+    let results = adapter(&mock).send(&batch).await;
+    assert_eq!(
+        results,
+        vec![
+            Ok("T1".into()),
+            Ok("T1".into()),
+            Ok("T2".into()),
+            Ok("T3".into()),
+            Ok("T4".into()),
+        ]
+    );
+    let requests: Vec<SmsRequest> = mock
+        .requests()
+        .iter()
+        .map(|r| parse_send(r).expect("valid"))
+        .collect();
+    let summary: Vec<(&str, Vec<&str>)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.text.as_str(),
+                r.gsm.iter().map(|(id, _)| id.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            // A repeated number goes in a later request, in the order its
+            // SMS came.
+            ("promo", vec!["0a1b2c3d-1", "0a1b2c3d-2"]),
+            ("promo", vec!["0a1b2c3d-3"]),
+            ("promo", vec!["0a1b2c3d-4"]),
+            ("autre", vec!["0a1b2c3d-5"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_request_stops_the_batch() {
+    let batch = [
+        sms(1, "+33601020304", "texte A"),
+        sms(2, "+33601020305", "texte B"),
+        sms(3, "+33601020306", "texte C"),
+    ];
+    let failures = [
+        MockResponse::status(503),
+        MockResponse::status(408),
+        MockResponse::ok("text/html", "<html>Maintenance</html>"),
+        response(-1, "Login ou mot de passe incorrect", "", ""),
+        response(-3, "Crédits insuffisants", "", "0"),
+    ];
+    for failure in failures {
+        let answer = failure.clone();
+        let mock = MockServer::start(move |_| answer.clone()).await;
+        let results = adapter(&mock).send(&batch).await;
+        assert_eq!(
+            mock.requests().len(),
+            1,
+            "{} {:?}",
+            failure.status,
+            String::from_utf8_lossy(&failure.body)
+        );
+        let first = results[0].as_ref().unwrap_err();
+        assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
+        for later in &results[1..] {
+            let e = later.as_ref().unwrap_err();
+            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!(
+                e.detail,
+                format!(
+                    "not sent: an earlier request of the batch failed: {}",
+                    first.detail
+                )
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_while_splitting_stops_the_batch() {
+    // The first list is refused (-5), its first half meets a 503: neither
+    // the second half nor the other text is sent.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let mock = MockServer::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => response(-5, "Liste des destinataires incorrecte", "", "100"),
+        _ => MockResponse::status(503),
+    })
+    .await;
+    let batch = [
+        sms(1, "+33601020304", "texte A"),
+        sms(2, "+33601020305", "texte A"),
+        sms(3, "+33601020306", "texte B"),
+    ];
+    let results = adapter(&mock).send(&batch).await;
+    assert_eq!(mock.requests().len(), 2);
+    for r in &results {
+        assert_eq!(error(r), (FailureKind::Transient, Code::INTERNAL));
+    }
+    assert!(
+        results[1]
+            .as_ref()
+            .unwrap_err()
+            .detail
+            .starts_with("not sent: ")
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_does_not_stop_the_batch() {
+    let mock = MockServer::start(|req| match parse_send(req) {
+        Ok(sms) if sms.text == "texte B" => response(-4, "Date incorrecte", "", "9"),
+        _ => response(1, "OK", "T", "9"),
+    })
+    .await;
+    let batch = [
+        sms(1, "+33601020304", "texte A"),
+        sms(2, "+33601020305", "texte B"),
+        sms(3, "+33601020306", "texte C"),
+    ];
+    let results = adapter(&mock).send(&batch).await;
+    assert_eq!(results[0], Ok("T".into()));
+    assert_eq!(error(&results[1]), (FailureKind::Permanent, Code::INTERNAL));
+    assert_eq!(results[2], Ok("T".into()));
+    assert_eq!(mock.requests().len(), 3);
+}
+
+#[tokio::test]
 async fn a_single_refused_number_gets_7_without_retry() {
     let mock = MockServer::start(smsfactor(&["33600000001"])).await;
     let results = adapter(&mock).send(&[sms(1, "+33600000001", "x")]).await;

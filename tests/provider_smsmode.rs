@@ -579,9 +579,11 @@ async fn scheduled_sms_carry_date_envoi_in_french_time() {
 #[tokio::test]
 async fn every_documented_send_code_is_mapped() {
     let rows = [
+        // Not called temporary by the document, and the request may have
+        // been taken: the next provider, not a retry here.
         (
             "31 | Erreur interne",
-            FailureKind::Transient,
+            FailureKind::ProviderUnusable,
             Code::INTERNAL,
         ),
         (
@@ -647,6 +649,156 @@ async fn unusable_provider_stops_the_batch() {
         1,
         "no request after the first refusal"
     );
+}
+
+#[tokio::test]
+async fn an_acceptance_is_never_retried_whatever_its_id_looks_like() {
+    // Code 0 is an acceptance: reading any of these as unreadable (and so
+    // transient, retried) would send the SMS twice.
+    for (text, id) in [
+        ("0 | Accepté | abc def", "abc def"),
+        (
+            "0 | Accepté | Vz4lHUWycCKb | extra | fields",
+            "Vz4lHUWycCKb",
+        ),
+        ("0 | Accepté", ""),
+        ("0|Accepté|  id7  ", "id7"),
+    ] {
+        let server = mock(move |_| Some(answer(text))).await;
+        let batch = [
+            sms("r1", "+33601020304", "Hello", None),
+            sms("r2", "+33601020305", "Hello", None),
+        ];
+        let results = provider(&server).send(&batch).await;
+        assert_eq!(results, [ok(id), ok(id)], "{text:?}");
+        assert_eq!(server.requests().len(), 1, "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_request_stops_the_batch() {
+    // Three Unicode texts: three sendSMS.do requests if all went well.
+    let batch = [
+        sms("r1", "+33601020304", "ça va ?", None),
+        sms("r2", "+33601020305", "ça ira", None),
+        sms("r3", "+33601020306", "ça roule", None),
+    ];
+    let everything_fails = [
+        MockResponse::status(503),
+        MockResponse::status(429),
+        answer("50 | Temporairement inaccessible"),
+        MockResponse::ok("text/html", "<html>Maintenance</html>"),
+        answer("31 | Erreur interne"),
+        MockResponse::status(401),
+    ];
+    for response in everything_fails {
+        let body = response.clone();
+        let server = mock(move |_| Some(body.clone())).await;
+        let results = provider(&server).send(&batch).await;
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "HTTP {} {:?}: one request only",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
+        let first = results[0].as_ref().unwrap_err();
+        assert!(first.kind != FailureKind::Permanent, "{first:?}");
+        for later in &results[1..] {
+            let e = later.as_ref().unwrap_err();
+            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!(
+                e.detail,
+                format!(
+                    "not sent: an earlier request of the batch failed: {}",
+                    first.detail
+                )
+            );
+        }
+    }
+    // A timeout stops it too.
+    let server = mock(|_| Some(answer("0 | Accepté | late").delayed(Duration::from_secs(3)))).await;
+    let provider = Smsmode::new(&config_for(&server.url(BASE), TOKEN, 200)).unwrap();
+    let results = provider.send(&batch).await;
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(
+        kinds(&results),
+        [(FailureKind::Transient, Code::INTERNAL); 3]
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_does_not_stop_the_batch() {
+    let server = mock(|call| {
+        (call.message() == "ça ira").then(|| answer("35 | Paramètre obligatoire manquant"))
+    })
+    .await;
+    let batch = [
+        sms("r1", "+33601020304", "ça va ?", None),
+        sms("r2", "+33601020305", "ça ira", None),
+        sms("r3", "+33601020306", "ça roule", None),
+    ];
+    let results = provider(&server).send(&batch).await;
+    assert_eq!(results[0], ok("ID1"));
+    assert_eq!(
+        kinds(&results[1..2]),
+        [(FailureKind::Permanent, Code::INTERNAL)]
+    );
+    assert_eq!(results[2], ok("ID2"));
+    assert_eq!(server.requests().len(), 3);
+}
+
+/// A server answering every request with `301 Moved Permanently` and a
+/// `Location` on itself (so a followed redirect would show as a second
+/// request); returns its base URL, the request count, and its task.
+async fn redirecting_server() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let location = format!("{base}/moved/http/1.6/sendSMS.do?accessToken={TOKEN}");
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            axum::http::Response::builder()
+                .status(301)
+                .header("location", location)
+                .header("content-type", "text/html")
+                .body(axum::body::Body::from("<html>Moved</html>"))
+                .unwrap()
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, count, task)
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_names_its_target() {
+    let (base, count, task) = redirecting_server().await;
+    let provider = Smsmode::new(&config_for(&format!("{base}{BASE}"), TOKEN, 5_000)).unwrap();
+    let results = provider
+        .send(&[
+            sms("r1", "+33601020304", "ça va ?", None),
+            sms("r2", "+33601020305", "ça ira", None),
+        ])
+        .await;
+    assert_eq!(
+        kinds(&results),
+        [(FailureKind::ProviderUnusable, Code::INTERNAL); 2]
+    );
+    let detail = &results[0].as_ref().unwrap_err().detail;
+    assert!(detail.starts_with("HTTP 301"), "{detail}");
+    assert!(
+        detail.contains(&format!("{base}/moved/http/1.6/sendSMS.do")),
+        "{detail}"
+    );
+    assert!(!detail.contains(TOKEN), "{detail}");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "one request, not followed");
+    task.abort();
 }
 
 #[tokio::test]

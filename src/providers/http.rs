@@ -42,9 +42,23 @@ pub struct Client {
     inner: reqwest::Client,
     /// Waited on before each request, when the provider has a `rate_limit`.
     limiter: Option<std::sync::Arc<governor::DefaultDirectRateLimiter>>,
+    /// The provider's credentials in every form they are sent in, longest
+    /// first: masked in an error page's text before it is cut into an
+    /// error detail (a cut could leave part of a secret unrecognisable).
+    secrets: std::sync::Arc<Vec<String>>,
 }
 
 impl Client {
+    /// The same client, masking these forms of the provider's credentials
+    /// in the error pages it quotes.
+    pub fn with_secrets(mut self, forms: impl IntoIterator<Item = String>) -> Client {
+        let mut forms: Vec<String> = forms.into_iter().filter(|f| !f.is_empty()).collect();
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        self.secrets = std::sync::Arc::new(forms);
+        self
+    }
+
     /// Waits for the rate limit, if any, then hands out the pool.
     async fn ready(&self) -> &reqwest::Client {
         if let Some(limiter) = &self.limiter {
@@ -66,6 +80,7 @@ pub fn client(timeout_ms: u64, rate_limit: Option<std::num::NonZeroU32>) -> Resu
     Ok(Client {
         inner: reqwest_client(timeout_ms)?,
         limiter,
+        secrets: Default::default(),
     })
 }
 
@@ -78,6 +93,11 @@ fn reqwest_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
+        // Never follow a redirect: reqwest would turn a redirected POST into
+        // a body-less GET, which a provider may read as an empty request (or
+        // we would send a secret to another host). A 3xx is sorted by
+        // `check_status` like any other unexpected status.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mail2sms/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))
@@ -136,6 +156,9 @@ pub struct Reply {
     pub status: u16,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// The `Location` header, if any (a redirect's target, which is never
+    /// followed).
+    pub location: Option<String>,
     /// The body as received.
     pub body: Vec<u8>,
 }
@@ -161,15 +184,15 @@ pub async fn post(
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body);
-    execute(request).await
+    execute(request, &client.secrets).await
 }
 
 /// GETs `url` (which may carry credentials in its query: never logged).
 pub async fn get(client: &Client, url: &str) -> Result<Reply, SendError> {
-    execute(client.ready().await.get(url)).await
+    execute(client.ready().await.get(url), &client.secrets).await
 }
 
-async fn execute(request: reqwest::RequestBuilder) -> Result<Reply, SendError> {
+async fn execute(request: reqwest::RequestBuilder, secrets: &[String]) -> Result<Reply, SendError> {
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status().as_u16();
     let content_type = response
@@ -177,13 +200,18 @@ async fn execute(request: reqwest::RequestBuilder) -> Result<Reply, SendError> {
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = response.bytes().await.map_err(transport_error)?.to_vec();
     let reply = Reply {
         status,
         content_type,
+        location,
         body,
     };
-    check_status(&reply)?;
+    check_status_masking(&reply, secrets)?;
     Ok(reply)
 }
 
@@ -214,8 +242,17 @@ pub fn transport_error(e: reqwest::Error) -> SendError {
 /// 425, 429 and 5xx are transient (retry, then fail over); 401 and 403
 /// mean our credentials are refused (next provider, code 3); any other
 /// status means this provider cannot take our requests as configured
-/// (wrong `url`, say): next provider, code 999.
+/// (wrong `url`, say): next provider, code 999. Redirects are never
+/// followed, so a 3xx lands here too; its detail names the `Location`
+/// (without its query string, which could hold a secret) so that `url`
+/// can be corrected.
 pub fn check_status(reply: &Reply) -> Result<(), SendError> {
+    check_status_masking(reply, &[])
+}
+
+/// [`check_status`], with `secrets` masked in the quoted body before it is
+/// cut to a snippet.
+pub fn check_status_masking(reply: &Reply, secrets: &[String]) -> Result<(), SendError> {
     let status = reply.status;
     if (200..300).contains(&status) {
         return Ok(());
@@ -224,8 +261,23 @@ pub fn check_status(reply: &Reply) -> Result<(), SendError> {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let snippet = snippet(&reply.text());
-    let detail = format!("HTTP {status} {reason}{snippet}");
+    let mut text = reply.text();
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    let snippet = snippet(&text);
+    let redirect = match &reply.location {
+        Some(location) if !location.trim().is_empty() => {
+            format!(
+                " (redirected to {}, not followed)",
+                redirect_target(location)
+            )
+        }
+        _ => String::new(),
+    };
+    let detail = format!("HTTP {status} {reason}{redirect}{snippet}");
     Err(match status {
         408 | 425 | 429 | 500..=599 => SendError::transient(detail),
         401 | 403 => SendError {
@@ -239,6 +291,38 @@ pub fn check_status(reply: &Reply) -> Result<(), SendError> {
             detail,
         },
     })
+}
+
+/// A `Location` value fit for an error detail: one line, at most 200
+/// characters, without its query string or fragment (a provider that
+/// echoes our URL would echo a token in it) nor user info.
+fn redirect_target(location: &str) -> String {
+    let mut target = location.trim();
+    let mut cut = false;
+    if let Some(at) = target.find(['?', '#']) {
+        target = &target[..at];
+        cut = true;
+    }
+    // `scheme://user:pass@host/…`: drop `user:pass@`.
+    let mut shown = match target.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => target.to_owned(),
+            }
+        }
+        None => target.to_owned(),
+    };
+    shown = shown
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if cut {
+        shown.push_str("?…");
+    }
+    shown
 }
 
 /// The start of a body for an error message: one line, at most 200 chars.
@@ -404,8 +488,36 @@ mod tests {
         Reply {
             status,
             content_type: None,
+            location: None,
             body: b"oops".to_vec(),
         }
+    }
+
+    #[test]
+    fn redirects_are_unusable_and_name_their_target() {
+        let mut r = reply(301);
+        r.location = Some("https://user:pw@api.example/v2/sendSMS.do?accessToken=S3cr3t#x".into());
+        let e = check_status(&r).unwrap_err();
+        assert_eq!(
+            (e.kind, e.code),
+            (FailureKind::ProviderUnusable, Code::INTERNAL)
+        );
+        assert_eq!(
+            e.detail,
+            "HTTP 301 Moved Permanently (redirected to https://api.example/v2/sendSMS.do?…, not followed): oops"
+        );
+        r.location = Some("/elsewhere/".into());
+        assert!(
+            check_status(&r)
+                .unwrap_err()
+                .detail
+                .contains("(redirected to /elsewhere/, not followed)")
+        );
+        r.location = None;
+        assert_eq!(
+            check_status(&r).unwrap_err().detail,
+            "HTTP 301 Moved Permanently: oops"
+        );
     }
 
     #[test]
@@ -425,6 +537,25 @@ mod tests {
             (FailureKind::ProviderUnusable, Code::INTERNAL)
         );
         assert_eq!(e.detail, "HTTP 404 Not Found: oops");
+    }
+
+    #[test]
+    fn secrets_are_masked_before_the_body_is_cut() {
+        // The password straddles the 200-character cut.
+        let body = format!("{}hunter2-secret and more", "x".repeat(195));
+        let reply = Reply {
+            status: 500,
+            content_type: None,
+            location: None,
+            body: body.into_bytes(),
+        };
+        let plain = check_status(&reply).unwrap_err().detail;
+        assert!(plain.contains("hunte"), "{plain}");
+        let masked = check_status_masking(&reply, &["hunter2-secret".to_string()])
+            .unwrap_err()
+            .detail;
+        assert!(!masked.contains("hunte"), "{masked}");
+        assert!(masked.contains("***"), "{masked}");
     }
 
     #[test]

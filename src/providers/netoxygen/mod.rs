@@ -40,9 +40,13 @@
 //! per call (a repeated number goes in a later call, so that entries can be
 //! matched by number without doubt). The API has no per-number-text form:
 //! SMS with different texts are separate calls, made one after another,
-//! never in parallel. Once a call says the provider is unusable
-//! (credentials, credit), the rest of the batch gets the same answer
-//! without further calls. [`plan_calls`] says which calls a batch makes.
+//! never in parallel. Once a call fails with a transient error (no answer,
+//! timeout, HTTP 408/425/429/5xx, an unreadable answer or entry, error 2
+//! "Gateway error") or says the provider is unusable (credentials, credit),
+//! the rest of the batch is not sent: its SMS get a copy of that error
+//! ("not sent: an earlier request of the batch failed: …"). A permanent
+//! refusal (a bad number, a refused sender) does not stop the other calls.
+//! [`plan_calls`] says which calls a batch makes.
 //!
 //! # Code mapping
 //!
@@ -60,9 +64,10 @@
 //! | error 9 Pending | sent (queued at the gateway) | 0 |
 //! | error 10 Message canceled | permanent | 999 |
 //! | other error code, or a non-numeric one | permanent | 999 (text kept) |
-//! | `<fault>` about auth/password/login | unusable | 3 |
+//! | `<fault>` about login/password/identifiant/authentication/unknown user | unusable | 3 |
 //! | `<fault>` about credit/solde/balance | unusable | 12 |
-//! | other `<fault>` | permanent | 999 (fault code and text kept) |
+//! | `<fault>` about the sender/expéditeur/source (e.g. "sender not authorized") | permanent | 33 |
+//! | other `<fault>` ("not authorized" alone included) | permanent | 999 (fault code and text kept) |
 //! | bare FALSE instead of the array | unusable | 3 |
 //! | number absent from the answer | permanent | 999 |
 //! | unreadable answer, unreadable entry | transient | 999 if final |
@@ -71,7 +76,9 @@
 //! | other HTTP status | unusable | 999 |
 //!
 //! The password never appears in an error detail: any occurrence in what
-//! the gateway answered is replaced by `***`.
+//! the gateway answered, as given or XML-escaped (the way this adapter's
+//! XML-RPC writer escapes it, or with quotes escaped too), is replaced by
+//! `***`.
 
 pub mod wire;
 pub mod xmlrpc;
@@ -120,10 +127,11 @@ pub struct NetoxygenConfig {
     /// a call that takes longer is retried later. Default 10 000.
     #[serde(default = "http::default_timeout_ms")]
     pub timeout_ms: u64,
-    /// The most batches per second handed to this provider (none: no
-    /// limit); the dispatcher enforces it. A batch is one `send_message`
-    /// call per distinct (text, sender, time), so a batch of different
-    /// texts makes several calls one after another within one slot.
+    /// The most HTTP requests (XML-RPC calls) per second sent to this
+    /// provider (none: no limit), enforced by the provider's own HTTP
+    /// client (`http::Client`) on every call. A batch makes one
+    /// `send_message` call per distinct (text, sender, time), so a batch of
+    /// different texts makes several calls, each waiting for its slot.
     #[serde(default)]
     pub rate_limit: Option<std::num::NonZeroU32>,
 }
@@ -160,7 +168,8 @@ impl Netoxygen {
     pub fn new(config: &NetoxygenConfig) -> Result<Self, String> {
         Ok(Netoxygen {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?
+                .with_secrets(password_forms(&config.password)),
         })
     }
 
@@ -171,16 +180,20 @@ impl Netoxygen {
         Ok(reply.text())
     }
 
-    /// The error with the password (as given, and XML-escaped) replaced by
-    /// `***` in its detail: a fault string or an error page may quote what
-    /// it was sent.
+    /// The error with the password replaced by `***` in its detail, in
+    /// every form it may come back in: as given, as this adapter's XML-RPC
+    /// writer escapes it ([`xmlrpc::escape`]: `&`, `<`, `>`, CR), and as
+    /// [`http::xml_escape`] does (quotes too). A fault string or an error
+    /// page may quote what it was sent. Longer forms go first, so that one
+    /// containing another is masked whole.
     fn scrub(&self, mut error: SendError) -> SendError {
         let password = &self.config.password;
-        if !password.is_empty() {
-            for form in [password.clone(), http::xml_escape(password)] {
-                if error.detail.contains(&form) {
-                    error.detail = error.detail.replace(&form, "***");
-                }
+        if password.is_empty() {
+            return error;
+        }
+        for form in password_forms(password) {
+            if error.detail.contains(&form) {
+                error.detail = error.detail.replace(&form, "***");
             }
         }
         error
@@ -315,18 +328,31 @@ impl Provider for Netoxygen {
 
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
         let mut results: Vec<Option<Result<String, SendError>>> = vec![None; batch.len()];
-        let mut unusable: Option<SendError> = None;
+        // Set once a call fails in a way that stops the batch (transient, or
+        // the provider is unusable): the rest get a copy without being sent.
+        let mut stopped: Option<SendError> = None;
         for members in plan_calls(batch, wire::MAX_NUMBERS_PER_CALL) {
-            let answers = match &unusable {
+            let answers = match &stopped {
                 Some(error) => http::all_failed(members.len(), error),
                 None => self.send_call(batch, &members).await,
             };
             for (&i, answer) in members.iter().zip(answers) {
                 if let Err(e) = &answer
-                    && e.kind == FailureKind::ProviderUnusable
-                    && unusable.is_none()
+                    && e.kind != FailureKind::Permanent
+                    && stopped.is_none()
                 {
-                    unusable = Some(e.clone());
+                    tracing::warn!(
+                        numbers = members.len(),
+                        detail = %e.detail,
+                        "netoxygen: call failed; the rest of the batch is not sent"
+                    );
+                    stopped = Some(SendError {
+                        detail: format!(
+                            "not sent: an earlier request of the batch failed: {}",
+                            e.detail
+                        ),
+                        ..e.clone()
+                    });
                 }
                 results[i] = Some(answer);
             }
@@ -360,6 +386,25 @@ impl Provider for Netoxygen {
             }
         }
     }
+}
+
+/// The password in every form it may come back in: as given, as this
+/// adapter's XML-RPC writer escapes it ([`xmlrpc::escape`]: `&`, `<`, `>`,
+/// CR), and as [`http::xml_escape`] does (quotes too); longest first, so
+/// that one containing another is masked whole.
+fn password_forms(password: &str) -> Vec<String> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let mut forms = vec![
+        password.to_string(),
+        xmlrpc::escape(password),
+        http::xml_escape(password),
+        http::xml_escape(password).replace('\r', "&#13;"),
+    ];
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
 }
 
 #[cfg(test)]
@@ -413,6 +458,16 @@ mod tests {
             toml::from_str::<NetoxygenConfig>("user = \"u\"\npassword = \"p\"\ntoken = \"x\"\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn every_escaped_form_of_the_password_is_scrubbed() {
+        let provider = Netoxygen::new(&config("a\\\"b<c&d é")).unwrap();
+        assert_eq!(provider.config.password, "a\"b<c&d é");
+        for form in ["a\"b<c&d é", "a\"b&lt;c&amp;d é", "a&quot;b&lt;c&amp;d é"] {
+            let e = provider.scrub(SendError::transient(format!("echo [{form}] end")));
+            assert_eq!(e.detail, "echo [***] end", "{form}");
+        }
     }
 
     #[test]

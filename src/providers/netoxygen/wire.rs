@@ -406,30 +406,50 @@ fn malformed(what: &str, text: &str) -> SendError {
 
 /// An XML-RPC fault, for the whole call. The document lists no faults;
 /// XML-RPC gateways of this kind refuse bad logins and empty accounts this
-/// way, so the fault string decides (case-insensitive, English or French):
+/// way, so the fault string decides (case-insensitive, English or French),
+/// in this order:
 ///
-/// - auth, password, passwd, login, credential, "mot de passe", "unknown
-///   user", "utilisateur inconnu" → unusable, code 3;
+/// - password, passwd, login, identifiant, credential, "mot de passe",
+///   authentication / authentification / authenticate, "auth failed",
+///   "unknown user",
+///   "utilisateur inconnu" → unusable, code 3;
 /// - credit, crédit, solde, balance → unusable, code 12;
+/// - sender, expéditeur, expediteur, source (as words) → permanent, code 33
+///   ("sender not authorized", "expéditeur non autorisé");
 /// - anything else → permanent 999 with the fault's code and text.
+///
+/// "auth" alone proves nothing: "not authorized" / "non autorisé" is about
+/// what we asked for, not about who we are, and is not taken for refused
+/// credentials (which would put the provider aside for every SMS).
 pub fn fault_error(fault: &Fault) -> SendError {
-    const AUTH: &[&str] = &[
-        "auth",
+    const CREDENTIALS: &[&str] = &[
         "password",
         "passwd",
         "login",
+        "identifiant",
         "credential",
         "mot de passe",
+        "authentication",
+        "authentification",
+        "authenticate",
+        "auth failed",
         "unknown user",
         "utilisateur inconnu",
     ];
     const CREDIT: &[&str] = &["credit", "crédit", "solde", "balance"];
+    const SENDER: &[&str] = &["sender", "expéditeur", "expediteur", "source"];
     let lower = fault.string.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     let detail = format!("NetOxygen fault {}: {}", fault.code, fault.string.trim());
-    if AUTH.iter().any(|w| lower.contains(w)) {
+    if CREDENTIALS.iter().any(|w| lower.contains(w)) {
         SendError::unusable(Code::BAD_CREDENTIALS, detail)
     } else if CREDIT.iter().any(|w| lower.contains(w)) {
         SendError::unusable(Code::NO_CREDIT, detail)
+    } else if words.iter().any(|w| SENDER.contains(w)) {
+        SendError::permanent(Code::SENDER_NOT_ALLOWED, detail)
     } else {
         SendError::permanent(Code::INTERNAL, detail)
     }
@@ -1036,6 +1056,36 @@ mod tests {
             ("Crédit insuffisant", (ProviderUnusable, Code::NO_CREDIT)),
             ("Solde épuisé", (ProviderUnusable, Code::NO_CREDIT)),
             ("Too many parameters", (Permanent, Code::INTERNAL)),
+            (
+                "Unknown user user33",
+                (ProviderUnusable, Code::BAD_CREDENTIALS),
+            ),
+            ("Auth failed", (ProviderUnusable, Code::BAD_CREDENTIALS)),
+            (
+                "Identifiant inconnu",
+                (ProviderUnusable, Code::BAD_CREDENTIALS),
+            ),
+            (
+                "Authentification échouée",
+                (ProviderUnusable, Code::BAD_CREDENTIALS),
+            ),
+            // "auth" alone is not about our credentials.
+            (
+                "Sender not authorized",
+                (Permanent, Code::SENDER_NOT_ALLOWED),
+            ),
+            (
+                "Expéditeur non autorisé",
+                (Permanent, Code::SENDER_NOT_ALLOWED),
+            ),
+            (
+                "Source address not authorised",
+                (Permanent, Code::SENDER_NOT_ALLOWED),
+            ),
+            ("Destination not authorized", (Permanent, Code::INTERNAL)),
+            ("Opération non autorisée", (Permanent, Code::INTERNAL)),
+            ("Unauthorized", (Permanent, Code::INTERNAL)),
+            ("Resource temporarily locked", (Permanent, Code::INTERNAL)),
         ];
         for (string, expected) in cases {
             let text = fault(801, string);

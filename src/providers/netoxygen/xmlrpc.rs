@@ -206,7 +206,9 @@ pub fn method_call(method: &str, params: &[Value]) -> Vec<u8> {
 }
 
 /// `&`, `<` and `>` escaped (enough for element content).
-fn escape(text: &str) -> String {
+/// Escapes text for a `<string>` (or a name) as this writer sends it: `&`,
+/// `<`, `>`, and CR as `&#13;`; quotes are left as they are.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -28,8 +28,12 @@
 //! most [`request::MAX_PER_REQUEST`] (500) numbers and never the same number
 //! twice (SMSECO silently keeps one message per number per request): a
 //! second SMS to a number goes in a further request. Requests are sent one
-//! after the other; once one says the account cannot send (credentials,
-//! credit), the rest of the batch gets the same answer without being sent.
+//! after the other. Once one fails with a transient error (no answer,
+//! timeout, HTTP 408/425/429/5xx, an unreadable answer) or says the account
+//! cannot send (credentials, credit, unknown command), the rest of the
+//! batch is not sent: its SMS get a copy of that error ("not sent: an
+//! earlier request of the batch failed: …"). A permanent refusal of one
+//! request (a sender not registered, say) does not stop the others.
 //!
 //! Each SMS's result is the `smsfid` of the `messages` entry with its
 //! number. An SMS whose number SMSECO did not list was not a valid
@@ -73,7 +77,9 @@
 //! - A sender id is required (`requires_sender_id`): SMSECO sends only from
 //!   registered sender names (statut -8, `getsenders`).
 //! - Secrets: the password is never logged; it is masked in every detail,
-//!   should SMSECO ever echo it.
+//!   should SMSECO ever echo it, in every form it is sent in: as given,
+//!   XML-escaped, JSON-escaped, and each of these percent-encoded (the form
+//!   body), with `+` or `%20` for a space and upper- or lower-case hex.
 
 pub mod request;
 pub mod response;
@@ -127,7 +133,9 @@ pub struct SmsecoConfig {
     /// SMSECO's usual answer time for a full request (500 numbers).
     #[serde(default = "super::http::default_timeout_ms")]
     pub timeout_ms: u64,
-    /// The most requests per second sent to this provider (none: no limit).
+    /// The most HTTP requests per second sent to this provider (none: no
+    /// limit), enforced by the provider's own HTTP client (`http::Client`)
+    /// on every request, however many requests a batch needs.
     #[serde(default)]
     pub rate_limit: Option<std::num::NonZeroU32>,
 }
@@ -165,16 +173,19 @@ impl Smseco {
     pub fn new(config: &SmsecoConfig) -> Result<Self, String> {
         Ok(Smseco {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?
+                .with_secrets(request::secret_forms(&config.password)),
         })
     }
 
     /// Masks the password in a detail (SMSECO could echo it back in a
-    /// `texte` or an error page).
+    /// `texte` or an error page), in every form it travels in
+    /// ([`request::secret_forms`]).
     fn scrub(&self, mut error: SendError) -> SendError {
-        let password = &self.config.password;
-        if !password.is_empty() && error.detail.contains(password.as_str()) {
-            error.detail = error.detail.replace(password.as_str(), "***");
+        for form in request::secret_forms(&self.config.password) {
+            if error.detail.contains(form.as_str()) {
+                error.detail = error.detail.replace(form.as_str(), "***");
+            }
         }
         error
     }
@@ -243,11 +254,12 @@ impl Provider for Smseco {
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
         let requests = request::plan(batch, crate::store::now_millis());
         let mut results: Vec<Option<Result<String, SendError>>> = vec![None; batch.len()];
-        // Set once SMSECO says the account cannot send: the rest of the
-        // batch is answered the same without more requests.
-        let mut unusable: Option<SendError> = None;
+        // Set once a request fails in a way that stops the batch (transient,
+        // or the account cannot send): the rest of the batch is answered
+        // the same without more requests.
+        let mut stopped: Option<SendError> = None;
         for req in &requests {
-            let outcome = match &unusable {
+            let outcome = match &stopped {
                 Some(e) => http::all_failed(req.recipients.len(), e),
                 None => match self.send_request(req).await {
                     Ok(answer) => response::results(req, &answer),
@@ -258,9 +270,12 @@ impl Provider for Smseco {
                             error = %e.detail,
                             "smseco: request refused"
                         );
-                        if e.kind == FailureKind::ProviderUnusable {
-                            unusable = Some(SendError {
-                                detail: format!("not sent, account unusable: {}", e.detail),
+                        if e.kind != FailureKind::Permanent {
+                            stopped = Some(SendError {
+                                detail: format!(
+                                    "not sent: an earlier request of the batch failed: {}",
+                                    e.detail
+                                ),
                                 ..e.clone()
                             });
                         }
@@ -348,5 +363,24 @@ mod tests {
         let p = Smseco::new(&c).unwrap();
         let e = p.scrub(SendError::transient("echo: s3cr3t-pw!"));
         assert_eq!(e.detail, "echo: ***!");
+    }
+
+    #[test]
+    fn scrub_masks_every_encoding_of_the_password() {
+        let c = config("url = \"http://h/\"\nlogin = \"l\"\npassword = 'a\"b<c&d é'\n").unwrap();
+        assert_eq!(c.password, "a\"b<c&d é");
+        let p = Smseco::new(&c).unwrap();
+        for form in [
+            "a\"b<c&d é",
+            "a&quot;b&lt;c&amp;d é",
+            "a\\\"b<c&d é",
+            "a%22b%3Cc%26d+%C3%A9",
+            "a%22b%3cc%26d%20%c3%a9",
+            "a%26quot%3Bb%26lt%3Bc%26amp%3Bd+%C3%A9",
+            "a%5C%22b%3Cc%26d+%C3%A9",
+        ] {
+            let e = p.scrub(SendError::transient(format!("echo [{form}] end")));
+            assert_eq!(e.detail, "echo [***] end", "{form}");
+        }
     }
 }

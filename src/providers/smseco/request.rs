@@ -331,6 +331,68 @@ pub fn form_body(field: &str, value: &str) -> String {
     http::form_encode(&[(field, value.as_bytes())])
 }
 
+/// Every form a secret (the password) travels in, for masking it in what
+/// SMSECO echoes back: as given, XML-escaped (as [`encode_xml`] writes it,
+/// and plain [`http::xml_escape`]), JSON-escaped (as [`encode_json`] writes
+/// it), and each of these percent-encoded as [`form_body`] sends it, also
+/// with `%20` for a space and with lower-case hex, as a server may
+/// re-encode it. Longest first, so that a form containing another is
+/// masked whole; none empty.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(secret)
+        .to_owned();
+    let bases = [
+        secret.to_owned(),
+        xml_text(secret),
+        http::xml_escape(secret),
+        json,
+    ];
+    let mut forms: Vec<String> = Vec::new();
+    for base in bases {
+        let encoded = http::form_encode(&[("", base.as_bytes())]);
+        let encoded = encoded.strip_prefix('=').unwrap_or(&encoded).to_owned();
+        let spaced = encoded.replace('+', "%20");
+        for form in [
+            lower_hex(&encoded),
+            lower_hex(&spaced),
+            encoded,
+            spaced,
+            base,
+        ] {
+            if !form.is_empty() && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
+/// `%3C` → `%3c`: the two hex digits after each `%` in lower case.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut hex_left = 0;
+    for c in encoded.chars() {
+        if hex_left > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex_left -= 1;
+        } else {
+            if c == '%' {
+                hex_left = 2;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,5 +643,27 @@ mod tests {
             encode_dlrs("l", "p", None, None),
             "<SMS><compte><login>l</login><password>p</password></compte></SMS>"
         );
+    }
+
+    #[test]
+    fn secret_forms_cover_what_is_sent() {
+        let password = "a\"b<c&d é\r";
+        let forms = secret_forms(password);
+        assert!(forms.windows(2).all(|w| w[0].len() >= w[1].len()));
+        let req = plan(&[sms(1, "+33601020304", "x")], 0).remove(0);
+        let xml = encode_xml(&req, "l", password);
+        let json = encode_json(&req, "l", password);
+        for sent in [
+            xml.clone(),
+            json.clone(),
+            form_body("XML", &xml),
+            form_body("JSON", &json),
+            form_body("XML", &xml).to_lowercase(),
+            form_body("JSON", &json).replace('+', "%20"),
+        ] {
+            assert!(forms.iter().any(|f| sent.contains(f.as_str())), "{sent}");
+        }
+        assert!(secret_forms("").is_empty());
+        assert_eq!(secret_forms("abc"), ["abc"]);
     }
 }

@@ -37,14 +37,29 @@
 //! (text, sender, `send_at`): each group is one request with one `<gsm>`
 //! per SMS, groups sent one after the other, in the order of their first
 //! SMS. The API has no per-number text, so SMS with different texts (mail
-//! merge) go out as one request each. Results come back in input order.
+//! merge) go out as one request each. A number appears at most once per
+//! request: a second SMS of the same group to a number already in it goes
+//! in a later request (smsfactor may merge duplicates of a recipient list,
+//! and that SMS would be reported sent without ever being delivered).
+//! Results come back in input order.
+//!
+//! Once a request fails with a transient error (no answer, timeout, HTTP
+//! 408/425/429/5xx, an unreadable answer) or says the account cannot send
+//! (status -1, -3, HTTP 401/403/other), the rest of the batch is not sent:
+//! its SMS get a copy of that error ("not sent: an earlier request of the
+//! batch failed: …"). A permanent refusal of one request (status -2, -4, a
+//! refused list) does not stop the others.
 //!
 //! Status -5 (the recipient list has an error) refuses a whole request,
 //! valid numbers with it. So a refused request of several numbers is split
 //! in two halves, each sent again, until the numbers at fault stand alone:
 //! only they get code 7. Nothing is sent by a refused request, so the
 //! halves cannot double an SMS; k bad numbers among n cost about
-//! 2·k·log2(n) extra requests.
+//! 2·k·log2(n) extra requests. That is capped per batch at
+//! [`split_budget`] (2·⌈log2 n⌉ + 16) extra requests, enough to isolate one
+//! or two bad numbers among 1000: past it, a refused part is not split
+//! further and its numbers all get code 7, with a detail saying they were
+//! refused together.
 //!
 //! Refused before any request: an SMS without a sender id (smsfactor
 //! requires `<sender>`; the dispatcher already refuses those since
@@ -86,7 +101,7 @@ mod xml;
 pub use wire::{DeliveryReport, DeliveryReports, DeliveryStatus};
 
 use super::http;
-use super::{OutgoingSms, Provider, SendError};
+use super::{FailureKind, OutgoingSms, Provider, SendError};
 use crate::codes::Code;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -122,8 +137,11 @@ pub struct SmsfactorConfig {
     /// 10 000.
     #[serde(default = "super::http::default_timeout_ms")]
     pub timeout_ms: u64,
-    /// The most requests per second sent to smsfactor (none: no limit).
-    /// One request carries up to 1000 numbers for one text.
+    /// The most HTTP requests per second sent to smsfactor (none: no
+    /// limit), enforced by the provider's own HTTP client (`http::Client`)
+    /// on every request, however many requests a batch needs (one per
+    /// text, plus the halves of a refused recipient list). One request
+    /// carries up to 1000 numbers for one text.
     #[serde(default)]
     pub rate_limit: Option<std::num::NonZeroU32>,
 }
@@ -176,12 +194,32 @@ struct Group<'a> {
 /// One slot per SMS of a batch, filled as answers come.
 type Slots = Vec<Option<Result<String, SendError>>>;
 
+/// What one batch's requests share as they go: whether the batch was
+/// stopped, and the extra requests left for splitting refused lists.
+struct Progress {
+    /// Set once a request failed in a way that stops the batch (transient
+    /// or unusable): the error every SMS not yet sent gets.
+    stopped: Option<SendError>,
+    /// Extra requests still allowed for splitting refused recipient lists.
+    split_left: usize,
+}
+
+/// The most extra requests one batch of `n` SMS may make to split
+/// recipient lists refused with status -5: 2·⌈log2 n⌉ + 16. Isolating one
+/// bad number takes about 2·log2 n; without a cap, n bad numbers would
+/// take 2n − 1 requests.
+pub fn split_budget(n: usize) -> usize {
+    let log2 = usize::BITS - n.max(1).saturating_sub(1).leading_zeros();
+    2 * log2 as usize + 16
+}
+
 impl Smsfactor {
     /// Builds the provider (its HTTP client).
     pub fn new(config: &SmsfactorConfig) -> Result<Self, String> {
         Ok(Smsfactor {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?
+                .with_secrets([config.password.clone(), http::xml_escape(&config.password)]),
             send_url: http::endpoint(&config.url, wire::SEND_PATH),
             report_url: http::endpoint(&config.url, wire::REPORT_PATH),
         })
@@ -243,26 +281,53 @@ impl Smsfactor {
 
     /// Sends `members` (SMS of `batch` sharing `message`), splitting a
     /// request refused with status -5 until the numbers at fault stand
-    /// alone, and fills their slots.
+    /// alone (within the batch's budget), and fills their slots. Once a
+    /// request fails transient or unusable, nothing more is sent and the
+    /// rest get that error.
     async fn send_splitting(
         &self,
         message: &Message<'_>,
         members: &[usize],
         batch: &[OutgoingSms],
         slots: &mut Slots,
+        progress: &mut Progress,
     ) {
         let mut pending: Vec<&[usize]> = vec![members];
         while let Some(part) = pending.pop() {
+            if let Some(error) = &progress.stopped {
+                for &i in part {
+                    slots[i] = Some(Err(error.clone()));
+                }
+                continue;
+            }
             let result = match self.send_request(message, part, batch).await {
                 Ok(response) if response.status == -5 && part.len() > 1 => {
-                    tracing::info!(
+                    if progress.split_left >= 2 {
+                        progress.split_left -= 2;
+                        tracing::info!(
+                            recipients = part.len(),
+                            "smsfactor refused a recipient list (status -5); sending it again in halves"
+                        );
+                        let (first, second) = part.split_at(part.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
+                        continue;
+                    }
+                    let refused = wire::send_outcome(&response)
+                        .err()
+                        .unwrap_or_else(|| SendError::permanent(Code::BAD_NUMBER, ""));
+                    tracing::warn!(
                         recipients = part.len(),
-                        "smsfactor refused a recipient list (status -5); sending it again in halves"
+                        "smsfactor refused a recipient list (status -5); too many requests already made for this batch to split it further"
                     );
-                    let (first, second) = part.split_at(part.len() / 2);
-                    pending.push(second);
-                    pending.push(first);
-                    continue;
+                    Err(self.scrub(SendError::permanent(
+                        Code::BAD_NUMBER,
+                        format!(
+                            "{}; refused together in a list of {} numbers, not split further (the batch's limit of extra requests is reached): this number itself may be valid",
+                            refused.detail,
+                            part.len()
+                        ),
+                    )))
                 }
                 Ok(response) => {
                     let outcome = wire::send_outcome(&response).map_err(|e| self.scrub(e));
@@ -293,6 +358,21 @@ impl Smsfactor {
                     Err(e)
                 }
             };
+            if let Err(e) = &result
+                && e.kind != FailureKind::Permanent
+            {
+                tracing::warn!(
+                    detail = %e.detail,
+                    "smsfactor: request failed; the rest of the batch is not sent"
+                );
+                progress.stopped = Some(SendError {
+                    detail: format!(
+                        "not sent: an earlier request of the batch failed: {}",
+                        e.detail
+                    ),
+                    ..e.clone()
+                });
+            }
             for &i in part {
                 slots[i] = Some(result.clone());
             }
@@ -332,7 +412,11 @@ impl Provider for Smsfactor {
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
         let mut slots: Slots = vec![None; batch.len()];
         let mut groups: Vec<Group<'_>> = Vec::new();
-        let mut index: HashMap<(&str, &str, Option<i64>), usize> = HashMap::new();
+        // A group is (text, sender, time, round): the round is how many
+        // earlier SMS of the same (text, sender, time) went to this number,
+        // so that a number is never twice in one request.
+        let mut index: HashMap<(&str, &str, Option<i64>, usize), usize> = HashMap::new();
+        let mut seen: HashMap<(&str, &str, Option<i64>, &str), usize> = HashMap::new();
         for (i, sms) in batch.iter().enumerate() {
             let Some(sender) = sms.sender_id.as_deref().filter(|s| !s.trim().is_empty()) else {
                 slots[i] = Some(Err(SendError::permanent(
@@ -352,7 +436,17 @@ impl Provider for Smsfactor {
                 )));
                 continue;
             }
-            let key = (sms.text.as_str(), sender, sms.send_at);
+            let occurrences = seen
+                .entry((
+                    sms.text.as_str(),
+                    sender,
+                    sms.send_at,
+                    http::digits(&sms.to),
+                ))
+                .or_insert(0);
+            let round = *occurrences;
+            *occurrences += 1;
+            let key = (sms.text.as_str(), sender, sms.send_at, round);
             let at = *index.entry(key).or_insert_with(|| {
                 groups.push(Group {
                     sender,
@@ -364,7 +458,17 @@ impl Provider for Smsfactor {
             });
             groups[at].members.push(i);
         }
+        let mut progress = Progress {
+            stopped: None,
+            split_left: split_budget(batch.len()),
+        };
         for group in &groups {
+            if let Some(error) = &progress.stopped {
+                for &i in &group.members {
+                    slots[i] = Some(Err(error.clone()));
+                }
+                continue;
+            }
             let delay = match group.send_at.map(wire::paris_delay).transpose() {
                 Ok(delay) => delay,
                 Err(reason) => {
@@ -381,7 +485,7 @@ impl Provider for Smsfactor {
                 delay,
             };
             for chunk in group.members.chunks(wire::MAX_RECIPIENTS) {
-                self.send_splitting(&message, chunk, batch, &mut slots)
+                self.send_splitting(&message, chunk, batch, &mut slots, &mut progress)
                     .await;
             }
         }
@@ -421,7 +525,6 @@ impl Provider for Smsfactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::FailureKind;
 
     fn config() -> SmsfactorConfig {
         SmsfactorConfig {
@@ -483,6 +586,17 @@ mod tests {
         ));
         assert_eq!(e.detail, "echo *** and ***");
         assert_eq!(e.kind, FailureKind::ProviderUnusable);
+    }
+
+    #[test]
+    fn the_split_budget_grows_with_log2_of_the_batch() {
+        assert_eq!(split_budget(0), 16);
+        assert_eq!(split_budget(1), 16);
+        assert_eq!(split_budget(2), 18);
+        assert_eq!(split_budget(3), 20);
+        assert_eq!(split_budget(256), 32);
+        assert_eq!(split_budget(257), 34);
+        assert_eq!(split_budget(1000), 36);
     }
 
     #[tokio::test]

@@ -37,8 +37,12 @@
 //! `sendSMS.do` per distinct (text, sender), since the batch call has no
 //! Unicode class. At most [`wire::MAX_NUMBERS_PER_REQUEST`] numbers per
 //! request, and a number at most once per request. Requests go one after
-//! the other; once one says the provider is unusable (credentials, credit),
-//! the rest of the batch gets that answer without being sent.
+//! the other. Once one fails with a transient error (no answer, HTTP
+//! 408/425/429/5xx, an unreadable answer, code 50) or says the provider is
+//! unusable (credentials, credit, code 31), the rest of the batch is not
+//! sent: its SMS get a copy of that error ("not sent: an earlier request of
+//! the batch failed: …"). A permanent refusal of one request (code 35, say)
+//! does not stop the others.
 //!
 //! Every SMS of an accepted request gets the request's `smsID` (or
 //! `campagneID`) as its provider reference. The send answer does not list
@@ -49,17 +53,24 @@
 //!
 //! | sMsmode send answer                 | kind        | iSendPro code |
 //! |-------------------------------------|-------------|---------------|
-//! | 0 accepted                          | sent        | 0             |
-//! | 31 internal error                   | transient   | (999)         |
+//! | 0 accepted (whatever follows)       | sent        | 0             |
+//! | 31 internal error                   | unusable    | 999           |
 //! | 32 authentication error             | unusable    | 3             |
 //! | 33 insufficient credits             | unusable    | 12            |
 //! | 35 missing parameter                | permanent   | 999           |
 //! | 50 temporarily unreachable          | transient   | (999)         |
 //! | any other code                      | permanent   | 999           |
-//! | unreadable answer                   | transient   | (999)         |
+//! | unreadable answer (no numeric code) | transient   | (999)         |
 //! | HTTP 408/425/429/5xx, timeout, connection failure | transient | (999) |
 //! | HTTP 401/403                        | unusable    | 3             |
-//! | other HTTP status                   | unusable    | 999           |
+//! | other HTTP status (3xx included: redirects are not followed) | unusable | 999 |
+//!
+//! Code 0 is an acceptance even when the rest of the answer is odd (an id
+//! with blanks, extra fields): the id is the third field, trimmed, and the
+//! oddity is logged; retrying would send the SMS twice. Code 31 ("Erreur
+//! interne") is not called temporary by the document and the request may
+//! have been taken: rather than retrying on sMsmode, the next provider is
+//! tried.
 //!
 //! The access token is blanked out of every error detail, whatever the
 //! provider echoes back.
@@ -90,15 +101,20 @@ pub struct SmsmodeConfig {
     /// the trailing slash).
     pub url: String,
     /// The account's API key (`accessToken`), made in the sMsmode account
-    /// under "Mes données personnelles > Clé d'accès API". Sent in request
-    /// bodies only; never logged or shown.
+    /// under "Mes données personnelles > Clé d'accès API". Sent in the form
+    /// body of `sendSMS.do` and the status calls, but in the query string of
+    /// `sendSMSBatch.do`, as the document's example of that call does (so
+    /// it may reach the provider's access logs); never shown in an error
+    /// or a log line.
     pub access_token: String,
     /// How long one request may take, in milliseconds (connect, send,
     /// answer) before it counts as a transient failure. Default 10 000.
     #[serde(default = "super::http::default_timeout_ms")]
     pub timeout_ms: u64,
-    /// The most requests per second sent to this provider, enforced by the
-    /// dispatcher (none: no limit). The document states no limit.
+    /// The most HTTP requests per second sent to this provider (none: no
+    /// limit), enforced by the provider's own HTTP client (`http::Client`)
+    /// on every request, however many requests a batch needs. The document
+    /// states no limit.
     #[serde(default)]
     pub rate_limit: Option<std::num::NonZeroU32>,
 }
@@ -143,7 +159,12 @@ impl Smsmode {
             .map_err(|e| format!("no Europe/Paris time zone for date_envoi: {e}"))?;
         Ok(Smsmode {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?,
+            client: http::client(config.timeout_ms, config.rate_limit)?.with_secrets([
+                config.access_token.clone(),
+                http::form_encode(&[("", config.access_token.as_bytes())])
+                    .trim_start_matches('=')
+                    .to_string(),
+            ]),
             paris,
         })
     }
@@ -264,17 +285,33 @@ impl Provider for Smsmode {
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
         let now = jiff::Timestamp::now().as_millisecond();
         let mut results: Vec<Option<Result<String, SendError>>> = vec![None; batch.len()];
-        let mut unusable: Option<SendError> = None;
+        // Set once a request fails in a way that stops the batch (transient
+        // or unusable): the rest get a copy without being sent.
+        let mut stopped: Option<SendError> = None;
         for request in wire::plan(batch, now, &self.paris) {
-            let outcome = match &unusable {
+            let outcome = match &stopped {
                 Some(error) => Err(error.clone()),
-                None => self.execute(batch, &request).await,
+                None => {
+                    let outcome = self.execute(batch, &request).await;
+                    if let Err(error) = &outcome
+                        && error.kind != FailureKind::Permanent
+                    {
+                        tracing::warn!(
+                            numbers = request.members.len(),
+                            detail = %error.detail,
+                            "smsmode: request failed; the rest of the batch is not sent"
+                        );
+                        stopped = Some(SendError {
+                            detail: format!(
+                                "not sent: an earlier request of the batch failed: {}",
+                                error.detail
+                            ),
+                            ..error.clone()
+                        });
+                    }
+                    outcome
+                }
             };
-            if let Err(error) = &outcome
-                && error.kind == FailureKind::ProviderUnusable
-            {
-                unusable = Some(error.clone());
-            }
             for &i in &request.members {
                 results[i] = Some(outcome.clone());
             }

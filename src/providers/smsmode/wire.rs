@@ -375,18 +375,22 @@ pub enum SendAnswer {
 /// Reads a send answer. An answer that does not start with a numeric code
 /// is malformed: a transient error (it may be a proxy's or a maintenance
 /// page, and the request may not have been read).
+///
+/// Code `0` is always an acceptance, whatever follows it: sMsmode has taken
+/// the request, and sending it again would send every SMS twice. The id is
+/// the third field (`0 | description | id`), trimmed; an answer without
+/// one, with an id holding blanks, or with more fields than the document's
+/// three is still accepted, and the oddity is logged.
 pub fn decode_send(text: &str) -> Result<SendAnswer, SendError> {
     let (code, rest) = split_answer(text)?;
     if code == 0 {
-        // `0 | description | id`: the id is the last field. An acceptance
-        // without an id is still an acceptance (retrying would send twice).
-        let id = if rest.len() >= 2 {
-            rest[rest.len() - 1]
-        } else {
-            ""
-        };
-        if id.contains(char::is_whitespace) {
-            return Err(malformed(text));
+        let id = rest.get(1).copied().unwrap_or("");
+        if rest.len() > 2 || id.contains(char::is_whitespace) {
+            tracing::warn!(
+                fields = rest.len() + 1,
+                id,
+                "smsmode: odd acceptance answer (code 0); counted as sent with this id"
+            );
         }
         Ok(SendAnswer::Accepted(id.to_string()))
     } else {
@@ -431,8 +435,10 @@ pub fn send_error(code: u32, description: &str) -> SendError {
         }
     };
     match code {
-        // "Erreur interne": theirs, may pass.
-        31 => SendError::transient(detail("internal error")),
+        // "Erreur interne": the document does not call it temporary, and
+        // the request may have been taken before it failed: sending it
+        // again here could send it twice. The next provider is tried.
+        31 => SendError::unusable(Code::INTERNAL, detail("internal error")),
         // "Erreur d'authentification": the access token is refused.
         32 => SendError::unusable(Code::BAD_CREDENTIALS, detail("authentication failed")),
         // "Crédits insuffisants".
@@ -957,12 +963,33 @@ mod tests {
             decode_send("0 | Accepté"),
             Ok(SendAnswer::Accepted(String::new()))
         );
+        assert_eq!(decode_send("0"), Ok(SendAnswer::Accepted(String::new())));
+    }
+
+    #[test]
+    fn any_code_0_answer_is_an_acceptance() {
+        // Retrying any of these would send the SMS twice: sMsmode took them.
+        for (text, id) in [
+            ("0 | Accepté | abc def", "abc def"),
+            ("0 | Accepté | two words", "two words"),
+            ("0|Accepté|  Vz4l  \r\n", "Vz4l"),
+            ("0 | Accepté | id1 | extra", "id1"),
+            ("0 | Accepté | | extra | more", ""),
+            ("0 | | id2", "id2"),
+            ("\u{feff}0 | Accepté | id3", "id3"),
+        ] {
+            assert_eq!(
+                decode_send(text),
+                Ok(SendAnswer::Accepted(id.into())),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
     fn every_row_of_the_send_table() {
         let rows = [
-            (31, FailureKind::Transient, Code::INTERNAL),
+            (31, FailureKind::ProviderUnusable, Code::INTERNAL),
             (32, FailureKind::ProviderUnusable, Code::BAD_CREDENTIALS),
             (33, FailureKind::ProviderUnusable, Code::NO_CREDIT),
             (35, FailureKind::Permanent, Code::INTERNAL),
@@ -992,8 +1019,9 @@ mod tests {
             "   ",
             "<html><body>Maintenance</body></html>",
             "OK",
-            "0 | Accepté | two words",
             "-1 | x",
+            "x | 0 | id",
+            "00a | Accepté | id",
         ] {
             let e = decode_send(text).unwrap_err();
             assert!(e.is_transient(), "{text:?}: {e:?}");
