@@ -254,7 +254,7 @@ impl Pipeline {
                                         return Err(rules::Refusal::new(
                                             Code::COUNTRY_NOT_ALLOWED,
                                             format!(
-                                                "{n}: country {} is not in the account's countries",
+                                                "destination country {} is not in the account's countries",
                                                 n.country().unwrap_or("unknown")
                                             ),
                                         ));

@@ -423,14 +423,16 @@ async fn untried_retries_give_the_attempt_back() {
     store.accept(request(&["+33600000001"])).await.unwrap();
     let job = store.claim_jobs(now_millis(), 10).await.unwrap().remove(0);
     assert_eq!((job.attempts, job.provider_attempts), (1, 1));
+    let mut job_id = job.id;
     for untried in [true, false] {
         store
             .record_outcomes(vec![mail2sms::store::JobOutcome::Retry {
-                job_id: job.id,
+                job_id,
                 at: 0,
                 provider_index: 0,
                 detail: "wait".into(),
                 untried,
+                held: false,
             }])
             .await
             .unwrap();
@@ -441,6 +443,25 @@ async fn untried_retries_give_the_attempt_back() {
             expected,
             "untried={untried}"
         );
+        job_id = again.id;
+    }
+    // Only a rules hold (quiet hours) moves where the age is counted from.
+    for held in [false, true] {
+        let until = now_millis() - 1;
+        store
+            .record_outcomes(vec![mail2sms::store::JobOutcome::Retry {
+                job_id,
+                at: until,
+                provider_index: 0,
+                detail: "wait".into(),
+                untried: true,
+                held,
+            }])
+            .await
+            .unwrap();
+        let again = store.claim_jobs(now_millis(), 10).await.unwrap().remove(0);
+        let expected = if held { until } else { again.received_at };
+        assert_eq!(again.age_from, expected, "held={held}");
     }
 }
 

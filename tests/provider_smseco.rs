@@ -468,9 +468,8 @@ async fn an_unusable_account_stops_the_rest_of_the_batch() {
     let results = provider(&server)
         .send(&[sms(1, "+33601020304", "A"), other])
         .await;
-    for r in &results {
-        assert_error(r, FailureKind::ProviderUnusable, Code::NO_CREDIT);
-    }
+    assert_error(&results[0], FailureKind::ProviderUnusable, Code::NO_CREDIT);
+    assert_error(&results[1], FailureKind::NotAttempted, Code::NO_CREDIT);
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -507,7 +506,7 @@ async fn a_failing_request_stops_the_batch() {
         assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
         for later in &results[1..] {
             let e = later.as_ref().unwrap_err();
-            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!((e.kind, e.code), (FailureKind::NotAttempted, first.code));
             assert_eq!(
                 e.detail,
                 format!(

@@ -579,11 +579,10 @@ async fn scheduled_sms_carry_date_envoi_in_french_time() {
 #[tokio::test]
 async fn every_documented_send_code_is_mapped() {
     let rows = [
-        // Not called temporary by the document, and the request may have
-        // been taken: the next provider, not a retry here.
+        // sMsmode's own failure, like an HTTP 500: retried.
         (
             "31 | Erreur interne",
-            FailureKind::ProviderUnusable,
+            FailureKind::Transient,
             Code::INTERNAL,
         ),
         (
@@ -642,7 +641,11 @@ async fn unusable_provider_stops_the_batch() {
     let results = provider(&server).send(&batch).await;
     assert_eq!(
         kinds(&results),
-        [(FailureKind::ProviderUnusable, Code::NO_CREDIT); 3]
+        [
+            (FailureKind::ProviderUnusable, Code::NO_CREDIT),
+            (FailureKind::NotAttempted, Code::NO_CREDIT),
+            (FailureKind::NotAttempted, Code::NO_CREDIT)
+        ]
     );
     assert_eq!(
         server.requests().len(),
@@ -706,7 +709,7 @@ async fn a_failing_request_stops_the_batch() {
         assert!(first.kind != FailureKind::Permanent, "{first:?}");
         for later in &results[1..] {
             let e = later.as_ref().unwrap_err();
-            assert_eq!((e.kind, e.code), (first.kind, first.code));
+            assert_eq!((e.kind, e.code), (FailureKind::NotAttempted, first.code));
             assert_eq!(
                 e.detail,
                 format!(
@@ -723,7 +726,11 @@ async fn a_failing_request_stops_the_batch() {
     assert_eq!(server.requests().len(), 1);
     assert_eq!(
         kinds(&results),
-        [(FailureKind::Transient, Code::INTERNAL); 3]
+        [
+            (FailureKind::Transient, Code::INTERNAL),
+            (FailureKind::NotAttempted, Code::INTERNAL),
+            (FailureKind::NotAttempted, Code::INTERNAL)
+        ]
     );
 }
 
@@ -788,7 +795,10 @@ async fn a_redirect_is_not_followed_and_names_its_target() {
         .await;
     assert_eq!(
         kinds(&results),
-        [(FailureKind::ProviderUnusable, Code::INTERNAL); 2]
+        [
+            (FailureKind::ProviderUnusable, Code::INTERNAL),
+            (FailureKind::NotAttempted, Code::INTERNAL)
+        ]
     );
     let detail = &results[0].as_ref().unwrap_err().detail;
     assert!(detail.starts_with("HTTP 301"), "{detail}");

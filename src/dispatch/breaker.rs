@@ -36,7 +36,9 @@ fn call_failed(results: &[Result<String, SendError>]) -> bool {
             matches!(
                 r,
                 Err(SendError {
-                    kind: FailureKind::Transient | FailureKind::ProviderUnusable,
+                    kind: FailureKind::Transient
+                        | FailureKind::ProviderUnusable
+                        | FailureKind::NotAttempted,
                     ..
                 })
             )

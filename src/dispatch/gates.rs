@@ -68,6 +68,7 @@ impl Gates {
                     provider_index: job.provider_index,
                     detail: format!("commercial quiet hours: deferred to {next}"),
                     untried: true,
+                    held: true,
                 });
             } else {
                 keep.push(job);

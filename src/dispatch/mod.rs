@@ -186,11 +186,23 @@ pub fn classify(
         provider_index: next_provider,
         detail: format!("{provider}: {}", e.detail),
         untried: false,
+        held: false,
     };
     match error.kind {
         FailureKind::Permanent => failed(&error),
         FailureKind::ProviderUnusable if has_next => fail_over(&error),
         FailureKind::ProviderUnusable => failed(&error),
+        // Never handed to the provider (an earlier request of its batch
+        // failed): it waits like a first retry, without counting a try.
+        FailureKind::NotAttempted => wait_untried(
+            job,
+            provider,
+            provider_count,
+            now + config.backoff(1),
+            error.detail,
+            config,
+            now,
+        ),
         FailureKind::Transient => {
             let too_old = now - job.age_from > (config.max_age_secs as Millis) * 1000;
             let tries_here = job.provider_attempts;
@@ -207,6 +219,7 @@ pub fn classify(
                     provider_index: job.provider_index,
                     detail: format!("{provider}: {}", error.detail),
                     untried: false,
+                    held: false,
                 }
             }
         }
@@ -225,30 +238,63 @@ pub fn classify_unavailable(
     config: &DispatchConfig,
     now: Millis,
 ) -> JobOutcome {
-    let detail = format!("{provider}: put aside after repeated failures");
+    let detail = "put aside after repeated failures".to_string();
     let next_provider = job.provider_index + 1;
     if (next_provider as usize) < provider_count {
         JobOutcome::Retry {
             job_id: job.id,
             at: now,
             provider_index: next_provider,
+            detail: format!("{provider}: {detail}"),
+            untried: true,
+            held: false,
+        }
+    } else {
+        wait_untried(job, provider, provider_count, until, detail, config, now)
+    }
+}
+
+/// A job that was not handed to its provider this time waits until `at`
+/// on the same provider without counting a try; past the age limit
+/// (`dispatch.max_age_secs`, counted from reception or the end of a rules
+/// hold) it goes to the next provider, or fails (999) on the last one, so
+/// no wait goes on forever.
+pub fn wait_untried(
+    job: &Job,
+    provider: &str,
+    provider_count: usize,
+    at: Millis,
+    detail: String,
+    config: &DispatchConfig,
+    now: Millis,
+) -> JobOutcome {
+    let detail = format!("{provider}: {detail}");
+    let too_old = now - job.age_from > (config.max_age_secs as Millis) * 1000;
+    let next_provider = job.provider_index + 1;
+    if !too_old {
+        JobOutcome::Retry {
+            job_id: job.id,
+            at,
+            provider_index: job.provider_index,
             detail,
             untried: true,
+            held: false,
         }
-    } else if now - job.age_from > (config.max_age_secs as Millis) * 1000 {
+    } else if (next_provider as usize) < provider_count {
+        JobOutcome::Retry {
+            job_id: job.id,
+            at: now,
+            provider_index: next_provider,
+            detail,
+            untried: true,
+            held: false,
+        }
+    } else {
         JobOutcome::Failed {
             job_id: job.id,
             code: Code::INTERNAL,
             detail,
             provider: Some(provider.to_string()),
-        }
-    } else {
-        JobOutcome::Retry {
-            job_id: job.id,
-            at: until,
-            provider_index: job.provider_index,
-            detail,
-            untried: true,
         }
     }
 }
@@ -459,19 +505,12 @@ impl Dispatcher {
                 outcomes.push(outcome);
             }
             for (chunk, counts) in group.chunks(size).zip(provider_counts.chunks(size)) {
-                if let Err(until) = slot.breaker.admit(now_millis()) {
-                    let now = now_millis();
-                    for (job, &count) in chunk.iter().zip(counts) {
-                        let outcome =
-                            classify_unavailable(job, name, count, until, &self.config, now);
-                        log_outcome(job, &outcome);
-                        outcomes.push(outcome);
-                    }
-                    continue;
-                }
                 // Credits are debited before the send (the store gives them
-                // back with any outcome but "sent"); an SMS the balance
-                // cannot cover is refused (code 12).
+                // back with any outcome but "sent", the breaker's waits
+                // included); an SMS the balance cannot cover is refused
+                // (code 12). Debited before the breaker is asked, so that
+                // its one probe after a pause is never spent on a chunk
+                // that makes no call.
                 let reserved = self.gates.reserve(&*self.store, chunk).await;
                 let mut chunk_ok: Vec<&Job> = Vec::with_capacity(chunk.len());
                 let mut counts_ok = Vec::with_capacity(chunk.len());
@@ -484,13 +523,16 @@ impl Dispatcher {
                         // The store could not debit: the SMS waits without
                         // using up a try on a provider it never reached.
                         Err(e) if e.is_transient() => {
-                            let outcome = JobOutcome::Retry {
-                                job_id: job.id,
-                                at: now_millis() + STORE_RETRY_MS,
-                                provider_index: job.provider_index,
-                                detail: e.detail,
-                                untried: true,
-                            };
+                            let now = now_millis();
+                            let outcome = wait_untried(
+                                job,
+                                name,
+                                count,
+                                now + STORE_RETRY_MS,
+                                e.detail,
+                                &self.config,
+                                now,
+                            );
                             log_outcome(job, &outcome);
                             outcomes.push(outcome);
                         }
@@ -506,6 +548,16 @@ impl Dispatcher {
                     continue;
                 }
                 let (chunk, counts) = (&chunk_ok[..], &counts_ok[..]);
+                if let Err(until) = slot.breaker.admit(now_millis()) {
+                    let now = now_millis();
+                    for (job, &count) in chunk.iter().zip(counts) {
+                        let outcome =
+                            classify_unavailable(job, name, count, until, &self.config, now);
+                        log_outcome(job, &outcome);
+                        outcomes.push(outcome);
+                    }
+                    continue;
+                }
                 let batch: Vec<OutgoingSms> = chunk
                     .iter()
                     .map(|j| outgoing(j, instance, self.default_sender_ids.get(&j.account)))
@@ -592,6 +644,7 @@ impl Dispatcher {
                         provider_index: job.provider_index,
                         detail: "interrupted before it reached the provider".into(),
                         untried: true,
+                        held: false,
                     },
                     Reconciled::Unknown => self.unknown(job, name, now),
                 });
@@ -610,6 +663,7 @@ impl Dispatcher {
                 provider_index: job.provider_index,
                 detail: "send interrupted, outcome unknown: sending again".into(),
                 untried: false,
+                held: false,
             },
             UnknownOutcome::Fail => JobOutcome::Failed {
                 job_id: job.id,
@@ -839,6 +893,52 @@ mod tests {
             }
         ));
         assert!(matches!(old(1), JobOutcome::Failed { .. }));
+    }
+
+    #[test]
+    fn sms_an_adapter_did_not_send_wait_without_a_try_until_too_old() {
+        let cause = SendError::transient("HTTP 503");
+        let not_sent = || Err(SendError::not_attempted(&cause));
+        // Even past max_attempts: it was never handed to the provider.
+        match classify(&job(5, 0, NOW), "p", 1, not_sent(), &config(), NOW) {
+            JobOutcome::Retry {
+                untried: true,
+                held: false,
+                provider_index: 0,
+                at,
+                ..
+            } => assert!((NOW + 500..=NOW + 1_000).contains(&at), "{}", at - NOW),
+            other => panic!("{other:?}"),
+        }
+        // Past the age limit: the next provider, or 999 on the last.
+        let old = NOW - 3_601_000;
+        assert!(matches!(
+            classify(&job(1, 0, old), "p", 2, not_sent(), &config(), NOW),
+            JobOutcome::Retry {
+                provider_index: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&job(1, 0, old), "p", 1, not_sent(), &config(), NOW),
+            JobOutcome::Failed {
+                code: Code::INTERNAL,
+                ..
+            }
+        ));
+        // The breaker's waits end the same way on the last provider.
+        assert!(matches!(
+            classify_unavailable(&job(1, 0, old), "p", 1, NOW + 10, &config(), NOW),
+            JobOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            classify_unavailable(&job(1, 0, old), "p", 2, NOW + 10, &config(), NOW),
+            JobOutcome::Retry {
+                provider_index: 1,
+                untried: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -303,12 +303,20 @@ fn redirect_target(location: &str) -> String {
         target = &target[..at];
         cut = true;
     }
-    // `scheme://user:pass@host/…`: drop `user:pass@`.
-    let mut shown = match target.split_once("://") {
-        Some((scheme, rest)) => {
+    // `scheme://user:pass@host/…` or `//user:pass@host/…`: drop `user:pass@`.
+    let split = target
+        .split_once("://")
+        .map(|(scheme, rest)| (format!("{scheme}://"), rest))
+        .or_else(|| {
+            target
+                .strip_prefix("//")
+                .map(|rest| ("//".to_string(), rest))
+        });
+    let mut shown = match split {
+        Some((prefix, rest)) => {
             let authority_end = rest.find('/').unwrap_or(rest.len());
             match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                Some(at) => format!("{prefix}{}", &rest[at + 1..]),
                 None => target.to_owned(),
             }
         }
@@ -505,6 +513,12 @@ mod tests {
         assert_eq!(
             e.detail,
             "HTTP 301 Moved Permanently (redirected to https://api.example/v2/sendSMS.do?…, not followed): oops"
+        );
+        r.location = Some("//user:pw@other.example/x".into());
+        let detail = check_status(&r).unwrap_err().detail;
+        assert!(
+            detail.contains("(redirected to //other.example/x, not followed)"),
+            "{detail}"
         );
         r.location = Some("/elsewhere/".into());
         assert!(

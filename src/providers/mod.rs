@@ -90,6 +90,10 @@ pub enum FailureKind {
     /// The provider itself cannot send for us now (bad credentials, no
     /// credit): move on to the next provider at once.
     ProviderUnusable,
+    /// This SMS was not handed to the provider: an earlier request of the
+    /// same batch failed (transiently, or the provider became unusable), so
+    /// the adapter stopped. Tried again later without counting a try.
+    NotAttempted,
 }
 
 /// A provider's refusal or failure for one SMS (or a whole batch).
@@ -133,14 +137,30 @@ impl SendError {
         }
     }
 
+    /// The error of an SMS left unsent because `cause`, the failure of an
+    /// earlier request of its batch, stopped the batch.
+    pub fn not_attempted(cause: &SendError) -> Self {
+        SendError {
+            kind: FailureKind::NotAttempted,
+            code: cause.code,
+            detail: format!(
+                "not sent: an earlier request of the batch failed: {}",
+                cause.detail
+            ),
+        }
+    }
+
     /// Whether trying again later may work.
     pub fn is_transient(&self) -> bool {
-        self.kind == FailureKind::Transient
+        matches!(
+            self.kind,
+            FailureKind::Transient | FailureKind::NotAttempted
+        )
     }
 
     /// Whether this SMS will never go through this provider.
     pub fn is_permanent(&self) -> bool {
-        self.kind != FailureKind::Transient
+        !self.is_transient()
     }
 }
 

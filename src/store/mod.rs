@@ -197,6 +197,11 @@ pub enum JobOutcome {
         /// aside, rate limit, quiet hours): the claim's attempt is given
         /// back, so waiting never uses up the retries.
         untried: bool,
+        /// The wait is a hold of the rules (commercial quiet hours): the age
+        /// limit counts from its end, so a weekend's wait does not use up
+        /// the time the SMS has to go through. Other waits (a provider put
+        /// aside, a failed batch) keep counting from reception.
+        held: bool,
     },
 }
 

@@ -825,12 +825,14 @@ async fn record_outcomes(
                 provider_index,
                 detail,
                 untried,
+                held,
             } => retries.push(serde_json::json!([
                 job_id,
                 at,
                 provider_index,
                 detail,
-                i64::from(*untried)
+                i64::from(*untried),
+                i64::from(*held)
             ])),
         }
     }
@@ -868,7 +870,7 @@ async fn record_outcomes(
     if !retries.is_empty() {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
-                    held_until = CASE WHEN o.value ->> 4 THEN o.value ->> 1 ELSE held_until END,
+                    held_until = CASE WHEN o.value ->> 5 THEN o.value ->> 1 ELSE held_until END,
                     attempts = MAX(attempts - (o.value ->> 4), 0),
                     provider_attempts = CASE WHEN provider_index = o.value ->> 2
                                              THEN MAX(provider_attempts - (o.value ->> 4), 0)

@@ -346,13 +346,7 @@ impl Provider for Netoxygen {
                         detail = %e.detail,
                         "netoxygen: call failed; the rest of the batch is not sent"
                     );
-                    stopped = Some(SendError {
-                        detail: format!(
-                            "not sent: an earlier request of the batch failed: {}",
-                            e.detail
-                        ),
-                        ..e.clone()
-                    });
+                    stopped = Some(SendError::not_attempted(e));
                 }
                 results[i] = Some(answer);
             }

@@ -271,13 +271,7 @@ impl Provider for Smseco {
                             "smseco: request refused"
                         );
                         if e.kind != FailureKind::Permanent {
-                            stopped = Some(SendError {
-                                detail: format!(
-                                    "not sent: an earlier request of the batch failed: {}",
-                                    e.detail
-                                ),
-                                ..e.clone()
-                            });
+                            stopped = Some(SendError::not_attempted(&e));
                         }
                         http::all_failed(req.recipients.len(), &e)
                     }

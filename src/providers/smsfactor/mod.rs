@@ -365,13 +365,7 @@ impl Smsfactor {
                     detail = %e.detail,
                     "smsfactor: request failed; the rest of the batch is not sent"
                 );
-                progress.stopped = Some(SendError {
-                    detail: format!(
-                        "not sent: an earlier request of the batch failed: {}",
-                        e.detail
-                    ),
-                    ..e.clone()
-                });
+                progress.stopped = Some(SendError::not_attempted(e));
             }
             for &i in part {
                 slots[i] = Some(result.clone());
