@@ -502,19 +502,7 @@ async fn a_failing_request_stops_the_batch() {
             failure.status,
             String::from_utf8_lossy(&failure.body)
         );
-        let first = results[0].as_ref().unwrap_err();
-        assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
-        for later in &results[1..] {
-            let e = later.as_ref().unwrap_err();
-            assert_eq!((e.kind, e.code), (FailureKind::NotAttempted, first.code));
-            assert_eq!(
-                e.detail,
-                format!(
-                    "not sent: an earlier request of the batch failed: {}",
-                    first.detail
-                )
-            );
-        }
+        assert_batch_stopped(&results);
     }
 }
 

@@ -404,3 +404,26 @@ pub fn text_for(lines: &[serde_json::Value], number: &str) -> String {
         .unwrap_or_else(|| panic!("no SMS to {number}: {lines:?}"))
         .to_string()
 }
+
+/// Checks what a provider answers for a batch stopped by its first failing
+/// request: that request's error (not a permanent refusal) first, then every
+/// other SMS "not attempted", with the same code and the cause in its detail.
+pub fn assert_batch_stopped(
+    results: &[Result<String, mail2sms::providers::SendError>],
+) -> mail2sms::providers::SendError {
+    use mail2sms::providers::FailureKind;
+    let first = results[0].as_ref().expect_err("the first request failed");
+    assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
+    for later in &results[1..] {
+        let e = later.as_ref().expect_err("not attempted");
+        assert_eq!((e.kind, e.code), (FailureKind::NotAttempted, first.code));
+        assert_eq!(
+            e.detail,
+            format!(
+                "not sent: an earlier request of the batch failed: {}",
+                first.detail
+            )
+        );
+    }
+    first.clone()
+}
