@@ -544,3 +544,75 @@ async fn a_provider_rate_limit_spaces_its_calls() {
         started.elapsed()
     );
 }
+
+/// A provider that fails like the real adapters when a batch needs several
+/// requests: the first request's SMS get `error`, the others are left
+/// unsent (`SendError::not_attempted`).
+struct StopsAtFirst {
+    /// What the first request of every batch gets.
+    error: SendError,
+    /// How many batches it was given.
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl Provider for StopsAtFirst {
+    fn max_batch(&self) -> usize {
+        100
+    }
+
+    async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
+        *self.calls.lock().unwrap() += 1;
+        let mut results = vec![Err(self.error.clone())];
+        results.extend((1..batch.len()).map(|_| Err(SendError::not_attempted(&self.error))));
+        results
+    }
+}
+
+/// Regression (third review): SMS an adapter left unsent must move with the
+/// failed request, not one request's worth per round.
+#[tokio::test]
+async fn sms_left_unsent_by_a_failing_batch_move_with_it() {
+    let numbers: Vec<String> = (0..20).map(|i| format!("+336000001{i:02}")).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    for (error, primary_calls) in [
+        (
+            SendError::unusable(Code::BAD_CREDENTIALS, "HTTP 401"),
+            1, // refused credentials: everything to the backup at once
+        ),
+        (SendError::transient("HTTP 503"), 3), // max_attempts rounds, all together
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.dispatch.breaker_threshold = 0;
+        config.dispatch.max_attempts = 3;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await.unwrap());
+        store.accept(request(&numbers)).await.unwrap();
+        let down = Arc::new(StopsAtFirst {
+            error,
+            calls: Mutex::new(0),
+        });
+        let backup = Scripted::new(vec![]);
+        let b = backup.clone();
+        let mut providers = Providers::new();
+        providers.insert("outbox".into(), down.clone());
+        providers.insert("backup".into(), backup.clone());
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Arc::new(Dispatcher::new(
+            &config,
+            store.clone(),
+            providers,
+            wake.clone(),
+            Arc::new(Notify::new()),
+        ));
+        let (trigger, listen) = shutdown::channel();
+        let task = tokio::spawn(dispatcher.run(listen));
+        wake.notify_one();
+        wait_until(|| (b.sent.lock().unwrap().len() == 20).then_some(()))
+            .await
+            .expect("all 20 reach the backup");
+        trigger.fire();
+        task.await.unwrap();
+        assert_eq!(*down.calls.lock().unwrap(), primary_calls);
+    }
+}

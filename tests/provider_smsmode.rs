@@ -579,10 +579,11 @@ async fn scheduled_sms_carry_date_envoi_in_french_time() {
 #[tokio::test]
 async fn every_documented_send_code_is_mapped() {
     let rows = [
-        // sMsmode's own failure, like an HTTP 500: retried.
+        // Not called temporary by the document, and the request may have
+        // been taken: the next provider, not a retry here.
         (
             "31 | Erreur interne",
-            FailureKind::Transient,
+            FailureKind::ProviderUnusable,
             Code::INTERNAL,
         ),
         (

@@ -59,6 +59,12 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Until when the provider is put aside, if it is, without taking the
+    /// probe a pause's end lets through.
+    pub fn open_until(&self, now: Millis) -> Option<Millis> {
+        self.state().open_until.filter(|&until| until > now)
+    }
+
     /// `Ok` if a call may be made now, else until when the provider is put
     /// aside. When the pause is over, one call is let through (the probe)
     /// and the others keep waiting until it has answered: a success closes
@@ -115,6 +121,8 @@ mod tests {
         assert!(b.admit(2).is_ok());
         assert_eq!(b.record(&transient(), 2), Some(1_002));
         assert_eq!(b.admit(500), Err(1_002));
+        assert_eq!(b.open_until(500), Some(1_002));
+        assert_eq!(b.open_until(1_002), None, "looking does not take the probe");
         // Half-open after the cooldown: one probe goes, the others wait.
         assert!(b.admit(1_002).is_ok());
         assert_eq!(b.admit(1_002), Err(2_002), "only one probe");

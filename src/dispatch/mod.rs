@@ -254,6 +254,60 @@ pub fn classify_unavailable(
     }
 }
 
+/// What happens to an SMS the adapter did not send because an earlier
+/// request of its batch failed transiently (`cause`: that request's job and
+/// outcome): it follows the failed request without counting a try, going
+/// to the next provider with it, or retried when it is. So a provider's
+/// outage moves a whole batch at the pace of its first request, and the
+/// backoff still grows.
+pub fn classify_not_attempted(
+    job: &Job,
+    provider: &str,
+    provider_count: usize,
+    cause: Option<(&Job, &JobOutcome)>,
+    error: SendError,
+    config: &DispatchConfig,
+    now: Millis,
+) -> JobOutcome {
+    let next_provider = job.provider_index + 1;
+    let has_next = (next_provider as usize) < provider_count;
+    let moved_on = match cause {
+        Some((cause_job, JobOutcome::Retry { provider_index, .. })) => {
+            *provider_index != cause_job.provider_index
+        }
+        Some((_, JobOutcome::Failed { .. })) => true,
+        _ => false,
+    };
+    match cause {
+        _ if moved_on && has_next => JobOutcome::Retry {
+            job_id: job.id,
+            at: now,
+            provider_index: next_provider,
+            detail: format!("{provider}: {}", error.detail),
+            untried: true,
+            held: false,
+        },
+        Some((_, JobOutcome::Retry { at, .. })) if !moved_on => wait_untried(
+            job,
+            provider,
+            provider_count,
+            *at,
+            error.detail,
+            config,
+            now,
+        ),
+        _ => wait_untried(
+            job,
+            provider,
+            provider_count,
+            now + config.backoff(job.provider_attempts.max(1)),
+            error.detail,
+            config,
+            now,
+        ),
+    }
+}
+
 /// A job that was not handed to its provider this time waits until `at`
 /// on the same provider without counting a try; past the age limit
 /// (`dispatch.max_age_secs`, counted from reception or the end of a rules
@@ -505,6 +559,18 @@ impl Dispatcher {
                 outcomes.push(outcome);
             }
             for (chunk, counts) in group.chunks(size).zip(provider_counts.chunks(size)) {
+                // A provider put aside takes nothing: no credits are debited
+                // for SMS that wait or go elsewhere.
+                if let Some(until) = slot.breaker.open_until(now_millis()) {
+                    let now = now_millis();
+                    for (job, &count) in chunk.iter().zip(counts) {
+                        let outcome =
+                            classify_unavailable(job, name, count, until, &self.config, now);
+                        log_outcome(job, &outcome);
+                        outcomes.push(outcome);
+                    }
+                    continue;
+                }
                 // Credits are debited before the send (the store gives them
                 // back with any outcome but "sent", the breaker's waits
                 // included); an SMS the balance cannot cover is refused
@@ -574,11 +640,41 @@ impl Dispatcher {
                     );
                 }
                 let mut results = results.into_iter();
-                for (job, &count) in chunk.iter().zip(counts) {
+                let now = now_millis();
+                // The request that stopped the batch (its first transient
+                // failure) guides the SMS the adapter left unsent.
+                let mut cause: Option<(&Job, JobOutcome)> = None;
+                let mut not_attempted = Vec::new();
+                for (&job, &count) in chunk.iter().zip(counts) {
                     let result = results.next().unwrap_or_else(|| {
                         Err(SendError::transient("provider gave no answer for this SMS"))
                     });
-                    let outcome = classify(job, name, count, result, &self.config, now_millis());
+                    match result {
+                        Err(e) if e.kind == FailureKind::NotAttempted => {
+                            not_attempted.push((job, count, e));
+                        }
+                        result => {
+                            let transient =
+                                matches!(&result, Err(e) if e.kind == FailureKind::Transient);
+                            let outcome = classify(job, name, count, result, &self.config, now);
+                            if transient && cause.is_none() {
+                                cause = Some((job, outcome.clone()));
+                            }
+                            log_outcome(job, &outcome);
+                            outcomes.push(outcome);
+                        }
+                    }
+                }
+                for (job, count, error) in not_attempted {
+                    let outcome = classify_not_attempted(
+                        job,
+                        name,
+                        count,
+                        cause.as_ref().map(|(j, o)| (*j, o)),
+                        error,
+                        &self.config,
+                        now,
+                    );
                     log_outcome(job, &outcome);
                     outcomes.push(outcome);
                 }

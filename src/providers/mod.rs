@@ -91,8 +91,9 @@ pub enum FailureKind {
     /// credit): move on to the next provider at once.
     ProviderUnusable,
     /// This SMS was not handed to the provider: an earlier request of the
-    /// same batch failed (transiently, or the provider became unusable), so
-    /// the adapter stopped. Tried again later without counting a try.
+    /// same batch failed transiently, so the adapter stopped. It follows
+    /// the failed request (same retry time, or the next provider with it)
+    /// without counting a try.
     NotAttempted,
 }
 
@@ -138,10 +139,16 @@ impl SendError {
     }
 
     /// The error of an SMS left unsent because `cause`, the failure of an
-    /// earlier request of its batch, stopped the batch.
+    /// earlier request of its batch, stopped the batch. A provider found
+    /// unusable is unusable for every SMS (they all go to the next provider
+    /// at once); after a transient failure the SMS is `NotAttempted` and
+    /// follows what the dispatcher decides for the failed request.
     pub fn not_attempted(cause: &SendError) -> Self {
         SendError {
-            kind: FailureKind::NotAttempted,
+            kind: match cause.kind {
+                FailureKind::ProviderUnusable => FailureKind::ProviderUnusable,
+                _ => FailureKind::NotAttempted,
+            },
             code: cause.code,
             detail: format!(
                 "not sent: an earlier request of the batch failed: {}",

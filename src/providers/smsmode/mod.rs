@@ -38,10 +38,10 @@
 //! Unicode class. At most [`wire::MAX_NUMBERS_PER_REQUEST`] numbers per
 //! request, and a number at most once per request. Requests go one after
 //! the other. Once one fails with a transient error (no answer, HTTP
-//! 408/425/429/5xx, an unreadable answer, codes 31 and 50) or says the
-//! provider is unusable (credentials, credit), the rest of the batch is not
+//! 408/425/429/5xx, an unreadable answer, code 50) or says the provider is
+//! unusable (credentials, credit, code 31), the rest of the batch is not
 //! sent: its SMS get [`SendError::not_attempted`] ("not sent: an earlier
-//! request of the batch failed: …"), retried without counting a try. A permanent refusal of one request (code 35, say)
+//! request of the batch failed: …"). A permanent refusal of one request (code 35, say)
 //! does not stop the others.
 //!
 //! Every SMS of an accepted request gets the request's `smsID` (or
@@ -54,7 +54,7 @@
 //! | sMsmode send answer                 | kind        | iSendPro code |
 //! |-------------------------------------|-------------|---------------|
 //! | 0 accepted (whatever follows)       | sent        | 0             |
-//! | 31 internal error                   | transient   | (999)         |
+//! | 31 internal error                   | unusable    | 999           |
 //! | 32 authentication error             | unusable    | 3             |
 //! | 33 insufficient credits             | unusable    | 12            |
 //! | 35 missing parameter                | permanent   | 999           |
@@ -68,8 +68,9 @@
 //! Code 0 is an acceptance even when the rest of the answer is odd (an id
 //! with blanks, extra fields): the id is the third field, trimmed, and the
 //! oddity is logged; retrying would send the SMS twice. Code 31 ("Erreur
-//! interne") is sMsmode's own failure, treated like an HTTP 500: retried
-//! with backoff, then the next provider.
+//! interne") is not called temporary by the document and the request may
+//! have been taken: rather than retrying on sMsmode (a possible double
+//! send), the next provider is tried.
 //!
 //! The access token is blanked out of every error detail, whatever the
 //! provider echoes back.

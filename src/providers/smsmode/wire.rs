@@ -435,10 +435,11 @@ pub fn send_error(code: u32, description: &str) -> SendError {
         }
     };
     match code {
-        // "Erreur interne": sMsmode's own failure, like an HTTP 500: tried
-        // again (with backoff, then the next provider). A request that
-        // failed this way was refused, so a retry should not double it.
-        31 => SendError::transient(detail("internal error")),
+        // "Erreur interne": not called temporary by the document (only 50
+        // is), and the request may have been taken before it failed:
+        // retrying here could send it twice. The next provider is tried at
+        // once; 999 if there is none.
+        31 => SendError::unusable(Code::INTERNAL, detail("internal error")),
         // "Erreur d'authentification": the access token is refused.
         32 => SendError::unusable(Code::BAD_CREDENTIALS, detail("authentication failed")),
         // "Crédits insuffisants".
@@ -989,7 +990,7 @@ mod tests {
     #[test]
     fn every_row_of_the_send_table() {
         let rows = [
-            (31, FailureKind::Transient, Code::INTERNAL),
+            (31, FailureKind::ProviderUnusable, Code::INTERNAL),
             (32, FailureKind::ProviderUnusable, Code::BAD_CREDENTIALS),
             (33, FailureKind::ProviderUnusable, Code::NO_CREDIT),
             (35, FailureKind::Permanent, Code::INTERNAL),
