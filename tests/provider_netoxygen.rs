@@ -356,7 +356,7 @@ async fn an_auth_fault_makes_the_provider_unusable_without_showing_the_password(
             said.to_string(),
             format!("not sent: an earlier request of the batch failed: {said}"),
         ])
-        .zip([FailureKind::ProviderUnusable, FailureKind::NotAttempted])
+        .zip([FailureKind::ProviderUnusable, FailureKind::ProviderUnusable])
     {
         assert_eq!(kind_code(r), (kind, Code::BAD_CREDENTIALS));
         let detail = &r.as_ref().unwrap_err().detail;

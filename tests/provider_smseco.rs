@@ -469,7 +469,7 @@ async fn an_unusable_account_stops_the_rest_of_the_batch() {
         .send(&[sms(1, "+33601020304", "A"), other])
         .await;
     assert_error(&results[0], FailureKind::ProviderUnusable, Code::NO_CREDIT);
-    assert_error(&results[1], FailureKind::NotAttempted, Code::NO_CREDIT);
+    assert_error(&results[1], FailureKind::ProviderUnusable, Code::NO_CREDIT);
     assert_eq!(server.requests().len(), 1);
 }
 

@@ -416,7 +416,13 @@ pub fn assert_batch_stopped(
     assert_ne!(first.kind, FailureKind::Permanent, "{first:?}");
     for later in &results[1..] {
         let e = later.as_ref().expect_err("not attempted");
-        assert_eq!((e.kind, e.code), (FailureKind::NotAttempted, first.code));
+        // An unusable provider is unusable for every SMS; after a transient
+        // failure the rest were not attempted.
+        let kind = match first.kind {
+            FailureKind::ProviderUnusable => FailureKind::ProviderUnusable,
+            _ => FailureKind::NotAttempted,
+        };
+        assert_eq!((e.kind, e.code), (kind, first.code));
         assert_eq!(
             e.detail,
             format!(
