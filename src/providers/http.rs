@@ -59,6 +59,18 @@ impl Client {
         self
     }
 
+    /// The error with every form of the provider's credentials replaced by
+    /// `***` in its detail: an answer or an error page may echo what it
+    /// was sent.
+    pub fn scrub(&self, mut error: SendError) -> SendError {
+        for secret in self.secrets.iter() {
+            if error.detail.contains(secret.as_str()) {
+                error.detail = error.detail.replace(secret.as_str(), "***");
+            }
+        }
+        error
+    }
+
     /// Waits for the rate limit, if any, then hands out the pool.
     async fn ready(&self) -> &reqwest::Client {
         if let Some(limiter) = &self.limiter {

@@ -186,17 +186,8 @@ impl Netoxygen {
     /// [`http::xml_escape`] does (quotes too). A fault string or an error
     /// page may quote what it was sent. Longer forms go first, so that one
     /// containing another is masked whole.
-    fn scrub(&self, mut error: SendError) -> SendError {
-        let password = &self.config.password;
-        if password.is_empty() {
-            return error;
-        }
-        for form in password_forms(password) {
-            if error.detail.contains(&form) {
-                error.detail = error.detail.replace(&form, "***");
-            }
-        }
-        error
+    fn scrub(&self, error: SendError) -> SendError {
+        self.client.scrub(error)
     }
 
     /// `auth(user, pass)`: whether the gateway accepts our credentials.

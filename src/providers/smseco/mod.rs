@@ -181,13 +181,8 @@ impl Smseco {
     /// Masks the password in a detail (SMSECO could echo it back in a
     /// `texte` or an error page), in every form it travels in
     /// ([`request::secret_forms`]).
-    fn scrub(&self, mut error: SendError) -> SendError {
-        for form in request::secret_forms(&self.config.password) {
-            if error.detail.contains(form.as_str()) {
-                error.detail = error.detail.replace(form.as_str(), "***");
-            }
-        }
-        error
+    fn scrub(&self, error: SendError) -> SendError {
+        self.client.scrub(error)
     }
 
     /// POSTs `field=value` to `path` and returns the decoded body.

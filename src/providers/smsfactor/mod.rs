@@ -235,16 +235,8 @@ impl Smsfactor {
 
     /// Removes the password from an error's detail, should an answer or an
     /// error page ever echo it (raw or XML-escaped).
-    fn scrub(&self, mut error: SendError) -> SendError {
-        let password = &self.config.password;
-        if !password.is_empty() {
-            error.detail = error.detail.replace(password.as_str(), "***");
-            let escaped = http::xml_escape(password);
-            if escaped != *password {
-                error.detail = error.detail.replace(&escaped, "***");
-            }
-        }
-        error
+    fn scrub(&self, error: SendError) -> SendError {
+        self.client.scrub(error)
     }
 
     /// POSTs an XML body to `url` and returns the answer's text.

@@ -176,12 +176,8 @@ impl Smsmode {
 
     /// Blanks the access token out of an error's detail (a provider may echo
     /// what it was sent).
-    fn scrub(&self, mut error: SendError) -> SendError {
-        let token = self.config.access_token.as_str();
-        if !token.is_empty() && error.detail.contains(token) {
-            error.detail = error.detail.replace(token, "[access token]");
-        }
-        error
+    fn scrub(&self, error: SendError) -> SendError {
+        self.client.scrub(error)
     }
 
     /// POSTs a form of `(name, value)` pairs (UTF-8/ASCII values) to a
@@ -364,6 +360,6 @@ mod tests {
         let e = provider.scrub(SendError::transient(
             "HTTP 500: bad accessToken=S3cr3tT0k3n",
         ));
-        assert_eq!(e.detail, "HTTP 500: bad accessToken=[access token]");
+        assert_eq!(e.detail, "HTTP 500: bad accessToken=***");
     }
 }
