@@ -542,13 +542,7 @@ async fn credits_and_optout_commands_work_while_the_daemon_runs() {
         .expect("accepted");
     assert!(response.is_positive());
     let not = app.wait_reply_to("not@masociete.com").await;
-    let text = not.text();
-    let codes: Vec<&str> = text
-        .split("<code")
-        .skip(1)
-        .map(|p| &p[p.find('>').unwrap() + 1..p.find("</code").unwrap()])
-        .collect();
-    assert_eq!(codes, ["0", "11", "11", "0", "12"], "{text}");
+    assert_eq!(codes(&not), [0, 11, 11, 0, 12], "{}", not.text());
     let out = run(&["credits", "show", "masociete"]).await;
     assert_eq!(stdout(&out).trim(), "masociete: 0 segments");
     let out = run(&["optout", "remove", "0601020305"]).await;

@@ -75,19 +75,6 @@ async fn send(app: &TestApp, body: &str) {
     assert!(response.is_positive(), "{response:?}");
 }
 
-/// The `<code>` values of an etatNot, in order.
-fn codes(not: &ReplyMail) -> Vec<u16> {
-    let text = not.text();
-    text.split("<code")
-        .skip(1)
-        .map(|part| {
-            let start = part.find('>').unwrap() + 1;
-            let end = part.find("</code").unwrap();
-            part[start..end].parse().unwrap()
-        })
-        .collect()
-}
-
 fn sends(server: &MockServer, path_end: &str) -> Vec<Recorded> {
     server
         .requests()

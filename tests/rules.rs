@@ -9,26 +9,6 @@ use mail2sms::clock::Clock;
 use mail2sms::config::{Config, QuietHours, UnicodeMode};
 use std::time::Duration;
 
-/// (code, tel) of every `<etat>` of an etatNot, in order.
-fn etats(not: &ReplyMail) -> Vec<(u16, String)> {
-    let text = not.text();
-    let mut out = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("<code") {
-        rest = &rest[i + 5..];
-        let gt = rest.find('>').unwrap();
-        let end = rest.find("</code").unwrap();
-        let code: u16 = rest[gt + 1..end].parse().unwrap();
-        let t = rest.find("<tel").unwrap();
-        let after = &rest[t..];
-        let gt = after.find('>').unwrap();
-        let end = after.find("</tel").unwrap();
-        out.push((code, after[gt + 1..end].to_string()));
-        rest = &after[end..];
-    }
-    out
-}
-
 fn body(nums: &[&str], sms: &str, email_id: &str, extra: &str) -> String {
     envoi_multi(nums, sms, email_id).replace("</envoi>", &format!("{extra}</envoi>"))
 }

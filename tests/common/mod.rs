@@ -433,3 +433,28 @@ pub fn assert_batch_stopped(
     }
     first.clone()
 }
+
+/// (code, tel) of every `<etat>` of an etatNot, in order.
+pub fn etats(not: &ReplyMail) -> Vec<(u16, String)> {
+    let text = not.text();
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("<code") {
+        rest = &rest[i + 5..];
+        let gt = rest.find('>').unwrap();
+        let end = rest.find("</code").unwrap();
+        let code: u16 = rest[gt + 1..end].parse().unwrap();
+        let t = rest.find("<tel").unwrap();
+        let after = &rest[t..];
+        let gt = after.find('>').unwrap();
+        let end = after.find("</tel").unwrap();
+        out.push((code, after[gt + 1..end].to_string()));
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The `<code>` values of an etatNot, in order.
+pub fn codes(not: &ReplyMail) -> Vec<u16> {
+    etats(not).into_iter().map(|(code, _)| code).collect()
+}
