@@ -13,6 +13,7 @@ pub mod codes;
 pub mod config;
 pub mod dispatch;
 pub mod gsm;
+pub mod logsafe;
 pub mod mail;
 pub mod pipeline;
 pub mod providers;
