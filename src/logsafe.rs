@@ -19,13 +19,11 @@ pub struct Safe<'a>(pub &'a str);
 
 impl fmt::Display for Safe<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0;
-        for c in self.0.chars() {
+        for (shown, c) in self.0.chars().enumerate() {
             if shown == MAX_LOGGED_CHARS {
                 let left = self.0.chars().count() - shown;
                 return write!(f, "…({left} more characters)");
             }
-            shown += 1;
             match c {
                 '\r' => f.write_str("\\r")?,
                 '\n' => f.write_str("\\n")?,
