@@ -19,10 +19,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, SqlSafeStr, SqlitePool};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, SqlSafeStr, SqlitePool};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +64,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// This database's `store_id` (see [`Store::instance_id`]).
     instance_id: String,
+    /// Limits and injected faults the writer applies (fault tests).
+    faults: Arc<Faults>,
 }
 
 /// One write operation and where its result goes.
@@ -108,6 +112,8 @@ enum OpKind {
         scope: String,
         number: String,
     },
+    /// Caps the database's size (`PRAGMA max_page_count`; 0: no cap).
+    MaxPageCount(u64),
 }
 
 enum OpResult {
@@ -156,6 +162,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0003_debits_holds.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            Cow::Borrowed("request_values_once"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0004_request_values_once.sql").into_sql_str(),
+            false,
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(migrations),
@@ -187,7 +200,10 @@ impl SqliteStore {
             // FULL: a commit survives a power cut, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statements are never logged: a multi-row insert is long, and
+            // slow batches are logged by the writer as a count instead.
+            .disable_statement_logging();
         let patience = Duration::from_millis(config.busy_timeout_ms);
         let mut conn = connect(&options, patience).await?;
         migrate(&mut conn).await?;
@@ -201,15 +217,46 @@ impl SqliteStore {
                 .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(2)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
+        let faults = Arc::new(Faults::default());
+        faults.install(&mut conn).await?;
         let (writer, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_task(conn, rx, config.max_batch.max(1)));
+        let task = Writer {
+            conn: Some(conn),
+            options,
+            patience,
+            faults: faults.clone(),
+        };
+        tokio::spawn(writer_task(task, rx, config.max_batch.max(1)));
         Ok(SqliteStore {
             writer,
             readers,
             instance_id,
+            faults,
         })
+    }
+
+    /// Caps the database at `pages` pages (`None`: no cap), as a full disk
+    /// would; returns the cap SQLite applied, which is never below the
+    /// database's current size. For fault tests: writes that need a new
+    /// page fail with SQLITE_FULL until the cap is lifted.
+    #[doc(hidden)]
+    pub async fn set_max_page_count(&self, pages: Option<u64>) -> Result<u64, StoreError> {
+        let pages = pages.unwrap_or(0);
+        self.faults.max_page_count.store(pages, Ordering::Release);
+        match self.submit(OpKind::MaxPageCount(pages)).await? {
+            OpResult::Count(applied) => Ok(applied),
+            _ => unreachable!("max_page_count returns Count"),
+        }
+    }
+
+    /// Makes the next `count` commits of the writer fail (the commit hook
+    /// turns them into rollbacks), as a disk that fails at `COMMIT` would.
+    /// For fault tests.
+    #[doc(hidden)]
+    pub fn fail_next_commits(&self, count: u32) {
+        self.faults.failing_commits.store(count, Ordering::Release);
     }
 
     async fn submit(&self, kind: OpKind) -> Result<OpResult, StoreError> {
@@ -274,39 +321,194 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 
 /// Runs queued operations in group-committed transactions until every
 /// sender is gone.
-async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
+async fn writer_task(mut writer: Writer, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        match run_batch(&mut conn, &batch).await {
+        let started = std::time::Instant::now();
+        let ops = batch.len();
+        writer.run(&mut batch).await;
+        let took = started.elapsed();
+        if took >= SLOW_BATCH {
+            tracing::warn!(ops, took_ms = took.as_millis() as u64, "slow group commit");
+        }
+    }
+}
+
+/// A group commit slower than this is logged (as a count and a duration:
+/// statements are never logged, they may be megabytes long).
+const SLOW_BATCH: Duration = Duration::from_secs(1);
+
+/// The writer task's state: its connection, and how to make a new one.
+///
+/// Every failure inside a transaction, `COMMIT` included, ends with an
+/// explicit `ROLLBACK` and a check that the connection is out of any
+/// transaction; a connection that cannot be brought back is dropped and a
+/// fresh one opened before the next batch. Transactions are plain
+/// `BEGIN IMMEDIATE` / `COMMIT` / `ROLLBACK` statements, not sqlx's
+/// `Transaction`: sqlx counts nesting depth and only lowers it when
+/// `COMMIT` or `ROLLBACK` succeed, so after a `COMMIT` that failed (disk
+/// full) and that SQLite had already rolled back, every later transaction
+/// became a `SAVEPOINT` inside one that never ended, and accepted mail
+/// never reached the file (issue 8).
+struct Writer {
+    /// The writing connection; `None` after one was dropped as unusable,
+    /// until a new one is opened.
+    conn: Option<SqliteConnection>,
+    /// How to open a new connection (the same file and pragmas).
+    options: SqliteConnectOptions,
+    /// How long opening may retry while the database is busy.
+    patience: Duration,
+    /// Limits and injected faults, shared with [`SqliteStore`].
+    faults: Arc<Faults>,
+}
+
+/// Knobs the fault tests turn on a running store: they make the database
+/// full or a `COMMIT` fail at a chosen moment, the way a full disk does.
+#[derive(Debug, Default)]
+struct Faults {
+    /// `PRAGMA max_page_count` of the writing connection (0: SQLite's
+    /// default); re-applied to every new connection.
+    max_page_count: AtomicU64,
+    /// How many of the next commits the commit hook turns into rollbacks.
+    failing_commits: AtomicU32,
+}
+
+/// Why a group of operations failed, and so how far the failure reaches.
+enum BatchError {
+    /// The database's state (busy, full, read-only, I/O) or the transaction
+    /// itself (`BEGIN`, `COMMIT`): every operation of the group would fail
+    /// again the same way; they all get the error.
+    Database(StoreError),
+    /// One operation's statement failed for a reason of its own: the
+    /// others are run again, each alone.
+    Operation(StoreError),
+}
+
+impl Writer {
+    /// Runs a group of operations in one transaction and answers each.
+    async fn run(&mut self, batch: &mut Vec<Op>) {
+        match self.transaction(batch).await {
             Ok(results) => {
                 for (op, result) in batch.drain(..).zip(results) {
                     let _ = op.reply.send(Ok(result));
                 }
             }
-            Err(error) if batch.len() == 1 || affects_everything(&error) => {
-                // Busy, full, I/O: every operation would fail the same way
-                // after another wait; answer them all now (SMTP says 451).
+            Err(BatchError::Operation(error)) if batch.len() > 1 => {
+                tracing::warn!(%error, ops = batch.len(), "group commit failed, retrying each alone");
+                for op in batch.drain(..) {
+                    let result = match self.transaction(std::slice::from_ref(&op)).await {
+                        Ok(mut results) => Ok(results.remove(0)),
+                        Err(BatchError::Database(e) | BatchError::Operation(e)) => Err(e),
+                    };
+                    let _ = op.reply.send(result);
+                }
+            }
+            Err(BatchError::Database(error) | BatchError::Operation(error)) => {
+                // Nothing of the group was committed: every operation gets
+                // the error (SMTP says 451), none is reported as done.
+                tracing::error!(%error, ops = batch.len(), "store write failed");
                 let message = error.to_string();
                 for op in batch.drain(..) {
                     let _ = op.reply.send(Err(StoreError::Unavailable(message.clone())));
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, ops = batch.len(), "group commit failed, retrying each alone");
-                for op in batch.drain(..) {
-                    let result = run_batch(&mut conn, std::slice::from_ref(&op))
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let _ = op.reply.send(result);
-                }
+        }
+    }
+
+    /// One transaction over `ops`; on any failure it is rolled back and the
+    /// connection made clean (or dropped) before this returns.
+    async fn transaction(&mut self, ops: &[Op]) -> Result<Vec<OpResult>, BatchError> {
+        let conn = self.connection().await.map_err(BatchError::Database)?;
+        if let Err(error) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            self.recover().await;
+            return Err(BatchError::Database(error.into()));
+        }
+        let result = match run_ops(conn, ops).await {
+            Ok(results) => match sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+                Ok(_) => return Ok(results),
+                Err(error) => BatchError::Database(error.into()),
+            },
+            Err(error) if affects_everything(&error) => BatchError::Database(error),
+            Err(error) => BatchError::Operation(error),
+        };
+        self.recover().await;
+        Err(result)
+    }
+
+    /// The writing connection, opening a new one if the last was dropped.
+    async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        if self.conn.is_none() {
+            let mut conn = connect(&self.options, self.patience).await?;
+            self.faults.install(&mut conn).await?;
+            tracing::info!("store: new writing connection opened");
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connection just set"))
+    }
+
+    /// After a failed transaction: rolls it back and checks that the
+    /// connection is in no transaction at all; otherwise drops it. SQLite
+    /// may already have rolled back (a failed `COMMIT` on a full disk), so
+    /// the `ROLLBACK` itself may fail: only the check counts.
+    async fn recover(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        if let Err(error) = is_clean(conn).await {
+            tracing::warn!(%error, "store: writing connection left in a transaction; replacing it");
+            if let Some(conn) = self.conn.take() {
+                // Closing a connection rolls back what it still holds.
+                let _ = conn.close().await;
             }
         }
     }
 }
 
+/// Whether a connection is outside any transaction: a plain `BEGIN` (which
+/// takes no lock) succeeds only then.
+async fn is_clean(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+    Ok(())
+}
+
+impl Faults {
+    /// Applies the size cap and the commit hook to a new connection.
+    async fn install(self: &Arc<Self>, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        self.apply_max_page_count(conn).await?;
+        let faults = self.clone();
+        conn.lock_handle().await?.set_commit_hook(move || {
+            faults
+                .failing_commits
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err()
+        });
+        Ok(())
+    }
+
+    /// Sets `PRAGMA max_page_count` from [`Faults::max_page_count`];
+    /// returns the cap SQLite applied (never below the database's size).
+    async fn apply_max_page_count(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+        let pages = match self.max_page_count.load(Ordering::Acquire) {
+            0 => UNLIMITED_PAGES,
+            n => n,
+        };
+        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(applied as u64)
+    }
+}
+
+/// The largest `max_page_count` SQLite takes: no cap.
+const UNLIMITED_PAGES: u64 = 0xffff_fffe;
+
 /// Whether an error is the database's state rather than one operation's
-/// fault: SQLITE_BUSY (5), LOCKED (6), IOERR (10), CORRUPT (11), FULL (13),
-/// CANTOPEN (14), READONLY (8), or no answer from the database at all.
+/// fault: SQLITE_BUSY (5), LOCKED (6), READONLY (8), IOERR (10), CORRUPT
+/// (11), FULL (13), CANTOPEN (14), or no answer from the database at all.
 fn affects_everything(error: &StoreError) -> bool {
     match error {
         StoreError::Database(sqlx::Error::Database(db)) => db
@@ -325,8 +527,8 @@ fn affects_everything(error: &StoreError) -> bool {
     }
 }
 
-async fn run_batch(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
-    let mut tx = conn.begin().await?;
+/// Runs the operations of one transaction (already begun on `conn`).
+async fn run_ops(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
     let mut results: Vec<Option<OpResult>> = ops.iter().map(|_| None).collect();
     // Every accepted email of the group in a few statements.
     let (positions, requests): (Vec<usize>, Vec<&NewRequest>) = ops
@@ -340,17 +542,16 @@ async fn run_batch(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResu
     if !requests.is_empty() {
         for (i, accepted) in positions
             .into_iter()
-            .zip(accept_all(&mut tx, &requests).await?)
+            .zip(accept_all(&mut *conn, &requests).await?)
         {
             results[i] = Some(OpResult::Accepted(accepted));
         }
     }
     for (op, result) in ops.iter().zip(results.iter_mut()) {
         if result.is_none() {
-            *result = Some(apply(&mut tx, &op.kind).await?);
+            *result = Some(apply(&mut *conn, &op.kind).await?);
         }
     }
-    tx.commit().await?;
     Ok(results.into_iter().flatten().collect())
 }
 
@@ -400,6 +601,13 @@ async fn apply(conn: &mut SqliteConnection, kind: &OpKind) -> Result<OpResult, S
             .rows_affected()
                 > 0,
         ),
+        OpKind::MaxPageCount(pages) => {
+            let faults = Faults {
+                max_page_count: AtomicU64::new(*pages),
+                ..Faults::default()
+            };
+            OpResult::Count(faults.apply_max_page_count(conn).await?)
+        }
         OpKind::OptOutRemove { scope, number } => OpResult::Changed(
             sqlx::query("DELETE FROM optouts WHERE scope = ? AND number = ?")
                 .bind(scope)
@@ -548,7 +756,7 @@ async fn insert_not(
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound values; a job row
-/// has 16).
+/// has 13, a request row 12).
 const ROWS_PER_INSERT: usize = 500;
 
 /// Records accepted emails: a handful of multi-row statements for the whole
@@ -581,7 +789,8 @@ async fn accept_all(
     for chunk in with_id.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::new(
             "INSERT INTO requests (account, email_id, received_at, message_id, mail_from,
-                                   email_ack, email_not, error_code, pending_jobs, completed_at) ",
+                                   email_ack, email_not, error_code, pending_jobs, completed_at,
+                                   sender_id, tracker) ",
         );
         insert.push_values(chunk, |mut row, &i| {
             let r = requests[i];
@@ -599,7 +808,9 @@ async fn accept_all(
                 .push_bind(r.email_not.as_deref())
                 .push_bind(error_code)
                 .push_bind(queued as i64)
-                .push_bind((queued == 0).then_some(now));
+                .push_bind((queued == 0).then_some(now))
+                .push_bind(r.sender_id.as_deref())
+                .push_bind(r.tracker.as_deref());
         });
         insert.push(" ON CONFLICT (account, email_id) DO NOTHING RETURNING id, account, email_id");
         for row in insert.build().fetch_all(&mut *conn).await? {
@@ -645,9 +856,8 @@ async fn accept_all(
         .collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::new(
-            "INSERT INTO jobs (request_id, seq, tel, number, text, account, email_id, sender_id,
-                               tracker, received_at, status, code, detail, next_attempt_at,
-                               updated_at, same_as) ",
+            "INSERT INTO jobs (request_id, seq, tel, number, text, account, received_at, status,
+                               code, detail, next_attempt_at, updated_at, same_as) ",
         );
         insert.push_values(chunk, |mut row, &(request_id, r, position, m)| {
             let (number, status, code, detail) = match (&m.number, m.duplicate_of) {
@@ -666,9 +876,6 @@ async fn accept_all(
                 .push_bind(number)
                 .push_bind(m.text.as_str())
                 .push_bind(r.account.as_str())
-                .push_bind(r.email_id.as_deref())
-                .push_bind(r.sender_id.as_deref())
-                .push_bind(r.tracker.as_deref())
                 .push_bind(now)
                 .push_bind(status)
                 .push_bind(code)
@@ -753,25 +960,34 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, request_id, account, number, text, sender_id, tracker, email_id, received_at, attempts, provider_index, provider_attempts, MAX(received_at, COALESCE(held_until, received_at)) AS age_from";
+/// A job's columns, with its request's values (stored once per request)
+/// read through the request's primary key. A macro so that `concat!` can
+/// build whole statements from it at compile time.
+macro_rules! job_columns {
+    () => {
+        "id, request_id, account, number, text, received_at, attempts, provider_index,
+         provider_attempts, MAX(received_at, COALESCE(held_until, received_at)) AS age_from,
+         (SELECT r.sender_id FROM requests r WHERE r.id = jobs.request_id) AS sender_id,
+         (SELECT r.tracker FROM requests r WHERE r.id = jobs.request_id) AS tracker,
+         (SELECT r.email_id FROM requests r WHERE r.id = jobs.request_id) AS email_id"
+    };
+}
 
 async fn claim_jobs(
     conn: &mut SqliteConnection,
     now: Millis,
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "UPDATE jobs SET status = 'sending', attempts = attempts + 1,
                 provider_attempts = provider_attempts + 1, updated_at = ?1
          WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1
                       ORDER BY next_attempt_at, id LIMIT ?2)
-         RETURNING id, request_id, account, number, text, sender_id, tracker, email_id,
-                   received_at, attempts, provider_index, provider_attempts,
-                   MAX(received_at, COALESCE(held_until, received_at)) AS age_from,
-                   EXISTS (SELECT 1 FROM optouts o
-                           WHERE o.number = jobs.number AND o.scope IN ('', jobs.account))
-                       AS opted_out",
-    )
+         RETURNING ",
+        job_columns!(),
+        ", EXISTS (SELECT 1 FROM optouts o
+                   WHERE o.number = jobs.number AND o.scope IN ('', jobs.account)) AS opted_out"
+    ))
     .bind(now)
     .bind(limit as i64)
     .fetch_all(&mut *conn)
@@ -1104,8 +1320,11 @@ impl Store for SqliteStore {
     }
 
     async fn in_flight_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'sending' ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE status = 'sending' ORDER BY id"
+        ))
             .fetch_all(&self.readers)
             .await?;
         Ok(rows
