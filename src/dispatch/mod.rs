@@ -127,10 +127,18 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Millis {
     (exp / 2 + fastrand::u64(0..=exp / 2)) as Millis
 }
 
-/// Runs a store operation until it succeeds, or until shutdown: an outcome
-/// that is not recorded would make an SMS be sent again, or a reply be lost.
-/// Giving up at shutdown is safe: what was being sent is settled at the
-/// next start (`recover`, `requeue_interrupted_replies`).
+/// How long [`insist`] goes on trying once shutdown is asked: a store that
+/// is full or locked for a moment at shutdown still gets the outcomes.
+pub const SHUTDOWN_RECORD_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs a store operation until it succeeds: an outcome that is not
+/// recorded would make an SMS be sent again, or a reply be lost. After
+/// shutdown is asked it goes on for [`SHUTDOWN_RECORD_GRACE`], then gives
+/// up: what was being sent stays "sending" in the store and is settled at
+/// the next start (`recover`, `requeue_interrupted_replies`), which is the
+/// only way an SMS whose outcome could not be recorded may go out again
+/// (with `dispatch.unknown_outcome = "resend"` and a provider that cannot
+/// be asked).
 pub async fn insist<F, Fut>(what: &str, shutdown: &Shutdown, mut operation: F)
 where
     F: FnMut() -> Fut,
@@ -138,17 +146,35 @@ where
 {
     let mut delay = Duration::from_millis(100);
     let mut shutdown = shutdown.clone();
+    let mut give_up_at: Option<tokio::time::Instant> = None;
+    let mut failures = 0u32;
     while let Err(e) = operation().await {
+        failures += 1;
+        let now = tokio::time::Instant::now();
         if shutdown.is_fired() {
-            tracing::error!(error = %e, "cannot record {what}; stopping anyway");
-            return;
+            let deadline = *give_up_at.get_or_insert(now + SHUTDOWN_RECORD_GRACE);
+            if now >= deadline {
+                tracing::error!(error = %e, failures, "cannot record {what}; stopping anyway, they are settled at the next start");
+                return;
+            }
         }
-        tracing::error!(error = %e, "cannot record {what}; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait() => {}
+        // The first failure and then every tenth: a store that is down
+        // for a while must not flood the log.
+        if failures == 1 || failures.is_multiple_of(10) {
+            tracing::error!(error = %e, failures, "cannot record {what}; retrying");
+        }
+        if give_up_at.is_some() {
+            tokio::time::sleep(delay.min(Duration::from_secs(1))).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait() => {}
+            }
         }
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    if failures > 0 {
+        tracing::info!(failures, "{what} recorded after the store recovered");
     }
 }
 
