@@ -345,6 +345,16 @@ async fn a_lock_held_by_another_process_fails_then_recovers() {
     assert!(writable_by_another(&config.path).await);
 }
 
+/// Says on the real stderr (not captured by the test harness, so `cargo
+/// test` shows it) that a test could not run here.
+fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED store_faults::{test}: {why} on this machine (run as root)"
+    );
+}
+
 /// `chattr` on a path; false when the tool or the permission is missing.
 fn chattr(flag: &str, paths: &[PathBuf]) -> bool {
     std::process::Command::new("chattr")
@@ -390,9 +400,7 @@ async fn a_read_only_database_file_fails_then_recovers() {
     let store = SqliteStore::open(&config).await.unwrap();
     store.accept(request("50", &["+33601000050"])).await.unwrap();
     let Some(immutable) = Immutable::new(db_files(&config.path)) else {
-        eprintln!(
-            "SKIPPED a_read_only_database_file_fails_then_recovers: chattr +i not permitted here"
-        );
+        skipped("a_read_only_database_file_fails_then_recovers", "chattr +i not permitted");
         return;
     };
     let mut results = Vec::new();
@@ -594,9 +602,9 @@ async fn disk_full_during_smtp_load_loses_nothing_and_sends_nothing_twice() {
     let mount = dir.path().join("disk");
     std::fs::create_dir(&mount).unwrap();
     if !mount_tmpfs(&mount, "16m") {
-        eprintln!(
-            "SKIPPED disk_full_during_smtp_load_loses_nothing_and_sends_nothing_twice: \
-             mounting a tmpfs is not permitted here"
+        skipped(
+            "disk_full_during_smtp_load_loses_nothing_and_sends_nothing_twice",
+            "mounting a tmpfs is not permitted",
         );
         return;
     }
@@ -624,9 +632,9 @@ async fn read_only_store_during_smtp_load_loses_nothing_and_sends_nothing_twice(
     let app = TestApp::spawn_with(|c| c.store.busy_timeout_ms = 200).await;
     let db = app.config.store.path.clone();
     if !chattr("-i", &db_files(&db)) {
-        eprintln!(
-            "SKIPPED read_only_store_during_smtp_load_loses_nothing_and_sends_nothing_twice: \
-             chattr not permitted here"
+        skipped(
+            "read_only_store_during_smtp_load_loses_nothing_and_sends_nothing_twice",
+            "chattr not permitted",
         );
         return;
     }
