@@ -65,6 +65,10 @@ pub struct SmtpConfig {
     /// as one address, loopback too); more get a `421 4.7.0` at once. Without
     /// it one client could hold every `max_connections` slot (issue 8).
     pub max_connections_per_ip: usize,
+    /// Seconds a session may last: past them its next command gets a
+    /// `421 4.4.2` and the connection is closed, so that a client cannot hold
+    /// its slots forever by sending a NOOP before each idle timeout (issue 8).
+    pub max_session_secs: u64,
     /// Longest command line in bytes, CRLF included; longer ones get a 500.
     pub max_line_length: usize,
     /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
@@ -94,6 +98,7 @@ impl Default for SmtpConfig {
             max_connections: 1024,
             // Above the 20 parallel connections a Postfix relay opens by default.
             max_connections_per_ip: 100,
+            max_session_secs: 600,
             max_line_length: 4096,
             max_message_size: 25 * 1024 * 1024,
             max_buffered_bytes: 256 * 1024 * 1024,
@@ -162,6 +167,8 @@ struct Shared {
     idle_timeout: Duration,
     /// How long the DATA phase of one message may take.
     data_timeout: Duration,
+    /// How long a session may last before its next command closes it.
+    max_session: Duration,
     /// The bytes of message buffers still free to take, out of
     /// `max_buffered_bytes` (one permit per byte); sessions take them as
     /// their buffer grows and give them back when the message is dropped.
@@ -183,6 +190,7 @@ impl Shared {
         Self {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             data_timeout: Duration::from_secs(config.data_timeout_secs),
+            max_session: Duration::from_secs(config.max_session_secs),
             budget: Arc::new(Semaphore::new(
                 config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
             )),

@@ -101,6 +101,14 @@ impl Protocol {
         self.reply(421, "4.3.2", &text);
     }
 
+    /// Queues the reply for a session that lasted `max_session_secs` and is
+    /// closed at its next command (issue 8).
+    pub(super) fn session_too_long(&mut self) {
+        tracing::info!(peer = %self.peer, "SMTP session closed: older than smtp.max_session_secs");
+        let text = format!("{} session too long, closing", self.shared.config.hostname);
+        self.reply(421, "4.4.2", &text);
+    }
+
     /// Queues the reply for a command line over the length limit.
     pub(super) fn line_too_long(&mut self) {
         self.reply(500, "5.5.2", "line too long");

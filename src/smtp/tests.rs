@@ -948,6 +948,81 @@ async fn a_session_ending_abnormally_gives_its_place_back() {
     shut(stop, server).await;
 }
 
+/// Issue 8: a client sending NOOP in time is served until the session is
+/// `max_session_secs` old; then its next command gets 421 and it is closed.
+#[tokio::test]
+async fn a_session_past_max_session_secs_is_closed_at_its_next_command() {
+    let config = SmtpConfig {
+        max_session_secs: 2,
+        ..config()
+    };
+    let started = Instant::now();
+    let (mut client, session) = start(config, Arc::default()).await;
+    let mut served = 0;
+    let last = loop {
+        let reply = client.cmd("NOOP").await;
+        if reply != "250 2.0.0 Ok\r\n" {
+            break reply;
+        }
+        served += 1;
+        assert!(started.elapsed() < PATIENCE, "never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(last, "421 4.4.2 localhost session too long, closing\r\n");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(served > 0, "no NOOP was served before the session's end");
+    client.closed().await;
+    assert!(session.await.unwrap().is_ok());
+}
+
+/// Issue 8: a message under way when the session reaches
+/// `max_session_secs` is received and handled; the 421 comes at the next
+/// command.
+#[tokio::test]
+async fn a_message_under_way_at_max_session_secs_is_let_finish() {
+    let config = SmtpConfig {
+        max_session_secs: 1,
+        ..config()
+    };
+    let recorder: Arc<Recorder> = Arc::default();
+    let mut client = start_ehlo(config, recorder.clone()).await;
+    client.envelope("a@example.org", "x@localhost").await;
+    client.expect("DATA", "354 ").await;
+    client.send("Subject: slow\r\n\r\nfirst half, ").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.send("second half\r\n.\r\n").await;
+    client.expect_reply("250 ").await;
+    assert_eq!(
+        recorder.bodies(),
+        ["Subject: slow\r\n\r\nfirst half, second half\r\n"]
+    );
+    assert_eq!(
+        client.cmd("NOOP").await,
+        "421 4.4.2 localhost session too long, closing\r\n"
+    );
+    client.closed().await;
+}
+
+/// Issue 8: a client trickling a command line that never ends is closed
+/// too once the session is `max_session_secs` old.
+#[tokio::test]
+async fn a_never_ending_line_does_not_outlive_max_session_secs() {
+    let config = SmtpConfig {
+        max_session_secs: 1,
+        ..config()
+    };
+    let (mut client, session) = start(config, Arc::default()).await;
+    client.send("NOOP ").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.send("still going").await;
+    assert_eq!(
+        client.reply().await,
+        "421 4.4.2 localhost session too long, closing\r\n"
+    );
+    client.closed().await;
+    assert!(session.await.unwrap().is_ok());
+}
+
 /// Issue 8 in miniature: one address opening every connection it can and
 /// keeping them busy with NOOP no longer locks the other clients out.
 #[tokio::test]
