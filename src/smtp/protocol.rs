@@ -12,6 +12,7 @@ use smtp_proto::{Error as ParseError, Request};
 
 use super::data::{DataReceiver, Dropped};
 use super::{Envelope, Shared};
+use crate::logsafe::Safe;
 
 /// Whether the session goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +220,7 @@ impl Protocol {
         if self.mail_from.is_none() {
             self.reply(503, "5.5.1", "need MAIL before RCPT");
         } else if !local {
-            tracing::info!(peer = %self.peer, rcpt = address, "SMTP relaying denied");
+            tracing::info!(peer = %self.peer, rcpt = %Safe(address), "SMTP relaying denied");
             self.reply(550, "5.7.1", "relaying denied");
         } else if self.rcpt_to.len() >= self.shared.config.max_recipients {
             self.reply(452, "4.5.3", "too many recipients");
