@@ -259,6 +259,12 @@ impl Config {
         if self.smtp.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
+        if self.smtp.max_connections_per_ip == 0 {
+            return Err(invalid("smtp.max_connections_per_ip", "must be at least 1"));
+        }
+        if self.smtp.max_session_secs == 0 {
+            return Err(invalid("smtp.max_session_secs", "must be at least 1"));
+        }
         if self.accounts.is_empty() {
             return Err(invalid("accounts", "at least one account is needed"));
         }
@@ -624,6 +630,14 @@ mod tests {
             (
                 with("idle_timeout_secs = 0", ACCOUNT),
                 "smtp.idle_timeout_secs",
+            ),
+            (
+                with("max_connections_per_ip = 0", ACCOUNT),
+                "smtp.max_connections_per_ip",
+            ),
+            (
+                with("max_session_secs = 0", ACCOUNT),
+                "smtp.max_session_secs",
             ),
             (
                 with("", ACCOUNT).replace("path = \"/tmp/o\"", "path = \"/tmp/o\"\nbogus = 1"),

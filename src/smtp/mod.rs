@@ -14,14 +14,16 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use session::Session;
@@ -36,6 +38,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The reply a client gets when all connection slots are taken.
 const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.3.2 too many connections, try later\r\n";
 
+/// Shortest time between two log lines about refused connections (per
+/// address for the per-address cap, in all for the global one), so that a
+/// client connecting in a loop cannot flood the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The IPv6 prefix length counted as one address by the per-address cap: a
+/// /64 is the smallest network given to one subscriber, and one host can take
+/// as many addresses in it as it likes.
+const IPV6_PREFIX_BITS: u32 = 64;
+
 /// Configuration of the SMTP listener (the `[smtp]` table of the config file).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,6 +61,14 @@ pub struct SmtpConfig {
     pub domains: Vec<String>,
     /// Simultaneous connections; clients beyond it get a 421 at once.
     pub max_connections: usize,
+    /// Simultaneous connections from one client address (an IPv6 /64 counts
+    /// as one address, loopback too); more get a `421 4.7.0` at once. Without
+    /// it one client could hold every `max_connections` slot (issue 8).
+    pub max_connections_per_ip: usize,
+    /// Seconds a session may last: past them its next command gets a
+    /// `421 4.4.2` and the connection is closed, so that a client cannot hold
+    /// its slots forever by sending a NOOP before each idle timeout (issue 8).
+    pub max_session_secs: u64,
     /// Longest command line in bytes, CRLF included; longer ones get a 500.
     pub max_line_length: usize,
     /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
@@ -76,6 +96,9 @@ impl Default for SmtpConfig {
             hostname: "localhost".into(),
             domains: vec!["localhost".into()],
             max_connections: 1024,
+            // Above the 20 parallel connections a Postfix relay opens by default.
+            max_connections_per_ip: 100,
+            max_session_secs: 600,
             max_line_length: 4096,
             max_message_size: 25 * 1024 * 1024,
             max_buffered_bytes: 256 * 1024 * 1024,
@@ -144,6 +167,8 @@ struct Shared {
     idle_timeout: Duration,
     /// How long the DATA phase of one message may take.
     data_timeout: Duration,
+    /// How long a session may last before its next command closes it.
+    max_session: Duration,
     /// The bytes of message buffers still free to take, out of
     /// `max_buffered_bytes` (one permit per byte); sessions take them as
     /// their buffer grows and give them back when the message is dropped.
@@ -165,6 +190,7 @@ impl Shared {
         Self {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             data_timeout: Duration::from_secs(config.data_timeout_secs),
+            max_session: Duration::from_secs(config.max_session_secs),
             budget: Arc::new(Semaphore::new(
                 config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
             )),
@@ -189,9 +215,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::new(config, handler));
-    let slots = Arc::new(Semaphore::new(
-        shared.config.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    let mut gate = Gate::new(&shared.config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
@@ -210,10 +234,7 @@ pub async fn run(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "SMTP connection refused: too many connections");
-                    // A fresh socket's send buffer is empty: this does not block.
-                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                let Some(admission) = gate.admit(&stream, peer) else {
                     continue;
                 };
                 tracing::debug!(%peer, "SMTP connection accepted");
@@ -222,7 +243,8 @@ pub async fn run(
                 let session = Session::new(stream, shared.clone(), peer, stop_rx.clone());
                 sessions.spawn(async move {
                     let result = session.run().await;
-                    drop(permit);
+                    // Also dropped if the task panics or is aborted.
+                    drop(admission);
                     (peer, result)
                 });
             }
@@ -254,5 +276,208 @@ fn log_join(done: Result<(SocketAddr, Result<(), session::SessionError>), tokio:
         Ok((peer, Ok(()))) => tracing::debug!(%peer, "SMTP session closed"),
         Ok((peer, Err(error))) => tracing::debug!(%peer, %error, "SMTP session ended"),
         Err(error) => tracing::error!(%error, "SMTP session task failed"),
+    }
+}
+
+/// Decides which connections are served: the global and per-address caps.
+struct Gate {
+    /// Free connection slots, out of `max_connections`.
+    slots: Arc<Semaphore>,
+    /// Open connections per client address, out of `max_connections_per_ip`.
+    per_address: Arc<PerAddress>,
+    /// Limits the log lines about connections refused for want of a slot.
+    full_log: LogLimiter,
+}
+
+/// What a served connection holds until its session ends; dropping it gives
+/// both back.
+struct Admission {
+    /// The connection's place in its address's count.
+    _address: AddressSlot,
+    /// The connection's slot.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Gate {
+    fn new(config: &SmtpConfig) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
+            full_log: LogLimiter::default(),
+        }
+    }
+
+    /// Admits a new connection, or tells the client `421` and returns `None`
+    /// (the caller then drops the connection).
+    fn admit(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<Admission> {
+        let now = Instant::now();
+        let address = match self.per_address.admit(peer.ip(), now) {
+            Ok(address) => address,
+            Err(Refused { log }) => {
+                if let Some(suppressed) = log {
+                    tracing::warn!(
+                        %peer,
+                        limit = self.per_address.cap,
+                        suppressed,
+                        "SMTP connection refused: too many connections from this address"
+                    );
+                }
+                refuse(stream, &self.per_address.refusal);
+                return None;
+            }
+        };
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            if let Some(suppressed) = self.full_log.allow(now) {
+                tracing::warn!(%peer, suppressed, "SMTP connection refused: too many connections");
+            }
+            refuse(stream, TOO_MANY_CONNECTIONS);
+            return None;
+        };
+        Some(Admission {
+            _address: address,
+            _slot: slot,
+        })
+    }
+}
+
+/// Writes a refusal to a connection about to be dropped.
+fn refuse(stream: &TcpStream, reply: &[u8]) {
+    // A fresh socket's send buffer is empty: this does not block.
+    let _ = stream.try_write(reply);
+}
+
+/// Counts the open connections of each client address, to cap them.
+struct PerAddress {
+    /// Most connections one address may have open.
+    cap: usize,
+    /// The `421` given beyond the cap, rendered once.
+    refusal: Box<[u8]>,
+    /// The addresses (see [`address_key`]) with connections open. An address
+    /// leaves with its last connection, so this holds at most
+    /// `max_connections` entries whatever clients do.
+    open: Mutex<HashMap<IpAddr, AddressCount>>,
+}
+
+/// What [`PerAddress`] knows of one address.
+#[derive(Default)]
+struct AddressCount {
+    /// Its open connections.
+    sessions: usize,
+    /// Limits the log lines about its refused connections.
+    refusals: LogLimiter,
+}
+
+/// A connection refused by the per-address cap.
+struct Refused {
+    /// `Some(n)` if this refusal is to be logged, `n` being the address's
+    /// refusals left unlogged before it; `None` if it is only counted.
+    log: Option<u64>,
+}
+
+/// One connection's place in its address's count, given back when dropped:
+/// whatever way the session ends (return, panic, abort at shutdown), the
+/// count goes down.
+struct AddressSlot {
+    /// The count it belongs to.
+    table: Arc<PerAddress>,
+    /// The address it counts for.
+    address: IpAddr,
+}
+
+impl PerAddress {
+    fn new(cap: usize) -> Self {
+        let refusal = format!(
+            "421 4.7.0 too many connections from your address (at most {cap}), try later\r\n"
+        );
+        Self {
+            cap,
+            refusal: refusal.into_bytes().into_boxed_slice(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more connection from `ip`, unless its address is at the cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<AddressSlot, Refused> {
+        let address = address_key(ip);
+        let mut open = self.lock();
+        let count = match open.entry(address) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) if self.cap > 0 => entry.insert(AddressCount::default()),
+            // Only a refused address with connections open keeps an entry.
+            Entry::Vacant(_) => return Err(Refused { log: None }),
+        };
+        if count.sessions >= self.cap {
+            let log = count.refusals.allow(now);
+            return Err(Refused { log });
+        }
+        count.sessions += 1;
+        drop(open);
+        Ok(AddressSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+
+    /// The counts (never left inconsistent: nothing in their critical
+    /// sections panics, so a poisoned lock is taken as is).
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, AddressCount>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock();
+        if let Entry::Occupied(mut entry) = open.entry(self.address) {
+            let count = entry.get_mut();
+            count.sessions = count.sessions.saturating_sub(1);
+            if count.sessions == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+/// The address a client is counted under by the per-address cap: an IPv4
+/// address as is (also when it arrives IPv4-mapped on an IPv6 listener), an
+/// IPv6 address by its /64 prefix.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX << (128 - IPV6_PREFIX_BITS);
+                IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & mask))
+            }
+        },
+    }
+}
+
+/// Lets one log line through per [`REFUSAL_LOG_INTERVAL`] and counts the
+/// others, so that the next line says how many were left out.
+#[derive(Default)]
+struct LogLimiter {
+    /// When a line was last let through.
+    last: Option<Instant>,
+    /// Events left unlogged since then.
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Whether to log an event happening at `now`: `Some(n)`, `n` being the
+    /// events left unlogged before it, or `None` if it is only counted.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        let recent = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_LOG_INTERVAL);
+        if recent {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }

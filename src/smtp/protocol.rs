@@ -12,6 +12,7 @@ use smtp_proto::{Error as ParseError, Request};
 
 use super::data::{DataReceiver, Dropped};
 use super::{Envelope, Shared};
+use crate::logsafe::Safe;
 
 /// Whether the session goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,14 @@ impl Protocol {
     pub(super) fn shutting_down(&mut self) {
         let text = format!("{} shutting down", self.shared.config.hostname);
         self.reply(421, "4.3.2", &text);
+    }
+
+    /// Queues the reply for a session that lasted `max_session_secs` and is
+    /// closed at its next command (issue 8).
+    pub(super) fn session_too_long(&mut self) {
+        tracing::info!(peer = %self.peer, "SMTP session closed: older than smtp.max_session_secs");
+        let text = format!("{} session too long, closing", self.shared.config.hostname);
+        self.reply(421, "4.4.2", &text);
     }
 
     /// Queues the reply for a command line over the length limit.
@@ -211,7 +220,7 @@ impl Protocol {
         if self.mail_from.is_none() {
             self.reply(503, "5.5.1", "need MAIL before RCPT");
         } else if !local {
-            tracing::info!(peer = %self.peer, rcpt = address, "SMTP relaying denied");
+            tracing::info!(peer = %self.peer, rcpt = %Safe(address), "SMTP relaying denied");
             self.reply(550, "5.7.1", "relaying denied");
         } else if self.rcpt_to.len() >= self.shared.config.max_recipients {
             self.reply(452, "4.5.3", "too many recipients");

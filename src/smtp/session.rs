@@ -42,6 +42,9 @@ pub(super) struct Session<S> {
     shutdown: watch::Receiver<bool>,
     /// Configuration and the idle timeout.
     shared: Arc<Shared>,
+    /// When the session has lasted `max_session_secs` and its next command
+    /// closes it; `None` if that is too far to represent (never).
+    expires: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -56,6 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             lines: LineReader::new(shared.config.max_line_length),
             protocol: Protocol::new(shared.clone(), peer),
             shutdown,
+            expires: Instant::now().checked_add(shared.max_session),
             shared,
         }
     }
@@ -126,6 +130,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 continue;
             }
+            // Checked on any command input, a partial line included, so that
+            // a client trickling a never-ending line is closed too.
+            if self.expired() {
+                self.protocol.session_too_long();
+                return Flow::Quit;
+            }
             let (used, frame) = self.lines.frame(input);
             input = &input[used..];
             match frame {
@@ -139,6 +149,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Flow::Continue
+    }
+
+    /// Whether the session has lasted `max_session_secs`.
+    fn expired(&self) -> bool {
+        self.expires
+            .is_some_and(|expires| Instant::now() >= expires)
     }
 
     /// Writes the pending replies.

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::session::{Session, SessionError};
-use super::{Envelope, Handler, Reply, Shared, SmtpConfig, run};
+use super::{Envelope, Handler, LogLimiter, PerAddress, Refused, Reply, Shared, SmtpConfig, run};
 
 /// The text of the reply when the buffer budget is out.
 const INSUFFICIENT: &str = "insufficient system storage, try again later";
@@ -726,6 +726,14 @@ async fn serve(
     config: SmtpConfig,
     handler: Arc<Recorder>,
 ) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    serve_with(config, handler).await
+}
+
+/// Like [`serve`], with any handler.
+async fn serve_with(
+    config: SmtpConfig,
+    handler: Arc<dyn Handler>,
+) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -827,4 +835,284 @@ async fn run_stops_on_shutdown() {
         .unwrap()
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// A client source address other than 127.0.0.1: all of 127.0.0.0/8 is
+/// loopback on Linux.
+const OTHER_ADDRESS: &str = "127.0.0.2";
+
+/// Connects to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: SocketAddr) -> Client<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    Client::new(socket.connect(addr).await.unwrap())
+}
+
+/// Connects from `from` until the server greets: a session's place is given
+/// back just after its socket closes.
+async fn connect_when_free(from: &str, addr: SocketAddr) -> Client<TcpStream> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut client = connect_from(from, addr).await;
+        let reply = client.reply().await;
+        if reply.starts_with("220 ") {
+            return client;
+        }
+        assert!(
+            reply.starts_with("421 4.7.0 "),
+            "unexpected greeting {reply:?}"
+        );
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Stops a server started by [`serve`] and waits for it.
+async fn shut(stop: oneshot::Sender<()>, server: JoinHandle<()>) {
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Issue 8: one address gets at most `max_connections_per_ip` connections;
+/// the next is told so and closed, those it has go on, a closed one frees a
+/// place, and other addresses have their own count.
+#[tokio::test]
+async fn connections_over_the_per_address_cap_get_421() {
+    let config = SmtpConfig {
+        max_connections_per_ip: 2,
+        ..config()
+    };
+    let (addr, stop, server) = serve(config, Arc::default()).await;
+    let mut first = connect_from("127.0.0.1", addr).await;
+    first.expect_reply("220 ").await;
+    let mut second = connect_from("127.0.0.1", addr).await;
+    second.expect_reply("220 ").await;
+    let mut third = connect_from("127.0.0.1", addr).await;
+    assert_eq!(
+        third.reply().await,
+        "421 4.7.0 too many connections from your address (at most 2), try later\r\n"
+    );
+    third.closed().await;
+    first.expect("NOOP", "250 ").await;
+    second.expect("NOOP", "250 ").await;
+    // Another address is not counted with the first.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let mut other = connect_from(OTHER_ADDRESS, addr).await;
+        other.expect_reply("220 ").await;
+        other.expect("NOOP", "250 ").await;
+        others.push(other);
+    }
+    first.expect("QUIT", "221 ").await;
+    first.closed().await;
+    let mut again = connect_when_free("127.0.0.1", addr).await;
+    again.expect("NOOP", "250 ").await;
+    shut(stop, server).await;
+}
+
+/// A handler with a bug: it panics, which ends its session's task.
+struct Panicking;
+
+#[async_trait::async_trait]
+impl Handler for Panicking {
+    async fn message(&self, _: &Envelope, _: Vec<u8>) -> Reply {
+        panic!("handler bug (this panic is expected by the test)");
+    }
+}
+
+/// Issue 8: a session that ends abnormally (its task panics) gives its place
+/// in the address's count back.
+#[tokio::test]
+async fn a_session_ending_abnormally_gives_its_place_back() {
+    let config = SmtpConfig {
+        max_connections_per_ip: 1,
+        ..config()
+    };
+    let (addr, stop, server) = serve_with(config, Arc::new(Panicking)).await;
+    let mut doomed = connect_from("127.0.0.1", addr).await;
+    doomed.expect_reply("220 ").await;
+    doomed.expect("EHLO client.example", "250-").await;
+    doomed.envelope("a@example.org", "x@localhost").await;
+    doomed.expect("DATA", "354 ").await;
+    doomed.send("Subject: boom\r\n\r\nx\r\n.\r\n").await;
+    // The task died: the connection closes without a reply (or is reset).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, doomed.stream.read_to_end(&mut rest));
+    let _ = read.await.expect("the session did not end");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let mut next = connect_when_free("127.0.0.1", addr).await;
+    next.expect("NOOP", "250 ").await;
+    shut(stop, server).await;
+}
+
+/// Issue 8: a client sending NOOP in time is served until the session is
+/// `max_session_secs` old; then its next command gets 421 and it is closed.
+#[tokio::test]
+async fn a_session_past_max_session_secs_is_closed_at_its_next_command() {
+    let config = SmtpConfig {
+        max_session_secs: 2,
+        ..config()
+    };
+    let started = Instant::now();
+    let (mut client, session) = start(config, Arc::default()).await;
+    let mut served = 0;
+    let last = loop {
+        let reply = client.cmd("NOOP").await;
+        if reply != "250 2.0.0 Ok\r\n" {
+            break reply;
+        }
+        served += 1;
+        assert!(started.elapsed() < PATIENCE, "never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(last, "421 4.4.2 localhost session too long, closing\r\n");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(served > 0, "no NOOP was served before the session's end");
+    client.closed().await;
+    assert!(session.await.unwrap().is_ok());
+}
+
+/// Issue 8: a message under way when the session reaches
+/// `max_session_secs` is received and handled; the 421 comes at the next
+/// command.
+#[tokio::test]
+async fn a_message_under_way_at_max_session_secs_is_let_finish() {
+    let config = SmtpConfig {
+        max_session_secs: 1,
+        ..config()
+    };
+    let recorder: Arc<Recorder> = Arc::default();
+    let mut client = start_ehlo(config, recorder.clone()).await;
+    client.envelope("a@example.org", "x@localhost").await;
+    client.expect("DATA", "354 ").await;
+    client.send("Subject: slow\r\n\r\nfirst half, ").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.send("second half\r\n.\r\n").await;
+    client.expect_reply("250 ").await;
+    assert_eq!(
+        recorder.bodies(),
+        ["Subject: slow\r\n\r\nfirst half, second half\r\n"]
+    );
+    assert_eq!(
+        client.cmd("NOOP").await,
+        "421 4.4.2 localhost session too long, closing\r\n"
+    );
+    client.closed().await;
+}
+
+/// Issue 8: a client trickling a command line that never ends is closed
+/// too once the session is `max_session_secs` old.
+#[tokio::test]
+async fn a_never_ending_line_does_not_outlive_max_session_secs() {
+    let config = SmtpConfig {
+        max_session_secs: 1,
+        ..config()
+    };
+    let (mut client, session) = start(config, Arc::default()).await;
+    client.send("NOOP ").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.send("still going").await;
+    assert_eq!(
+        client.reply().await,
+        "421 4.4.2 localhost session too long, closing\r\n"
+    );
+    client.closed().await;
+    assert!(session.await.unwrap().is_ok());
+}
+
+/// Issue 8 in miniature: one address opening every connection it can and
+/// keeping them busy with NOOP no longer locks the other clients out.
+#[tokio::test]
+async fn a_noop_flood_from_one_address_leaves_room_for_others() {
+    let config = SmtpConfig {
+        max_connections: 4,
+        max_connections_per_ip: 3,
+        ..config()
+    };
+    let (addr, stop, server) = serve(config, Arc::default()).await;
+    let mut flood = Vec::new();
+    for _ in 0..4 {
+        let mut client = connect_from("127.0.0.1", addr).await;
+        if client.reply().await.starts_with("220 ") {
+            flood.push(client);
+        }
+    }
+    assert_eq!(flood.len(), 3, "the flooding address got past its cap");
+    for client in &mut flood {
+        client.expect("NOOP", "250 ").await;
+    }
+    let mut real = connect_from(OTHER_ADDRESS, addr).await;
+    real.expect_reply("220 ").await;
+    real.expect("EHLO relay.example", "250-").await;
+    real.envelope("a@example.org", "x@localhost").await;
+    real.expect_data("Subject: hi\r\n\r\nhi\r\n.\r\n", "250 ")
+        .await;
+    for client in &mut flood {
+        client.expect("NOOP", "250 ").await;
+    }
+    shut(stop, server).await;
+}
+
+/// Issue 8: an IPv6 client is counted by its /64 (it can take any address in
+/// it), an IPv4-mapped one as its IPv4 address; the table forgets an address
+/// with its last connection.
+#[test]
+fn ipv6_clients_are_counted_by_their_64() {
+    let table = Arc::new(PerAddress::new(1));
+    let now = Instant::now();
+    let admit = |ip: &str| table.admit(ip.parse().unwrap(), now);
+    let first = admit("2001:db8:1:2::1").ok().unwrap();
+    assert!(admit("2001:db8:1:2:ffff:ffff:ffff:ffff").is_err());
+    let neighbour = admit("2001:db8:1:3::1").ok().unwrap();
+    let v4 = admit("192.0.2.7").ok().unwrap();
+    assert!(admit("::ffff:192.0.2.7").is_err());
+    drop(first);
+    let again = admit("2001:db8:1:2::99").ok().unwrap();
+    drop((neighbour, v4, again));
+    assert!(table.lock().is_empty());
+}
+
+/// Issue 8: refusals are logged at most once a second per address, the next
+/// line counting those left out; each address has its own limit.
+#[test]
+fn refusals_are_logged_at_most_once_a_second_per_address() {
+    let table = Arc::new(PerAddress::new(1));
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let log = |ip: &str, ms| match table.admit(ip.parse().unwrap(), at(ms)) {
+        Err(Refused { log }) => log,
+        Ok(_) => panic!("{ip} admitted over the cap"),
+    };
+    let _held = (
+        table
+            .admit("192.0.2.1".parse().unwrap(), start)
+            .ok()
+            .unwrap(),
+        table
+            .admit("192.0.2.2".parse().unwrap(), start)
+            .ok()
+            .unwrap(),
+    );
+    assert_eq!(log("192.0.2.1", 0), Some(0));
+    assert_eq!(log("192.0.2.1", 10), None);
+    assert_eq!(log("192.0.2.2", 20), Some(0));
+    assert_eq!(log("192.0.2.1", 999), None);
+    assert_eq!(log("192.0.2.1", 1000), Some(2));
+    assert_eq!(log("192.0.2.1", 1500), None);
+    assert_eq!(log("192.0.2.1", 5000), Some(1));
+}
+
+/// Issue 8: the log limiter of refusals for want of any slot.
+#[test]
+fn log_limiter_lets_one_line_a_second_through() {
+    let mut limiter = LogLimiter::default();
+    let start = Instant::now();
+    assert_eq!(limiter.allow(start), Some(0));
+    for ms in 1..=999 {
+        assert_eq!(limiter.allow(start + Duration::from_millis(ms)), None);
+    }
+    assert_eq!(limiter.allow(start + Duration::from_secs(1)), Some(999));
 }
