@@ -80,7 +80,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.shared.idle_timeout
                 }
                 (true, None) => {
-                    data_deadline = Some(now + self.shared.data_timeout);
+                    // A deadline too far to represent is no deadline.
+                    data_deadline = now.checked_add(self.shared.data_timeout);
                     self.shared.idle_timeout.min(self.shared.data_timeout)
                 }
                 (true, Some(deadline)) => self
