@@ -112,8 +112,9 @@ fn is_atext(c: char) -> bool {
 }
 
 /// Whether `domain` is dot-separated non-empty labels of letters (non-ASCII
-/// ones too, for internationalised names), digits and `-`.
-fn is_domain(domain: &str) -> bool {
+/// ones too, for internationalised names), digits and `-`; at most 254
+/// characters, like the address.
+pub(crate) fn is_domain(domain: &str) -> bool {
     domain
         .split('.')
         .all(|label| !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-'))

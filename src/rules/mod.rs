@@ -33,6 +33,16 @@ pub fn sender_allowed(allowed: &[String], address: &str) -> bool {
     })
 }
 
+/// Whether `rule` can allow anyone: one mailbox address, or `@` and a
+/// domain that addresses can have (see [`address`]); for the configuration's
+/// validation of `senders`.
+pub fn valid_sender_rule(rule: &str) -> bool {
+    match rule.strip_prefix('@') {
+        Some(domain) => address::is_domain(domain),
+        None => Mailbox::parse(rule).is_some(),
+    }
+}
+
 /// A recipient refused by a rule: the code etatNot reports and why, in
 /// words, for the store and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,7 +416,18 @@ mod tests {
     /// domain rule does not allow the bare domain.
     #[test]
     fn malformed_rules_allow_nothing() {
-        let rules = vec!["evil@x@acme.test".into(), "@".into(), "@acme.test.".into()];
+        let rules: Vec<String> = vec!["evil@x@acme.test".into(), "@".into(), "@acme.test.".into()];
+        for rule in &rules {
+            assert!(!valid_sender_rule(rule), "{rule}");
+        }
+        for rule in [
+            "@acme.test",
+            "ops@acme.test",
+            "\"o p\"@acme.test",
+            "@localhost",
+        ] {
+            assert!(valid_sender_rule(rule), "{rule}");
+        }
         assert!(!sender_allowed(&rules, "evil@x@acme.test"));
         assert!(!sender_allowed(&rules, "x@acme.test"));
     }
