@@ -179,9 +179,10 @@ fn sms_tag(index: u64) -> String {
 ///
 /// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
 /// numbers are ignored (and logged); its template is `message.csv`'s first
-/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
-/// keyid, attachments, then the request-level codes 34, 23, 6, and last a
-/// number without message.
+/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors
+/// (values over their caps, [`limits`], among them), keyid, attachments
+/// (merged texts over their cap too), then the request-level codes 34, 23, 6,
+/// and last a number without message.
 pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
     let envoi = envoi::scan(&mail.text).map_err(|e| match e {
         RequestError::NoEnvoi if mail.html_only => RequestError::HtmlOnly,
