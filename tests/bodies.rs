@@ -142,6 +142,22 @@ async fn csv_attachments_from_a_spreadsheet_in_windows_1252() {
     );
 }
 
+/// Issue 8: a NUL byte in `<sms>` reached the provider. Control characters,
+/// raw or as references, are removed before the text is counted, checked or
+/// stored; line breaks stay.
+#[tokio::test]
+async fn control_characters_never_reach_the_provider() {
+    let mut body = HEAD.as_bytes().to_vec();
+    body.extend_from_slice(b"<sms>Serveur\x00 web01\x07 DOWN&#1;\x1b[2J&Ouml;fin\tok</sms>\r\n");
+    body.extend_from_slice(TAIL.as_bytes());
+    let text = sms_text(&mail(
+        "Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        &body,
+    ))
+    .await;
+    assert_eq!(text, "Serveur web01 DOWN[2J\nfin ok");
+}
+
 /// Base64 in 76-character lines, written here independently of the daemon.
 fn base64_lines(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -518,3 +518,34 @@ async fn the_daily_limit_survives_a_restart() {
         .unwrap();
     assert_eq!(etats(d2), [(29, "0601020303".to_string())]);
 }
+
+/// Issue 8: `evil@evil.test@acme.test` passed an `@acme.test` rule. The
+/// `From:` addresses below reach the rule as written and are refused with
+/// `550 5.7.1` (nothing sent), while a plain address of the domain passes.
+#[tokio::test]
+async fn sender_addresses_are_parsed_not_suffix_matched() {
+    let app = TestApp::spawn().await;
+    for (i, from) in [
+        "evil@evil.test@filiale.fr",
+        "evil@filiale.fr.evil.test",
+        "evil@sub.filiale.fr",
+        "ops@masociete.com.",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mail = plain_email(from, &envoi("0601020304", "x", &format!("hostile-{i}")));
+        let result = app.send("bounce@mta.example", &mail).await;
+        let error = result.expect_err(from).to_string();
+        assert!(error.contains("5.7.1"), "{from}: {error}");
+    }
+    let mail = plain_email("anyone@filiale.fr", &envoi("0601020304", "ok", "fine-1"));
+    let ok = app
+        .send("bounce@mta.example", &mail)
+        .await
+        .expect("allowed");
+    assert!(ok.is_positive());
+    let lines = app.wait_outbox(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.outbox().len(), 1, "{lines:?}");
+}

@@ -16,18 +16,26 @@
 //! * the template is `message.csv`'s first non-blank line taken verbatim; if
 //!   it starts with `"` it is a spreadsheet cell and is unquoted as CSV (which
 //!   also lets a quoted cell span several lines). No entity decoding (a file is
-//!   not HTML); `Ö` is a line break as in the body.
+//!   not HTML); `Ö` is a line break as in the body, and control characters
+//!   are removed from the template and the fields before they are merged;
+//! * each merged text is within [`MAX_SMS_CHARS`], else the request is
+//!   refused (issue 8).
 
+use super::limits::{self, MAX_SMS_CHARS};
 use super::text::message_text;
 use super::{Limits, RawRecipient, RequestError};
 
 /// Reads `mobiles.csv` into recipients, each text being `template` with its
-/// fields substituted.
+/// fields substituted. The template and the fields are message texts
+/// ([`message_text`]) before they are merged; a merged text over
+/// [`MAX_SMS_CHARS`] refuses the request, its length being known before it
+/// is built.
 pub(crate) fn recipients(
     mobiles: &str,
     template: &str,
     limits: &Limits,
 ) -> Result<Vec<RawRecipient>, RequestError> {
+    let template = Template::parse(&message_text(template));
     let mut reader = ::csv::ReaderBuilder::new()
         .delimiter(b';')
         .has_headers(false)
@@ -50,10 +58,11 @@ pub(crate) fn recipients(
         }
         let fields: Vec<&str> = record.iter().collect();
         let (tel, data) = fields.split_first().unwrap_or((&"", &[]));
-        let data = data_fields(data);
+        let data: Vec<String> = data_fields(data).into_iter().map(message_text).collect();
+        let line = record.position().map_or(0, |p| p.line());
         out.push(RawRecipient {
             tel: (*tel).to_owned(),
-            text: message_text(&substitute(template, &data)),
+            text: template.merge(&data, line)?,
         });
     }
     Ok(out)
@@ -65,6 +74,7 @@ pub(crate) fn template(message: &str) -> Result<Option<String>, RequestError> {
         return Ok(None);
     };
     let first = first.trim();
+    check_template_span(first)?;
     if !first.starts_with('"') {
         return Ok(Some(first.to_owned()));
     }
@@ -88,9 +98,24 @@ pub(crate) fn template(message: &str) -> Result<Option<String>, RequestError> {
     } else {
         ""
     };
+    check_template_span(cell)?;
     let cell = cell.replace("\r\n", "\n");
     let cell = cell.trim();
     Ok((!cell.is_empty()).then(|| cell.to_owned()))
+}
+
+/// Refuses a template whose text is too long for any merged message to fit
+/// [`MAX_SMS_CHARS`], before it is copied (see [`limits::span_too_long`]:
+/// each `[n]` may vanish, so the bound is generous).
+fn check_template_span(text: &str) -> Result<(), RequestError> {
+    if limits::span_too_long(text.len(), MAX_SMS_CHARS) {
+        return Err(RequestError::TooLong {
+            field: "the message of message.csv".to_owned(),
+            chars: text.chars().count(),
+            max: MAX_SMS_CHARS,
+        });
+    }
+    Ok(())
 }
 
 /// The data fields of a line (after the number): the `;;` form's separator
@@ -105,29 +130,98 @@ fn data_fields<'a>(after_number: &[&'a str]) -> Vec<&'a str> {
     }
 }
 
-/// Replaces each `[n]` (n ≥ 1) of `template` by `fields[n - 1]`, or by
-/// nothing when there is no such field.
-fn substitute(template: &str, fields: &[&str]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('[') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let index = after[..digits].parse::<usize>().ok().filter(|&n| n >= 1);
-        match index {
-            Some(n) if after.as_bytes().get(digits) == Some(&b']') => {
-                out.push_str(fields.get(n - 1).copied().unwrap_or(""));
-                rest = &after[digits + 1..];
-            }
-            _ => {
-                out.push('[');
-                rest = after;
+/// A template split once into literal text and `[n]` placeholders, so that
+/// each line's merged length is known before its text is built (a template
+/// of many `[1]` and a long field must not build a huge text).
+#[derive(Debug)]
+struct Template {
+    /// The literal runs and placeholders, in order.
+    pieces: Vec<Piece>,
+    /// The characters of the literal runs together.
+    literal_chars: usize,
+}
+
+/// One part of a [`Template`].
+#[derive(Debug)]
+enum Piece {
+    /// Text copied as is.
+    Literal(String),
+    /// `[n]`: the line's data field n - 1 (0-based), nothing when missing.
+    Field(usize),
+}
+
+impl Template {
+    /// Splits `template`: each `[n]` (n ≥ 1) is a placeholder; anything else
+    /// in brackets is literal text.
+    fn parse(template: &str) -> Template {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('[') {
+            literal.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            let index = after[..digits].parse::<usize>().ok().filter(|&n| n >= 1);
+            match index {
+                Some(n) if after.as_bytes().get(digits) == Some(&b']') => {
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(Piece::Field(n - 1));
+                    rest = &after[digits + 1..];
+                }
+                _ => {
+                    literal.push('[');
+                    rest = after;
+                }
             }
         }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        let literal_chars = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(text) => text.chars().count(),
+                Piece::Field(_) => 0,
+            })
+            .sum();
+        Template {
+            pieces,
+            literal_chars,
+        }
     }
-    out.push_str(rest);
-    out
+
+    /// The text for one line's `fields`, refused when over
+    /// [`MAX_SMS_CHARS`] (`line` names the line in the error).
+    fn merge(&self, fields: &[String], line: u64) -> Result<String, RequestError> {
+        let field_chars: Vec<usize> = fields.iter().map(|f| f.chars().count()).collect();
+        let chars = self.literal_chars
+            + self
+                .pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Field(i) => field_chars.get(*i).copied().unwrap_or(0),
+                    Piece::Literal(_) => 0,
+                })
+                .sum::<usize>();
+        if chars > MAX_SMS_CHARS {
+            return Err(RequestError::TooLong {
+                field: format!("the message for mobiles.csv line {line}"),
+                chars,
+                max: MAX_SMS_CHARS,
+            });
+        }
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Field(i) => out.push_str(fields.get(*i).map_or("", String::as_str)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

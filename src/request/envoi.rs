@@ -16,21 +16,24 @@
 //! * unknown tags (`<br>`, `<foo>`…) are ignored, logged at debug; their
 //!   content is read like the rest of the block;
 //! * a tag given twice: the first one wins (logged at debug), as an XML reader
-//!   taking "the" `<keyid>` would do;
+//!   taking "the" `<keyid>` would do; the repeat is neither decoded nor
+//!   checked against the caps;
+//! * values over the protocol's caps ([`super::limits`]) refuse the request;
 //! * `num` and `sms` without index are index 0, before `num1`; `num0`/`sms0`
 //!   are the same slot.
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 
-use super::RequestError;
-use super::text::clean_value;
+use super::text::{clean_value, message_text};
+use super::{RequestError, limits};
+use crate::logsafe::Safe;
 
 /// Longest tag name quoted in an error message (which must stay short).
 const MAX_TAG_IN_ERROR: usize = 16;
 
 /// The values read from one `<envoi>` block, cleaned (see
-/// [`clean_value`]) but not yet interpreted.
+/// [`clean_value`]; SMS texts also through [`message_text`]) and within the
+/// protocol's caps ([`limits`]), but not yet interpreted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Envoi {
     /// `<keyid>`: the account's identification key.
@@ -49,12 +52,13 @@ pub(crate) struct Envoi {
     pub smslong: Option<String>,
     /// `<nostop>`: the STOP-mention opt-out, still as text.
     pub nostop: Option<String>,
-    /// `<sms>`: the message shared by recipients without their own `smsX`.
+    /// `<sms>`: the message shared by recipients without their own `smsX`
+    /// (a message text: `Ö` applied, control characters removed).
     pub sms: Option<String>,
     /// `numX` by index (`num` is 0); indices above 500 are kept so that the
     /// request can be refused with code 23.
     pub nums: BTreeMap<u64, String>,
-    /// `smsX` by index (`sms0` is index 0).
+    /// `smsX` by index (`sms0` is index 0), message texts like `sms`.
     pub smss: BTreeMap<u64, String>,
 }
 
@@ -105,7 +109,7 @@ fn read_block(block: &str) -> Result<Envoi, RequestError> {
             continue;
         };
         if tag.closing {
-            tracing::debug!(tag = tag.name, "stray closing tag in <envoi> ignored");
+            tracing::debug!(tag = %Safe(tag.name), "stray closing tag in <envoi> ignored");
             pos = tag.end;
             continue;
         }
@@ -113,7 +117,7 @@ fn read_block(block: &str) -> Result<Envoi, RequestError> {
         if kind == Tag::Unknown {
             // Only the tag itself is skipped (its content is scanned as
             // usual): this also keeps the scan linear on hostile input.
-            tracing::debug!(tag = tag.name, "unknown tag in <envoi> ignored");
+            tracing::debug!(tag = %Safe(tag.name), "unknown tag in <envoi> ignored");
             pos = tag.end;
             continue;
         }
@@ -122,44 +126,121 @@ fn read_block(block: &str) -> Result<Envoi, RequestError> {
                 tag: tag.name.chars().take(MAX_TAG_IN_ERROR).collect(),
             });
         };
-        store(&mut envoi, kind, tag.name, &block[tag.end..close_start]);
+        store(&mut envoi, kind, tag.name, &block[tag.end..close_start])?;
         pos = close_end;
     }
     Ok(envoi)
 }
 
-/// Records one value, the first occurrence of a tag winning.
-fn store(envoi: &mut Envoi, kind: Tag, name: &str, raw: &str) {
-    let value = clean_value(raw);
-    let slot = match kind {
-        Tag::Keyid => &mut envoi.keyid,
-        Tag::EmailId => &mut envoi.email_id,
-        Tag::EmailAck => &mut envoi.email_ack,
-        Tag::EmailNot => &mut envoi.email_not,
-        Tag::Emetteur => &mut envoi.emetteur,
-        Tag::Tracker => &mut envoi.tracker,
-        Tag::Smslong => &mut envoi.smslong,
-        Tag::Nostop => &mut envoi.nostop,
-        Tag::Sms => &mut envoi.sms,
-        Tag::Num(index) => return store_indexed(&mut envoi.nums, index, name, value),
-        Tag::SmsN(index) => return store_indexed(&mut envoi.smss, index, name, value),
-        Tag::Unknown => return,
-    };
-    if slot.is_some() {
-        tracing::debug!(tag = name, "repeated tag in <envoi>: the first one is kept");
-    } else {
-        *slot = Some(value);
+/// Records one value, the first occurrence of a tag winning: a repeat is
+/// logged and skipped before anything is decoded or copied.
+fn store(envoi: &mut Envoi, kind: Tag, name: &str, raw: &str) -> Result<(), RequestError> {
+    if is_repeat(envoi, kind) {
+        tracing::debug!(
+            tag = %Safe(name),
+            ignored = %Safe(raw),
+            "repeated tag in <envoi>: the first one is kept"
+        );
+        return Ok(());
+    }
+    let value = read_value(kind, raw)?;
+    match kind {
+        Tag::Keyid => envoi.keyid = Some(value),
+        Tag::EmailId => envoi.email_id = Some(value),
+        Tag::EmailAck => envoi.email_ack = Some(value),
+        Tag::EmailNot => envoi.email_not = Some(value),
+        Tag::Emetteur => envoi.emetteur = Some(value),
+        Tag::Tracker => envoi.tracker = Some(value),
+        Tag::Smslong => envoi.smslong = Some(value),
+        Tag::Nostop => envoi.nostop = Some(value),
+        Tag::Sms => envoi.sms = Some(value),
+        Tag::Num(index) => {
+            envoi.nums.insert(index, value);
+        }
+        Tag::SmsN(index) => {
+            envoi.smss.insert(index, value);
+        }
+        Tag::Unknown => {}
+    }
+    Ok(())
+}
+
+/// Whether the slot of `kind` already holds a value.
+fn is_repeat(envoi: &Envoi, kind: Tag) -> bool {
+    match kind {
+        Tag::Keyid => envoi.keyid.is_some(),
+        Tag::EmailId => envoi.email_id.is_some(),
+        Tag::EmailAck => envoi.email_ack.is_some(),
+        Tag::EmailNot => envoi.email_not.is_some(),
+        Tag::Emetteur => envoi.emetteur.is_some(),
+        Tag::Tracker => envoi.tracker.is_some(),
+        Tag::Smslong => envoi.smslong.is_some(),
+        Tag::Nostop => envoi.nostop.is_some(),
+        Tag::Sms => envoi.sms.is_some(),
+        Tag::Num(index) => envoi.nums.contains_key(&index),
+        Tag::SmsN(index) => envoi.smss.contains_key(&index),
+        Tag::Unknown => false,
     }
 }
 
-/// [`store`] for `numX` / `smsX`.
-fn store_indexed(map: &mut BTreeMap<u64, String>, index: u64, name: &str, value: String) {
-    match map.entry(index) {
-        Entry::Vacant(slot) => {
-            slot.insert(value);
-        }
-        Entry::Occupied(_) => {
-            tracing::debug!(tag = name, "repeated tag in <envoi>: the first one is kept");
+/// A tag's value, cleaned; SMS texts also get [`message_text`]. A capped
+/// value (see [`cap`]) is refused from its raw span's length when that
+/// cannot fit, else from its cleaned length.
+fn read_value(kind: Tag, raw: &str) -> Result<String, RequestError> {
+    let Some(max) = cap(kind) else {
+        return Ok(clean_value(raw));
+    };
+    if limits::span_too_long(raw.len(), max) {
+        return Err(too_long(kind, raw.chars().count(), max));
+    }
+    let value = match kind {
+        Tag::Sms | Tag::SmsN(_) => message_text(&clean_value(raw)),
+        _ => clean_value(raw),
+    };
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(too_long(kind, chars, max));
+    }
+    Ok(value)
+}
+
+/// The protocol cap of a tag's value in characters, if it has one.
+fn cap(kind: Tag) -> Option<usize> {
+    match kind {
+        Tag::EmailId => Some(limits::MAX_EMAIL_ID_CHARS),
+        Tag::Tracker => Some(limits::MAX_TRACKER_CHARS),
+        Tag::Emetteur => Some(limits::MAX_EMETTEUR_CHARS),
+        Tag::EmailAck | Tag::EmailNot => Some(limits::MAX_ADDRESS_CHARS),
+        Tag::Sms | Tag::SmsN(_) => Some(limits::MAX_SMS_CHARS),
+        Tag::Keyid | Tag::Smslong | Tag::Nostop | Tag::Num(_) | Tag::Unknown => None,
+    }
+}
+
+/// The error for a value of `kind` that is `chars` long, over `max`.
+fn too_long(kind: Tag, chars: usize, max: usize) -> RequestError {
+    RequestError::TooLong {
+        field: kind.field_name(),
+        chars,
+        max,
+    }
+}
+
+impl Tag {
+    /// The tag's name as the protocol spells it, for error messages.
+    fn field_name(self) -> String {
+        match self {
+            Tag::Keyid => "keyid".to_owned(),
+            Tag::EmailId => "emailId".to_owned(),
+            Tag::EmailAck => "emailAck".to_owned(),
+            Tag::EmailNot => "emailNot".to_owned(),
+            Tag::Emetteur => "emetteur".to_owned(),
+            Tag::Tracker => "tracker".to_owned(),
+            Tag::Smslong => "smslong".to_owned(),
+            Tag::Nostop => "nostop".to_owned(),
+            Tag::Sms => "sms".to_owned(),
+            Tag::Num(index) => format!("num{index}"),
+            Tag::SmsN(index) => format!("sms{index}"),
+            Tag::Unknown => "an unknown tag".to_owned(),
         }
     }
 }

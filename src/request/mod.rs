@@ -12,10 +12,12 @@
 
 mod csv;
 mod envoi;
+pub mod limits;
 pub mod phone;
 mod text;
 
 use crate::codes::Code;
+use crate::logsafe::Safe;
 use crate::mail::{Attachment, ParsedMail};
 
 pub use phone::{PhoneNumber, is_valid_region, warm_up};
@@ -23,7 +25,8 @@ pub use phone::{PhoneNumber, is_valid_region, warm_up};
 /// At most this many `numX` in one `<envoi>` (spec §2; code 23 beyond).
 pub const MAX_NUMBERS: usize = 500;
 
-/// Operator-set bounds on a request.
+/// Operator-set bounds on a request (the protocol's own caps are the
+/// constants of [`limits`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most non-blank lines accepted in `mobiles.csv` (the 500-number limit
@@ -134,6 +137,19 @@ pub enum RequestError {
         /// The configured cap.
         max: usize,
     },
+    /// A value is over its protocol cap ([`limits`]): the whole email is
+    /// refused rather than its value cut or copied around.
+    #[error("{field} is {chars} characters long; the limit is {max}")]
+    TooLong {
+        /// Which value: the tag as the protocol spells it (`emailId`,
+        /// `sms12`…) or which CSV text.
+        field: String,
+        /// Its length in characters (as written when far over the cap and
+        /// so never decoded).
+        chars: usize,
+        /// The cap.
+        max: usize,
+    },
     /// A CSV attachment cannot be read.
     #[error("{file} cannot be read (line {line})")]
     Csv {
@@ -163,9 +179,10 @@ fn sms_tag(index: u64) -> String {
 ///
 /// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
 /// numbers are ignored (and logged); its template is `message.csv`'s first
-/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
-/// keyid, attachments, then the request-level codes 34, 23, 6, and last a
-/// number without message.
+/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors
+/// (values over their caps, [`limits`], among them), keyid, attachments
+/// (merged texts over their cap too), then the request-level codes 34, 23, 6,
+/// and last a number without message.
 pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
     let envoi = envoi::scan(&mail.text).map_err(|e| match e {
         RequestError::NoEnvoi if mail.html_only => RequestError::HtmlOnly,
@@ -176,13 +193,10 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
         .clone()
         .filter(|k| !k.is_empty())
         .ok_or(RequestError::MissingKeyid)?;
-    let sms = envoi
-        .sms
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(text::message_text);
+    // The scanner already made it a message text (Ö, control characters).
+    let sms = envoi.sms.as_deref().filter(|s| !s.is_empty());
 
-    let csv_recipients = attachment_recipients(&mail.attachments, sms.as_deref(), limits)?;
+    let csv_recipients = attachment_recipients(&mail.attachments, sms, limits)?;
 
     let smslong_text = envoi.smslong.as_deref().filter(|s| !s.is_empty());
     // A count of segments: 0 is no more an integer count than "deux".
@@ -203,9 +217,10 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
             Ok(list)
         }
     } else {
-        body_recipients(&envoi, sms.as_deref())?
+        body_recipients(&envoi, sms)?
     };
 
+    log_request(&envoi);
     Ok(Request {
         keyid,
         // An empty tag is no value: `<emailId></emailId>` is "no emailId"
@@ -245,11 +260,7 @@ fn body_recipients(
         .nums
         .iter()
         .map(|(&index, tel)| {
-            let own = envoi
-                .smss
-                .get(&index)
-                .filter(|s| !s.is_empty())
-                .map(|s| text::message_text(s));
+            let own = envoi.smss.get(&index).filter(|s| !s.is_empty()).cloned();
             let text = own
                 .or_else(|| sms.map(str::to_owned))
                 .ok_or(RequestError::NoMessage { index })?;
@@ -260,6 +271,21 @@ fn body_recipients(
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Ok)
+}
+
+/// Logs (at debug) the per-request values a request was read with, every
+/// one escaped: they come from the client (issue 8). The keyid is a secret
+/// and is not logged.
+fn log_request(envoi: &envoi::Envoi) {
+    tracing::debug!(
+        email_id = ?envoi.email_id.as_deref().map(Safe),
+        email_ack = ?envoi.email_ack.as_deref().map(Safe),
+        email_not = ?envoi.email_not.as_deref().map(Safe),
+        emetteur = ?envoi.emetteur.as_deref().map(Safe),
+        tracker = ?envoi.tracker.as_deref().map(Safe),
+        numbers = envoi.nums.len(),
+        "request read"
+    );
 }
 
 /// The recipients of `mobiles.csv` (`None` when not attached).

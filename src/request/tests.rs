@@ -425,6 +425,11 @@ fn error_messages_are_single_ascii_lines() {
         RequestError::MessageWithoutMobiles,
         RequestError::EmptyTemplate,
         RequestError::TooManyCsvLines { max: 100_000 },
+        RequestError::TooLong {
+            field: "the message for mobiles.csv line 100000".to_owned(),
+            chars: 24_000_000,
+            max: limits::MAX_SMS_CHARS,
+        },
         RequestError::Csv {
             file: "mobiles.csv",
             line: 3,
@@ -548,4 +553,295 @@ fn resolve_normalises_and_marks_duplicates() {
             ("0041791234567", Ok("+41791234567"), "swiss", None),
         ]
     );
+}
+
+// Issue 8: the protocol's caps on what one request may contain.
+
+/// The spec §1 example with `tag`'s value replaced by `value`.
+fn spec_single_with(tag: &str, value: &str) -> ParsedMail {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = SPEC_SINGLE.find(&open).unwrap() + open.len();
+    let end = SPEC_SINGLE.find(&close).unwrap();
+    body(&format!(
+        "{}{value}{}",
+        &SPEC_SINGLE[..start],
+        &SPEC_SINGLE[end..]
+    ))
+}
+
+fn too_long(field: &str, chars: usize, max: usize) -> RequestError {
+    RequestError::TooLong {
+        field: field.to_owned(),
+        chars,
+        max,
+    }
+}
+
+/// Issue 8: a 1 MB emailId was copied into every recipient's row; each
+/// per-request value is refused over its cap, naming the field and the
+/// limit, and accepted at it.
+#[test]
+fn per_request_values_are_capped() {
+    for (tag, max) in [
+        ("emailId", limits::MAX_EMAIL_ID_CHARS),
+        ("tracker", limits::MAX_TRACKER_CHARS),
+        ("emetteur", limits::MAX_EMETTEUR_CHARS),
+        ("emailAck", limits::MAX_ADDRESS_CHARS),
+        ("emailNot", limits::MAX_ADDRESS_CHARS),
+    ] {
+        let mail = if tag == "tracker" {
+            body(&SPEC_SINGLE.replace("</envoi>", "<tracker>x</tracker>\n</envoi>"))
+        } else {
+            body(SPEC_SINGLE)
+        };
+        let with = |value: &str| {
+            let text = mail.text.replace(
+                &mail.text[mail.text.find(&format!("<{tag}>")).unwrap()
+                    ..mail.text.find(&format!("</{tag}>")).unwrap()],
+                &format!("<{tag}>{value}"),
+            );
+            req(&body(&text))
+        };
+        assert!(with(&"é".repeat(max)).is_ok(), "{tag} at its cap");
+        assert_eq!(
+            with(&"é".repeat(max + 1)),
+            Err(too_long(tag, max + 1, max)),
+            "{tag}"
+        );
+    }
+}
+
+/// Issue 8: the example the issue gives, word for word; emailId need not be
+/// numeric.
+#[test]
+fn megabyte_email_id_is_refused_with_its_length() {
+    let err = req(&spec_single_with("emailId", &"1".repeat(1_048_576))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "emailId is 1048576 characters long; the limit is 64"
+    );
+    let request = req(&spec_single_with("emailId", "monCompte_2026-12-03#1548")).unwrap();
+    assert_eq!(
+        request.email_id.as_deref(),
+        Some("monCompte_2026-12-03#1548")
+    );
+}
+
+/// Issue 8: the cap counts decoded characters (an entity is one), and
+/// surrounding whitespace is not counted.
+#[test]
+fn caps_count_decoded_characters() {
+    let at_cap = format!("  {}  ", "&eacute;".repeat(limits::MAX_EMAIL_ID_CHARS));
+    let request = req(&spec_single_with("emailId", &at_cap)).unwrap();
+    assert_eq!(
+        request.email_id.map(|id| id.chars().count()),
+        Some(limits::MAX_EMAIL_ID_CHARS)
+    );
+    assert_eq!(
+        req(&spec_single_with("emailId", &"&#233;".repeat(65))),
+        Err(too_long("emailId", 65, 64))
+    );
+}
+
+/// Issue 8: each SMS text is capped, `<sms>` and `<smsX>` alike.
+#[test]
+fn sms_texts_are_capped() {
+    let max = limits::MAX_SMS_CHARS;
+    let ok = "x".repeat(max);
+    let over = "x".repeat(max + 1);
+    assert!(req(&spec_single_with("sms", &ok)).is_ok());
+    assert_eq!(
+        req(&spec_single_with("sms", &over)),
+        Err(too_long("sms", max + 1, max))
+    );
+    let each = SPEC_EACH.replace(PROMO_20, &over);
+    assert_eq!(req(&body(&each)), Err(too_long("sms2", max + 1, max)));
+    assert_eq!(
+        req(&body(&SPEC_EACH.replace(PROMO_20, &ok))).map(|r| r.recipients.unwrap()[1].text.len()),
+        Ok(max)
+    );
+}
+
+/// Issue 8: a 24 MB `<sms>` is refused from its span's length, never
+/// decoded: the length reported is the one written (every `&amp;` counted as
+/// five characters), and it takes no time.
+#[test]
+fn huge_sms_is_refused_from_its_span() {
+    let written = "&amp;".repeat(24 * 1024 * 1024 / 5);
+    let started = std::time::Instant::now();
+    let err = req(&spec_single_with("sms", &written)).unwrap_err();
+    assert_eq!(err, too_long("sms", written.len(), limits::MAX_SMS_CHARS));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // Just within the span bound, the decoded length decides.
+    let within = "&amp;".repeat(limits::MAX_SMS_CHARS * 2);
+    assert_eq!(
+        req(&spec_single_with("sms", &within)),
+        Err(too_long(
+            "sms",
+            limits::MAX_SMS_CHARS * 2,
+            limits::MAX_SMS_CHARS
+        ))
+    );
+}
+
+/// A repeated tag is ignored as before (the first one wins), whatever its
+/// length: it is never decoded.
+#[test]
+fn an_ignored_repeat_is_not_capped() {
+    let text = SPEC_SINGLE.replace(
+        "</envoi>",
+        &format!("<emailId>{}</emailId>\n</envoi>", "9".repeat(100_000)),
+    );
+    assert_eq!(req(&body(&text)).unwrap().email_id.as_deref(), Some("1548"));
+}
+
+/// Issue 8: the texts merged from message.csv and mobiles.csv are capped
+/// once merged, and the merged length is known before the text is built (a
+/// template of many `[1]` must not multiply a long field).
+#[test]
+fn merged_csv_texts_are_capped() {
+    let max = limits::MAX_SMS_CHARS;
+    let field = "y".repeat(max / 2);
+    let mobiles = format!("0601020304;;{field}\n0601020305;;{field}z\n");
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", &mobiles), ("message.csv", "[1][1]")],
+    );
+    assert_eq!(
+        req(&mail),
+        Err(too_long("the message for mobiles.csv line 2", max + 2, max))
+    );
+    let bomb = format!("0601020304;;{}\n", "y".repeat(1_000_000));
+    let template = "[1]".repeat(3_000);
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", &bomb), ("message.csv", &template)],
+    );
+    assert_eq!(
+        req(&mail),
+        Err(too_long(
+            "the message for mobiles.csv line 1",
+            3_000_000_000,
+            max
+        ))
+    );
+    let ok = format!("0601020304;;{field}\n");
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[("mobiles.csv", &ok), ("message.csv", "[1][1]")],
+    );
+    assert_eq!(recipients(&mail).map(|l| l[0].1.len()), Ok(max));
+}
+
+/// Issue 8: a message.csv template far over the cap is refused before it is
+/// copied or merged.
+#[test]
+fn huge_message_csv_is_refused() {
+    let template = "x".repeat(limits::MAX_SMS_CHARS * limits::MAX_RAW_BYTES_PER_CHAR + 1);
+    for message in [template.clone(), format!("\"{template}\"")] {
+        let mail = with_files(
+            SPEC_ATTACHED,
+            &[("mobiles.csv", SPEC_MOBILES), ("message.csv", &message)],
+        );
+        assert!(
+            matches!(req(&mail), Err(RequestError::TooLong { ref field, .. }) if field == "the message of message.csv"),
+            "{:?}",
+            req(&mail).map(|_| ())
+        );
+    }
+}
+
+/// Issue 8: the emetteur cap applies before the sender-id rule sees it.
+#[test]
+fn long_emetteur_is_refused_before_the_sender_id_rule() {
+    assert_eq!(
+        req(&spec_single_with("emetteur", &"M".repeat(100_000))),
+        Err(too_long("emetteur", 100_000, limits::MAX_EMETTEUR_CHARS))
+    );
+}
+
+/// Issue 8: a NUL in `<sms>` reached the provider; control characters are
+/// gone from every SMS text (`<sms>`, `<smsX>`, message.csv, mobiles.csv
+/// fields), line breaks kept.
+#[test]
+fn control_characters_leave_every_sms_text() {
+    let mail = envoi(
+        "<num1>0601020304</num1><num2>0601020305</num2><sms>a\0b&#7;cÖd</sms><sms2>e\u{1b}f&#13;&#10;g</sms2>",
+    );
+    assert_eq!(
+        recipients(&mail),
+        pairs(&[("0601020304", "abc\nd"), ("0601020305", "ef\r\ng")])
+    );
+    let mail = with_files(
+        SPEC_ATTACHED,
+        &[
+            ("mobiles.csv", "0601020304;;Mi\0chel\u{7}"),
+            ("message.csv", "Bonjour\0 [1]\u{1b}[2J"),
+        ],
+    );
+    assert_eq!(
+        recipients(&mail),
+        pairs(&[("0601020304", "Bonjour Michel[2J")])
+    );
+    // Nothing left but control characters: no message at all.
+    assert_eq!(
+        req(&envoi("<num>0601020304</num><sms>\0&#1;</sms>")),
+        Err(RequestError::NoMessage { index: 0 })
+    );
+}
+
+/// A buffer a test's tracing subscriber writes to.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What `f` logs, at every level.
+fn captured_log(f: impl FnOnce()) -> String {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Issue 8 point 5: a decoded `&#13;&#10;` in `<emailAck>`, a repeated
+/// `<emailId>` with raw line breaks and an unknown tag cannot forge a log
+/// line: every client value is logged escaped.
+#[test]
+fn client_values_never_reach_the_log_raw() {
+    let text = SPEC_SINGLE
+        .replace(
+            "<emailAck>ack@masociete.com</emailAck>",
+            "<emailAck>ack@masociete.com&#13;&#10;FORGED-ACK</emailAck>",
+        )
+        .replace(
+            "</envoi>",
+            "<emailId>1549\r\nFORGED-ID</emailId><tracker>t&#10;FORGED-TRACKER</tracker></envoi>",
+        );
+    let log = captured_log(|| {
+        req(&body(&text)).unwrap();
+    });
+    assert!(log.contains("ack@masociete.com\\r\\nFORGED-ACK"), "{log}");
+    assert!(log.contains("1549\\r\\nFORGED-ID"), "{log}");
+    assert!(log.contains("t\\nFORGED-TRACKER"), "{log}");
+    assert!(!log.contains('\r'), "{log}");
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "forged line: {line}");
+    }
 }

@@ -15,16 +15,20 @@ pub(crate) fn clean_value(raw: &str) -> String {
 }
 
 /// Applies the message-text conventions to an already cleaned value: `Ö`
-/// stands for a line break (spec, "Remarques"), and a no-break space (what
-/// HTML mail and `&nbsp;` produce) becomes a plain space: it looks the same
-/// on a phone but is outside the GSM 7-bit alphabet and would force the whole
-/// SMS into UCS-2.
+/// stands for a line break (spec, "Remarques"); a no-break space (what HTML
+/// mail and `&nbsp;` produce) and a tab become a plain space: they look the
+/// same on a phone but are outside the GSM 7-bit alphabet and would force the
+/// whole SMS into UCS-2; every other control character (C0 but CR and LF,
+/// DEL, C1: a NUL, an escape sequence) is removed, so that none reaches the
+/// segment count, the rules, the store or a provider (issue 8).
 pub(crate) fn message_text(text: &str) -> String {
     text.chars()
-        .map(|c| match c {
-            'Ö' => '\n',
-            '\u{a0}' => ' ',
-            c => c,
+        .filter_map(|c| match c {
+            'Ö' => Some('\n'),
+            '\u{a0}' | '\t' => Some(' '),
+            '\n' | '\r' => Some(c),
+            c if c.is_control() => None,
+            c => Some(c),
         })
         .collect()
 }
@@ -300,5 +304,20 @@ mod tests {
         assert_eq!(message_text("Ligne 1ÖLigne 2"), "Ligne 1\nLigne 2");
         assert_eq!(message_text(&clean_value("a&Ouml;b&nbsp;c")), "a\nb c");
         assert_eq!(message_text("ö stays"), "ö stays");
+    }
+
+    /// Issue 8: a NUL in `<sms>` reached the provider.
+    #[test]
+    fn control_characters_are_removed_but_line_breaks_kept() {
+        assert_eq!(
+            message_text("a\0b\u{7}c\u{1b}[2Jd\u{7f}e\u{85}f"),
+            "abc[2Jdef"
+        );
+        assert_eq!(message_text("l1\r\nl2\nl3\rl4"), "l1\r\nl2\nl3\rl4");
+        assert_eq!(message_text("col1\tcol2"), "col1 col2");
+        assert_eq!(
+            message_text(&clean_value("x&#1;y&#27;z&#9;w&#13;&#10;v")),
+            "xyz w\r\nv"
+        );
     }
 }

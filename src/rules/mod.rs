@@ -7,23 +7,40 @@
 //! each send (`dispatch`): quiet hours in `defer` mode, the opt-out list
 //! (11) and credits (12), since those can change while an SMS waits.
 
+pub mod address;
 pub mod volume;
 
 use crate::codes::Code;
 use crate::config::{AccountConfig, UnicodeMode};
 use crate::gsm;
+use crate::logsafe::Safe;
 
-/// Whether `address` may send for an account whose `senders` list is
-/// `allowed`: an exact address or a whole `@domain`, compared without case.
+pub use address::Mailbox;
+
+/// Whether `address` (a bare address, see [`address`]) may send for an
+/// account whose `senders` list is `allowed`: an exact address, or a whole
+/// `@domain` (that domain exactly, not its subdomains), compared without
+/// ASCII case. Something that is not exactly one mailbox is allowed by no
+/// rule; so is a rule that is not one.
 pub fn sender_allowed(allowed: &[String], address: &str) -> bool {
-    let address = address.trim().trim_start_matches('<').trim_end_matches('>');
-    let Some((_, domain)) = address.rsplit_once('@') else {
+    let Some(sender) = Mailbox::parse(address) else {
+        tracing::debug!(address = %Safe(address), "sender is not one mailbox address");
         return false;
     };
     allowed.iter().any(|rule| match rule.strip_prefix('@') {
-        Some(d) => d.eq_ignore_ascii_case(domain),
-        None => rule.eq_ignore_ascii_case(address),
+        Some(domain) => sender.in_domain(domain),
+        None => Mailbox::parse(rule).is_some_and(|rule| sender.same_as(&rule)),
     })
+}
+
+/// Whether `rule` can allow anyone: one mailbox address, or `@` and a
+/// domain that addresses can have (see [`address`]); for the configuration's
+/// validation of `senders`.
+pub fn valid_sender_rule(rule: &str) -> bool {
+    match rule.strip_prefix('@') {
+        Some(domain) => address::is_domain(domain),
+        None => Mailbox::parse(rule).is_some(),
+    }
 }
 
 /// A recipient refused by a rule: the code etatNot reports and why, in
@@ -75,14 +92,15 @@ pub fn sender_id(
             if let Err(reason) = check_sender_id(id) {
                 Err(Refusal::new(
                     Code::SENDER_NOT_ALLOWED,
-                    format!("<emetteur> `{id}`: {reason}"),
+                    format!("<emetteur> `{}`: {reason}", Safe(id)),
                 ))
             } else if !account.sender_ids.is_empty() && !account.sender_ids.iter().any(|s| s == id)
             {
                 Err(Refusal::new(
                     Code::SENDER_NOT_ALLOWED,
                     format!(
-                        "<emetteur> `{id}` is not one of the account's sender ids ({})",
+                        "<emetteur> `{}` is not one of the account's sender ids ({})",
+                        Safe(id),
                         account.sender_ids.join(", ")
                     ),
                 ))
@@ -350,10 +368,76 @@ mod tests {
     #[test]
     fn whole_domain_but_not_subdomains_or_lookalikes() {
         assert!(sender_allowed(&rules(), "anyone@filiale.fr"));
-        assert!(sender_allowed(&rules(), "<x@FILIALE.FR>"));
+        assert!(sender_allowed(&rules(), "x@FILIALE.FR"));
         assert!(!sender_allowed(&rules(), "x@evil-filiale.fr"));
         assert!(!sender_allowed(&rules(), "x@sub.filiale.fr"));
         assert!(!sender_allowed(&rules(), "filiale.fr"));
         assert!(!sender_allowed(&rules(), ""));
+    }
+
+    fn acme() -> Vec<String> {
+        vec!["@acme.test".into(), "boss@corp.test".into()]
+    }
+
+    /// Issue 8: `evil@evil.test@acme.test` passed an `@acme.test` rule (the
+    /// text after the last `@` was compared); hostile forms pass no rule.
+    #[test]
+    fn hostile_senders_pass_no_rule() {
+        for hostile in [
+            "evil@evil.test@acme.test",
+            "evil@acme.test.evil.test",
+            "evil@sub.acme.test",
+            "@acme.test",
+            "acme.test",
+            "<ops@acme.test>",
+            "ops@acme.test.",
+            "ops@acme.test\r\n",
+            "ops\r\n@acme.test",
+            "ops@acme\r\n.test",
+            "evil@x@boss@corp.test",
+            "boss@corp.test@evil.test",
+            "\"boss@corp.test\"@evil.test",
+            "boss@corp.test\0",
+        ] {
+            assert!(!sender_allowed(&acme(), hostile), "{hostile:?}");
+        }
+    }
+
+    /// Issue 8: a quoted local part holding `@` is a mailbox at the domain
+    /// after its closing quote: `"evil@x"@acme.test` is at acme.test.
+    #[test]
+    fn quoted_local_part_is_at_its_real_domain() {
+        assert!(sender_allowed(&acme(), "\"evil@x\"@acme.test"));
+        assert!(sender_allowed(&acme(), "\"boss\"@Corp.Test"));
+        assert!(!sender_allowed(&acme(), "\"boss@corp.test\"@corp.test"));
+    }
+
+    /// A rule that is not an address or a domain allows nothing, and a
+    /// domain rule does not allow the bare domain.
+    #[test]
+    fn malformed_rules_allow_nothing() {
+        let rules: Vec<String> = vec!["evil@x@acme.test".into(), "@".into(), "@acme.test.".into()];
+        for rule in &rules {
+            assert!(!valid_sender_rule(rule), "{rule}");
+        }
+        for rule in [
+            "@acme.test",
+            "ops@acme.test",
+            "\"o p\"@acme.test",
+            "@localhost",
+        ] {
+            assert!(valid_sender_rule(rule), "{rule}");
+        }
+        assert!(!sender_allowed(&rules, "evil@x@acme.test"));
+        assert!(!sender_allowed(&rules, "x@acme.test"));
+    }
+
+    /// Issue 8: a client's `<emetteur>` is escaped in the refusal detail,
+    /// which is stored and logged.
+    #[test]
+    fn refusal_detail_escapes_the_emetteur() {
+        let e = sender_id(&account(), Some("Ma\r\nSoc")).unwrap_err();
+        assert!(!e.detail.contains(['\r', '\n']), "{}", e.detail);
+        assert!(e.detail.contains("Ma\\r\\nSoc"), "{}", e.detail);
     }
 }
