@@ -6,6 +6,7 @@
 //! `pipeline` is the one path from a received email to a stored request, and
 //! `app` wires the parts into a daemon.
 
+pub mod address;
 pub mod app;
 pub mod calendar;
 pub mod clock;

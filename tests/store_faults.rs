@@ -137,14 +137,20 @@ async fn accepted_is_in_the_file_after_commit_and_disk_full_failures() {
     // A COMMIT that fails (the disk gave out at the last moment).
     store.fail_next_commits(1);
     let failed = store.accept(request("2", &["+33601000002"])).await;
-    assert!(failed.is_err(), "a failed COMMIT must fail the accept: {failed:?}");
+    assert!(
+        failed.is_err(),
+        "a failed COMMIT must fail the accept: {failed:?}"
+    );
 
     // Then the disk is full for a statement.
     store.set_max_page_count(Some(1)).await.unwrap();
     let big: Vec<String> = (0..400).map(|i| format!("+336020{i:05}")).collect();
     let big: Vec<&str> = big.iter().map(String::as_str).collect();
     let full = store.accept(request("3", &big)).await;
-    assert!(full.is_err(), "a full database must fail the accept: {full:?}");
+    assert!(
+        full.is_err(),
+        "a full database must fail the accept: {full:?}"
+    );
 
     // Space comes back: the writer goes on by itself, and what it says it
     // stored is in the file at once.
@@ -258,18 +264,31 @@ async fn failed_reply_records_keep_the_reply_out_of_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let config = store_config(dir.path());
     let store = SqliteStore::open(&config).await.unwrap();
-    store.accept(request("20", &["+33601000020"])).await.unwrap();
+    store
+        .accept(request("20", &["+33601000020"]))
+        .await
+        .unwrap();
 
     store.fail_next_commits(1);
     assert!(store.claim_replies(now_millis(), 10).await.is_err());
     let replies = store.claim_replies(now_millis(), 10).await.unwrap();
-    assert_eq!(replies.len(), 1, "the failed claim must leave the ack pending");
+    assert_eq!(
+        replies.len(),
+        1,
+        "the failed claim must leave the ack pending"
+    );
     assert_eq!(replies[0].attempts, 1);
 
     store.fail_next_commits(1);
     let sent = vec![(replies[0].id, ReplyOutcome::Sent)];
     assert!(store.record_replies(sent.clone()).await.is_err());
-    assert!(store.claim_replies(now_millis(), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_replies(now_millis(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.record_replies(sent).await.unwrap();
     let mut conn = observer(&config.path).await;
     let status: String = sqlx::query_scalar("SELECT status FROM replies WHERE id = ?")
@@ -288,7 +307,10 @@ async fn failed_credit_reservations_debit_nothing() {
     let config = store_config(dir.path());
     let store = SqliteStore::open(&config).await.unwrap();
     store.add_credits("acme", 10).await.unwrap();
-    store.accept(request("30", &["+33601000030"])).await.unwrap();
+    store
+        .accept(request("30", &["+33601000030"]))
+        .await
+        .unwrap();
     let jobs = store.claim_jobs(now_millis(), 10).await.unwrap();
     let wanted: Vec<(i64, u32)> = jobs.iter().map(|j| (j.id, 3)).collect();
 
@@ -336,8 +358,14 @@ async fn a_lock_held_by_another_process_fails_then_recovers() {
     assert!(locked.is_err(), "{locked:?}");
     sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
 
-    store.accept(request("41", &["+33601000041"])).await.unwrap();
-    store.accept(request("40", &["+33601000040"])).await.unwrap();
+    store
+        .accept(request("41", &["+33601000041"]))
+        .await
+        .unwrap();
+    store
+        .accept(request("40", &["+33601000040"]))
+        .await
+        .unwrap();
     assert_eq!(
         stored_email_ids(&config.path).await,
         HashSet::from(["40".into(), "41".into()])
@@ -398,9 +426,15 @@ async fn a_read_only_database_file_fails_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let config = store_config(dir.path());
     let store = SqliteStore::open(&config).await.unwrap();
-    store.accept(request("50", &["+33601000050"])).await.unwrap();
+    store
+        .accept(request("50", &["+33601000050"]))
+        .await
+        .unwrap();
     let Some(immutable) = Immutable::new(db_files(&config.path)) else {
-        skipped("a_read_only_database_file_fails_then_recovers", "chattr +i not permitted");
+        skipped(
+            "a_read_only_database_file_fails_then_recovers",
+            "chattr +i not permitted",
+        );
         return;
     };
     let mut results = Vec::new();
@@ -424,7 +458,10 @@ async fn a_read_only_database_file_fails_then_recovers() {
         results.iter().any(|(_, ok)| !ok),
         "no write failed on an immutable database: the test did not test anything"
     );
-    store.accept(request("51", &["+33601000051"])).await.unwrap();
+    store
+        .accept(request("51", &["+33601000051"]))
+        .await
+        .unwrap();
     assert!(stored_email_ids(&config.path).await.contains("51"));
     assert!(writable_by_another(&config.path).await);
 }
@@ -470,8 +507,7 @@ where
                     vec!["sms@sms.example.com".parse().unwrap()],
                 )
                 .unwrap();
-                let code = match lettre::AsyncTransport::send_raw(&client, &envelope, &raw).await
-                {
+                let code = match lettre::AsyncTransport::send_raw(&client, &envelope, &raw).await {
                     Ok(r) => u16::from(r.code()),
                     Err(e) => e.status().map_or(0, u16::from),
                 };
@@ -523,7 +559,10 @@ async fn check_promises(app: &TestApp, run: &LoadRun, db: &Path) {
     );
     let stored = stored_email_ids(db).await;
     for id in &accepted {
-        assert!(stored.contains(*id), "emailId {id} got 250 but is not stored");
+        assert!(
+            stored.contains(*id),
+            "emailId {id} got 250 but is not stored"
+        );
     }
     for (id, _) in &others {
         assert!(!stored.contains(*id), "emailId {id} got 451 but is stored");
@@ -544,7 +583,10 @@ async fn check_promises(app: &TestApp, run: &LoadRun, db: &Path) {
             "ops@masociete.com",
             &envoi("0601020304", &format!("load {id}"), id),
         );
-        let reply = app.send("ops@masociete.com", &raw).await.expect("retry accepted");
+        let reply = app
+            .send("ops@masociete.com", &raw)
+            .await
+            .expect("retry accepted");
         let text = reply.message().collect::<Vec<_>>().join(" ");
         if *code == 250 {
             assert!(text.contains("already processed"), "{id}: {text}");

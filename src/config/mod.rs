@@ -285,13 +285,7 @@ impl Config {
                 ));
             }
             for sender in &account.senders {
-                let ok = match sender.strip_prefix('@') {
-                    Some(domain) => !domain.is_empty() && !domain.contains('@'),
-                    None => sender
-                        .split_once('@')
-                        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')),
-                };
-                if !ok {
+                if !crate::rules::valid_sender_rule(sender) {
                     return Err(invalid(
                         key("senders"),
                         format!("`{sender}` is neither an address nor @domain"),

@@ -201,7 +201,31 @@ fn read_value(kind: Tag, raw: &str) -> Result<String, RequestError> {
     if chars > max {
         return Err(too_long(kind, chars, max));
     }
+    check_form(kind, &value)?;
     Ok(value)
+}
+
+/// Identifiers are plain text and reply addresses are addresses: what a
+/// value becomes (a reply's `Subject:`, its recipient, a provider field)
+/// can take nothing else. An empty value means "absent" and passes.
+fn check_form(kind: Tag, value: &str) -> Result<(), RequestError> {
+    match kind {
+        Tag::EmailId | Tag::Tracker => match value.chars().find(|c| c.is_control()) {
+            Some(c) => Err(RequestError::ControlCharacter {
+                field: kind.field_name(),
+                code: u32::from(c),
+            }),
+            None => Ok(()),
+        },
+        Tag::EmailAck | Tag::EmailNot
+            if !value.is_empty() && crate::address::Mailbox::parse(value).is_none() =>
+        {
+            Err(RequestError::NotAnAddress {
+                field: kind.field_name(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The protocol cap of a tag's value in characters, if it has one.

@@ -24,8 +24,8 @@ pub const MAX_TRACKER_CHARS: usize = 64;
 pub const MAX_EMETTEUR_CHARS: usize = 64;
 
 /// `<emailAck>` / `<emailNot>`: an address, at most the 254 characters an
-/// SMTP path can carry (RFC 5321 §4.5.3.1.3, 256 with its angle brackets).
-pub const MAX_ADDRESS_CHARS: usize = 254;
+/// SMTP path can carry.
+pub use crate::address::MAX_ADDRESS_CHARS;
 
 /// Each SMS text: `<sms>`, `<smsX>`, and each text merged from `message.csv`
 /// and `mobiles.csv`. Far above the default segment cap (6 segments, under

@@ -150,6 +150,26 @@ pub enum RequestError {
         /// The cap.
         max: usize,
     },
+    /// `<emailAck>` / `<emailNot>` is not one email address: the reply
+    /// could never be delivered (and a line break in it would reach the
+    /// reply's headers).
+    #[error("{field} is not an email address (one local-part@domain, no spaces or line breaks)")]
+    NotAnAddress {
+        /// `emailAck` or `emailNot`.
+        field: String,
+    },
+    /// An identifier (`<emailId>`, `<tracker>`) holds a control character
+    /// (a line break, a NUL…): it is echoed in reply headers, provider
+    /// requests and logs, where it could forge a line.
+    #[error(
+        "{field} holds a control character (U+{code:04X}); it is echoed in replies and must be plain text"
+    )]
+    ControlCharacter {
+        /// `emailId` or `tracker`.
+        field: String,
+        /// The first control character found.
+        code: u32,
+    },
     /// A CSV attachment cannot be read.
     #[error("{file} cannot be read (line {line})")]
     Csv {

@@ -603,12 +603,47 @@ fn per_request_values_are_capped() {
             );
             req(&body(&text))
         };
-        assert!(with(&"é".repeat(max)).is_ok(), "{tag} at its cap");
+        // Addresses must stay addresses; the others take any text.
+        let value = |chars: usize| match tag {
+            "emailAck" | "emailNot" => format!("{}@x.fr", "é".repeat(chars - 5)),
+            _ => "é".repeat(chars),
+        };
+        assert!(with(&value(max)).is_ok(), "{tag} at its cap");
         assert_eq!(
-            with(&"é".repeat(max + 1)),
+            with(&value(max + 1)),
             Err(too_long(tag, max + 1, max)),
             "{tag}"
         );
+    }
+}
+
+/// Issue 8: a decoded `&#13;&#10;` in an identifier or a reply address
+/// would reach reply headers and logs: such requests are refused, naming
+/// the field.
+#[test]
+fn identifiers_and_reply_addresses_must_be_plain() {
+    let err = req(&spec_single_with(
+        "emailId",
+        "1548&#13;&#10;Bcc: x@evil.test",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "emailId holds a control character (U+000D); it is echoed in replies and must be plain text"
+    );
+    for tag in ["emailAck", "emailNot"] {
+        for bad in [
+            "a@x.fr&#13;&#10;Bcc: e@evil.test",
+            "not an address",
+            "a@b@c.fr",
+        ] {
+            assert_eq!(
+                req(&spec_single_with(tag, bad)),
+                Err(RequestError::NotAnAddress { field: tag.into() }),
+                "{tag} = {bad}"
+            );
+        }
+        assert!(req(&spec_single_with(tag, "suivi@masociete.com")).is_ok());
     }
 }
 
@@ -820,26 +855,32 @@ fn captured_log(f: impl FnOnce()) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-/// Issue 8 point 5: a decoded `&#13;&#10;` in `<emailAck>`, a repeated
-/// `<emailId>` with raw line breaks and an unknown tag cannot forge a log
-/// line: every client value is logged escaped.
+/// Issue 8 point 5: a decoded `&#13;&#10;` in `<emailAck>` or `<tracker>`
+/// and a repeated `<emailId>` with raw line breaks cannot forge a log line:
+/// the first two are refused, the repeat is logged escaped.
 #[test]
 fn client_values_never_reach_the_log_raw() {
-    let text = SPEC_SINGLE
-        .replace(
-            "<emailAck>ack@masociete.com</emailAck>",
-            "<emailAck>ack@masociete.com&#13;&#10;FORGED-ACK</emailAck>",
-        )
-        .replace(
-            "</envoi>",
-            "<emailId>1549\r\nFORGED-ID</emailId><tracker>t&#10;FORGED-TRACKER</tracker></envoi>",
-        );
+    let repeated = SPEC_SINGLE.replace(
+        "</envoi>",
+        "<emailId>1549\r\nFORGED-ID</emailId><unknowntag>x</unknowntag></envoi>",
+    );
     let log = captured_log(|| {
-        req(&body(&text)).unwrap();
+        req(&body(&repeated)).unwrap();
     });
-    assert!(log.contains("ack@masociete.com\\r\\nFORGED-ACK"), "{log}");
     assert!(log.contains("1549\\r\\nFORGED-ID"), "{log}");
-    assert!(log.contains("t\\nFORGED-TRACKER"), "{log}");
+    let forged_ack = SPEC_SINGLE.replace(
+        "<emailAck>ack@masociete.com</emailAck>",
+        "<emailAck>ack@masociete.com&#13;&#10;FORGED-ACK</emailAck>",
+    );
+    let forged_tracker = SPEC_SINGLE.replace(
+        "</envoi>",
+        "<tracker>t&#10;FORGED-TRACKER</tracker></envoi>",
+    );
+    let log = log
+        + &captured_log(|| {
+            assert!(req(&body(&forged_ack)).is_err());
+            assert!(req(&body(&forged_tracker)).is_err());
+        });
     assert!(!log.contains('\r'), "{log}");
     for line in log.lines() {
         assert!(!line.starts_with("FORGED"), "forged line: {line}");

@@ -7,7 +7,6 @@
 //! each send (`dispatch`): quiet hours in `defer` mode, the opt-out list
 //! (11) and credits (12), since those can change while an SMS waits.
 
-pub mod address;
 pub mod volume;
 
 use crate::codes::Code;
@@ -15,7 +14,7 @@ use crate::config::{AccountConfig, UnicodeMode};
 use crate::gsm;
 use crate::logsafe::Safe;
 
-pub use address::Mailbox;
+pub use crate::address::Mailbox;
 
 /// Whether `address` (a bare address, see [`address`]) may send for an
 /// account whose `senders` list is `allowed`: an exact address, or a whole
@@ -38,7 +37,7 @@ pub fn sender_allowed(allowed: &[String], address: &str) -> bool {
 /// validation of `senders`.
 pub fn valid_sender_rule(rule: &str) -> bool {
     match rule.strip_prefix('@') {
-        Some(domain) => address::is_domain(domain),
+        Some(domain) => crate::address::is_domain(domain),
         None => Mailbox::parse(rule).is_some(),
     }
 }

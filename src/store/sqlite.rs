@@ -1325,8 +1325,8 @@ impl Store for SqliteStore {
             job_columns!(),
             " FROM jobs WHERE status = 'sending' ORDER BY id"
         ))
-            .fetch_all(&self.readers)
-            .await?;
+        .fetch_all(&self.readers)
+        .await?;
         Ok(rows
             .iter()
             .map(job_from_row)

@@ -24,7 +24,9 @@
 
 use std::borrow::Cow;
 
-use crate::request::limits::MAX_ADDRESS_CHARS;
+/// The longest address: the 254 characters an SMTP path can carry (RFC 5321
+/// §4.5.3.1.3, 256 with its angle brackets).
+pub const MAX_ADDRESS_CHARS: usize = 254;
 
 /// One mailbox, as read from a bare address.
 #[derive(Clone, Debug, PartialEq, Eq)]
