@@ -17,6 +17,7 @@ use super::error::ReplyError;
 use super::render::Templates;
 use super::transport::{SmtpSecurity, SmtpSpec, TransportSpec};
 use super::{ReplyBody, message, spool};
+use crate::logsafe::Safe;
 
 /// Sends replies as configured by `[replies]`.
 pub struct Mailer {
@@ -133,6 +134,25 @@ impl Mailer {
             "reply sent"
         );
         Ok(())
+    }
+
+    /// Readies the transport before the first send, in the daemon that
+    /// sends replies (never in `check-config`): for `file://`, removes the
+    /// temporary files that writes cut short by a crash left behind, and
+    /// logs how many. Failing to is logged, not fatal: they only take space.
+    pub async fn prepare(&self) {
+        let Backend::File(dir) = &self.backend else {
+            return;
+        };
+        match spool::remove_temp_files(dir).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                dir = %dir.display(),
+                "removed temporary reply files left by an interrupted run"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot remove leftover temporary reply files"),
+        }
     }
 
     /// For `check-config`: transport kind and target, sender, templates;
