@@ -128,9 +128,9 @@ impl Mailer {
         }
         tracing::debug!(
             id,
-            to,
+            to = %Safe(to),
             kind = body.kind(),
-            email_id = body.email_id(),
+            email_id = %Safe(body.email_id()),
             "reply sent"
         );
         Ok(())
@@ -337,6 +337,50 @@ mod tests {
             .await
             .expect("resend");
         assert_eq!(std::fs::read_dir(&spool).expect("list").count(), 2);
+    }
+
+    /// Issue 8: a 1 MB emailId (a row stored before requests were capped)
+    /// gives a message whose every line is within RFC 5322's 998 octets,
+    /// which mail-parser reads back: the subject cut, the body whole.
+    #[tokio::test]
+    async fn a_1_mb_email_id_makes_no_line_over_998_octets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mailer =
+            Mailer::new(&config(&format!("file://{}", dir.path().display()))).expect("mailer");
+        let email_id = "7".repeat(1 << 20);
+        let body = ReplyBody::Ack {
+            email_id: Some(email_id.clone()),
+            code: AckCode::Processed,
+        };
+        mailer
+            .send("ack-big", "ack@client.example", &body)
+            .await
+            .expect("send");
+        let raw = std::fs::read(dir.path().join("ack-big.eml")).expect("eml");
+        let longest = raw
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line).len())
+            .max();
+        assert!(longest <= Some(998), "a {longest:?}-octet line");
+
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .expect("mail-parser reads it");
+        assert_eq!(
+            parsed.subject(),
+            Some(format!("etatAck {}...", &email_id[..64]).as_str())
+        );
+        assert_eq!(parsed.message_id(), Some("ack-big@gw.example"));
+        let to = parsed
+            .to()
+            .and_then(|to| to.first())
+            .and_then(|a| a.address());
+        assert_eq!(to, Some("ack@client.example"));
+        let text = parsed.body_text(0).expect("text body");
+        assert!(
+            text.contains(&format!("<emailId>{email_id}</emailId>")),
+            "the body carries the whole emailId"
+        );
     }
 
     #[tokio::test]
