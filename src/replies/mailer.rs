@@ -58,12 +58,7 @@ impl Mailer {
     /// Validates `[replies]` (addresses, transport URL, templates) without
     /// connecting anywhere; errors name the key at fault.
     pub fn new(config: &RepliesConfig) -> Result<Mailer, ReplyError> {
-        if config.timeout_secs == 0 {
-            return Err(ReplyError::Config {
-                key: "replies.timeout_secs",
-                reason: "must be at least 1".into(),
-            });
-        }
+        config.validate()?;
         let timeout = Duration::from_secs(config.timeout_secs);
         let from: Mailbox = config.from.trim().parse().map_err(|e| ReplyError::Config {
             key: "replies.from",
@@ -248,6 +243,7 @@ mod tests {
             templates: None,
             timeout_secs: 5,
             retry_initial_ms: 5_000,
+            concurrency: 8,
         }
     }
 
@@ -535,6 +531,13 @@ mod tests {
         let err = Mailer::new(&zero).expect_err("timeout");
         assert!(
             err.to_string().starts_with("replies.timeout_secs: "),
+            "{err}"
+        );
+        let mut zero = config("sendmail");
+        zero.concurrency = 0;
+        let err = Mailer::new(&zero).expect_err("concurrency");
+        assert!(
+            err.to_string().starts_with("replies.concurrency: "),
             "{err}"
         );
 
