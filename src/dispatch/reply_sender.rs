@@ -100,37 +100,21 @@ impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
         .await;
         self.mailer.prepare().await;
         let mut in_flight = JoinSet::new();
-        let mut claim_errors = StoreRetry::default();
-        // Whether replies may be due right now (claim at the next free slot).
-        let mut due = true;
-        // When to look again without being woken: the poll, or the end of
-        // a failed claim's backoff.
-        let mut next_look = Instant::now();
+        let mut pacing = Pacing::new();
         while !shutdown.is_fired() {
             let free = self.concurrency - in_flight.len();
-            if due && free > 0 {
-                match self.queue.claim(now_millis(), free).await {
-                    Ok(replies) => {
-                        claim_errors.succeeded("claim replies");
-                        // A full claim may have left more behind.
-                        due = replies.len() == free;
-                        next_look = Instant::now() + POLL;
-                        for reply in replies {
-                            in_flight.spawn(self.deliver(reply, shutdown.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        due = false;
-                        next_look = Instant::now() + claim_errors.failed("claim replies", &e);
-                    }
+            if pacing.due && free > 0 {
+                let claimed = self.queue.claim(now_millis(), free).await;
+                for reply in pacing.claimed(claimed, free) {
+                    in_flight.spawn(self.deliver(reply, shutdown.clone()));
                 }
             }
             let free = self.concurrency - in_flight.len();
             tokio::select! {
                 _ = shutdown.wait() => {}
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => log_panic(done),
-                _ = self.wake.notified(), if free > 0 && !claim_errors.failing() => due = true,
-                _ = tokio::time::sleep_until(next_look), if free > 0 => due = true,
+                _ = self.wake.notified(), if free > 0 && !pacing.backing_off() => pacing.due = true,
+                _ = tokio::time::sleep_until(pacing.next_look), if free > 0 => pacing.due = true,
             }
         }
         while let Some(done) = in_flight.join_next().await {
@@ -151,6 +135,57 @@ impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
             let outcome = send_one(&mailer, reply, retry_initial_ms).await;
             record(&*queue, id, outcome, shutdown).await;
         }
+    }
+}
+
+/// When the sender claims replies: as soon as a slot is free while replies
+/// may be due, else when woken or at the next look.
+struct Pacing {
+    /// Whether replies may be due right now: the last claim filled every
+    /// free slot (more may wait), or the sender was woken or polled.
+    due: bool,
+    /// When to look again without being woken: the poll, or the end of a
+    /// failed claim's backoff.
+    next_look: Instant,
+    /// Failed claims in a row: their backoff and logging.
+    errors: StoreRetry,
+}
+
+impl Pacing {
+    /// Claims due at once.
+    fn new() -> Pacing {
+        Pacing {
+            due: true,
+            next_look: Instant::now(),
+            errors: StoreRetry::default(),
+        }
+    }
+
+    /// Takes in the result of a claim of `asked` replies and returns the
+    /// replies to send.
+    fn claimed(
+        &mut self,
+        result: Result<Vec<PendingReply>, StoreError>,
+        asked: usize,
+    ) -> Vec<PendingReply> {
+        match result {
+            Ok(replies) => {
+                self.errors.succeeded("claim replies");
+                self.due = replies.len() == asked;
+                self.next_look = Instant::now() + POLL;
+                replies
+            }
+            Err(e) => {
+                self.due = false;
+                self.next_look = Instant::now() + self.errors.failed("claim replies", &e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether the last claim failed: wakes do not cut its backoff short.
+    fn backing_off(&self) -> bool {
+        self.errors.failing()
     }
 }
 
@@ -213,7 +248,7 @@ impl StoreRetry {
     /// Counts a failure of `what`, logs it if due, and says how long to
     /// wait before trying again.
     fn failed(&mut self, what: &str, error: &StoreError) -> Duration {
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         let due = self
             .logged_at
             .is_none_or(|at| at.elapsed() >= STORE_ERROR_LOG_EVERY);
