@@ -1,6 +1,8 @@
 //! kill -9 of the real binary in the middle of traffic, three times over:
 //! every email that got `250` has exactly its SMS in the outbox once the
-//! daemon runs again, and no SMS is ever written twice.
+//! daemon runs again, and no SMS is ever written twice. Reply emails go to
+//! an SMTP sink that counts every delivery: each `kill -9` makes at most
+//! `replies.concurrency` of them (those in flight) go out again (issue 8).
 
 mod common;
 use common::*;
@@ -16,6 +18,9 @@ use tokio::process::{Child, Command};
 
 const ROUNDS: usize = 3;
 const SENDERS: usize = 6;
+/// `replies.concurrency` here: below the default, so that the bound on
+/// repeated replies is tight.
+const REPLY_CONCURRENCY: usize = 4;
 
 /// A port nobody listens on right now (the binary needs a fixed one).
 fn free_port() -> u16 {
@@ -23,12 +28,17 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// Writes the test configuration with SMTP on `port`; fsync on, as in
-/// production.
-fn write_config(dir: &Path, port: u16) -> PathBuf {
+/// Writes the test configuration with SMTP on `port` and replies to
+/// `replies` (an SMTP URL); fsync on, as in production.
+fn write_config(dir: &Path, port: u16, replies: &str) -> PathBuf {
     let toml = test_toml(dir)
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace("fsync = false", "fsync = true");
+        .replace("fsync = false", "fsync = true")
+        .replace(
+            &format!("transport = \"file://{}/replies\"", dir.display()),
+            &format!("transport = \"{replies}\"\nconcurrency = {REPLY_CONCURRENCY}"),
+        );
+    assert!(toml.contains(replies), "the reply transport is set");
     let path = dir.join("mail2sms.toml");
     std::fs::write(&path, toml).expect("write config");
     path
@@ -56,10 +66,10 @@ fn serve(config: &Path, log: &Path) -> Child {
 /// Starts the daemon on a fresh port and waits until it greets with `220`
 /// (the listener is bound before the store is open, so a bare connect
 /// proves little). Another port is tried if this one was taken meanwhile.
-async fn start_daemon(dir: &Path, log: &Path) -> (Child, u16) {
+async fn start_daemon(dir: &Path, log: &Path, replies: &str) -> (Child, u16) {
     for _ in 0..3 {
         let port = free_port();
-        let config = write_config(dir, port);
+        let config = write_config(dir, port, replies);
         let mut child = serve(&config, log);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -213,10 +223,14 @@ async fn kill_9_mid_traffic_loses_no_accepted_email_and_repeats_no_sms() {
     let outbox = dir.path().join("outbox.jsonl");
     let next = Arc::new(AtomicUsize::new(0));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let sink = ReplySink::start().await;
+    // A real relay takes a moment per message.
+    sink.set_max_delay_ms(20);
 
     for round in 0..ROUNDS {
+        sink.set_round(round);
         // A new port each round: nothing depends on the old socket's state.
-        let (mut child, port) = start_daemon(dir.path(), &log).await;
+        let (mut child, port) = start_daemon(dir.path(), &log, &sink.transport()).await;
         let stop = Arc::new(AtomicBool::new(false));
         let sender = tokio::spawn(traffic(port, next.clone(), stop.clone(), ledger.clone()));
         tokio::time::sleep(Duration::from_millis(fastrand::u64(100..=600))).await;
@@ -228,10 +242,11 @@ async fn kill_9_mid_traffic_loses_no_accepted_email_and_repeats_no_sms() {
             .expect("senders do not panic");
         let ledger = ledger.lock().expect("ledger");
         eprintln!(
-            "round {round}: {} accepted, {} unanswered, {} outbox lines so far",
+            "round {round}: {} accepted, {} unanswered, {} outbox lines, {} replies delivered so far",
             ledger.accepted.len(),
             ledger.unanswered.len(),
-            checked_outbox(&outbox).len()
+            checked_outbox(&outbox).len(),
+            sink.deliveries().len()
         );
     }
 
@@ -243,7 +258,8 @@ async fn kill_9_mid_traffic_loses_no_accepted_email_and_repeats_no_sms() {
 
     // Once more, without a kill: everything accepted must go out, and new
     // mail is still taken.
-    let (mut child, port) = start_daemon(dir.path(), &log).await;
+    sink.set_round(ROUNDS);
+    let (mut child, port) = start_daemon(dir.path(), &log, &sink.transport()).await;
     let probe = next.fetch_add(1, Ordering::SeqCst);
     // By the time its answer is in, the daemon has long finished starting
     // (and handles SIGTERM).
@@ -279,10 +295,22 @@ async fn kill_9_mid_traffic_loses_no_accepted_email_and_repeats_no_sms() {
             .all(|(id, numbers)| sent.get(id).is_some_and(|s| s.len() >= numbers.len()))
             .then_some(())
     };
+    // Every accepted email gets its etatAck and, once its SMS are out,
+    // its etatNot.
+    let all_replied = || {
+        let subjects: HashSet<String> = sink.deliveries().into_iter().map(|d| d.subject).collect();
+        accepted
+            .keys()
+            .all(|id| {
+                subjects.contains(&format!("etatAck {id}"))
+                    && subjects.contains(&format!("etatNot {id}"))
+            })
+            .then_some(())
+    };
     // Up to 45 s: a loaded machine may take a while to catch up.
     let mut done = None;
     for _ in 0..3 {
-        done = wait_until(all_out).await;
+        done = wait_until(|| all_out().and_then(|()| all_replied())).await;
         if done.is_some() {
             break;
         }
@@ -302,8 +330,26 @@ async fn kill_9_mid_traffic_loses_no_accepted_email_and_repeats_no_sms() {
     assert!(status.success(), "{status}:\n{log_text}");
     assert!(
         done.is_some(),
-        "some accepted emails never got their SMS:\n{log_text}"
+        "some accepted emails never got their SMS or replies:\n{log_text}"
     );
+
+    // Replies: a Message-ID delivered again in round r was in flight when
+    // round r-1 was killed; never more than replies.concurrency per crash.
+    let deliveries = sink.deliveries();
+    let repeats = repeats_per_round(&deliveries, ROUNDS + 1);
+    eprintln!(
+        "{} reply deliveries; repeated after each kill -9: {:?} (bound {REPLY_CONCURRENCY})",
+        deliveries.len(),
+        &repeats[1..]
+    );
+    assert_eq!(repeats[0], 0, "no repeat before the first crash");
+    for (crash, &n) in repeats[1..].iter().enumerate() {
+        assert!(
+            n <= REPLY_CONCURRENCY,
+            "kill -9 number {} made {n} replies go out again (at most {REPLY_CONCURRENCY} in flight)",
+            crash + 1
+        );
+    }
 
     let lines = checked_outbox(&outbox);
     let jobs: HashSet<i64> = lines

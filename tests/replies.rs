@@ -124,3 +124,148 @@ async fn permanent_reply_failure_is_not_repeated() {
     // The SMS itself is unaffected.
     assert_eq!(app.wait_outbox(1).await.len(), 1);
 }
+
+/// Reply statuses in the store, counted (`sent`, `sending`, …).
+async fn reply_statuses(app: &TestApp) -> std::collections::BTreeMap<String, i64> {
+    use sqlx::Connection;
+    let db = app.dir.path().join("mail2sms.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the store");
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM replies GROUP BY status")
+            .fetch_all(&mut conn)
+            .await
+            .expect("reply statuses");
+    rows.into_iter().collect()
+}
+
+/// Waits until the store's reply statuses are `expected`.
+async fn wait_statuses(app: &TestApp, expected: &[(&str, i64)]) {
+    let expected: std::collections::BTreeMap<String, i64> = expected
+        .iter()
+        .map(|&(status, n)| (status.to_string(), n))
+        .collect();
+    let mut last = Default::default();
+    for _ in 0..750 {
+        last = reply_statuses(app).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("reply statuses stayed {last:?}, expected {expected:?}");
+}
+
+/// Issue 8: a reply server that holds one reply delays only that one: the
+/// others are sent, and their outcomes recorded, while it is held (the
+/// sender used to wait for its whole batch before claiming more).
+#[tokio::test]
+async fn a_slow_reply_delays_only_itself() {
+    let sink = ReplySink::start().await;
+    sink.hold("slow@masociete.com");
+    let app = TestApp::spawn_with(|c| c.replies.transport = sink.transport()).await;
+    let slow = envoi_ack_only("0601020304", "slow-1", "slow@masociete.com");
+    app.send(
+        "ops@masociete.com",
+        &plain_email("ops@masociete.com", &slow),
+    )
+    .await
+    .expect("accepted");
+    wait_until(|| (sink.in_progress() == 1).then_some(()))
+        .await
+        .expect("the slow reply reaches the relay");
+    for i in 0..5 {
+        let body = envoi_ack_only("0601020304", &format!("fast-{i}"), "ack@masociete.com");
+        app.send(
+            "ops@masociete.com",
+            &plain_email("ops@masociete.com", &body),
+        )
+        .await
+        .expect("accepted");
+    }
+    wait_until(|| (sink.deliveries().len() == 5).then_some(()))
+        .await
+        .expect("the other replies go out while the slow one is held");
+    assert!(
+        sink.deliveries()
+            .iter()
+            .all(|d| d.to == "ack@masociete.com")
+    );
+    wait_statuses(&app, &[("sending", 1), ("sent", 5)]).await;
+
+    sink.release();
+    wait_until(|| (sink.deliveries().len() == 6).then_some(()))
+        .await
+        .expect("the slow reply goes out once released");
+    wait_statuses(&app, &[("sent", 6)]).await;
+}
+
+/// Issue 8: at most `replies.concurrency` replies are in flight, however
+/// many are queued; the rest go out as slots free.
+#[tokio::test]
+async fn at_most_concurrency_replies_are_in_flight() {
+    let sink = ReplySink::start().await;
+    sink.hold_all();
+    let app = TestApp::spawn_with(|c| {
+        c.replies.transport = sink.transport();
+        c.replies.concurrency = 3;
+    })
+    .await;
+    for i in 0..8 {
+        let body = envoi_ack_only("0601020304", &format!("c-{i}"), "ack@masociete.com");
+        app.send(
+            "ops@masociete.com",
+            &plain_email("ops@masociete.com", &body),
+        )
+        .await
+        .expect("accepted");
+    }
+    wait_until(|| (sink.in_progress() == 3).then_some(()))
+        .await
+        .expect("three replies in flight");
+    // Nothing more starts while the three are held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.in_progress(), 3);
+    wait_statuses(&app, &[("pending", 5), ("sending", 3)]).await;
+
+    sink.release();
+    wait_until(|| (sink.deliveries().len() == 8).then_some(()))
+        .await
+        .expect("every reply goes out");
+    assert_eq!(sink.max_in_progress(), 3);
+    wait_statuses(&app, &[("sent", 8)]).await;
+}
+
+/// Issue 8: the `.*.tmp` files that crashed writes of the `file://`
+/// transport left behind are removed when the daemon starts; nothing else
+/// in the directory is touched.
+#[tokio::test]
+async fn leftover_temporary_reply_files_are_removed_at_start() {
+    let mut spool = std::path::PathBuf::new();
+    let app = TestApp::spawn_with(|c| {
+        spool = c.replies.transport["file://".len()..].into();
+        std::fs::create_dir_all(&spool).expect("spool dir");
+        for name in [
+            ".1700000000000.1.4242.0.tmp",
+            ".x.tmp",
+            "keep.eml",
+            "keep.tmp",
+        ] {
+            std::fs::write(spool.join(name), b"x").expect("write");
+        }
+    })
+    .await;
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(&spool)
+            .expect("list the spool")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        names
+    };
+    wait_until(|| (names() == ["keep.eml", "keep.tmp"]).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("left: {:?}", names()));
+    drop(app);
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::error::ReplyError;
 use super::transport::redact_url;
 
 /// The `[replies]` table of the config.
@@ -35,6 +36,37 @@ pub struct RepliesConfig {
     /// doubles on each try (with jitter) up to one hour.
     #[serde(default = "default_retry_initial_ms")]
     pub retry_initial_ms: u64,
+    /// How many replies may be in flight at once. Each reply's outcome is
+    /// recorded as soon as its own delivery ends, so this is also the most
+    /// replies a crash can make go out twice (issue 8), and a slow server
+    /// holds at most this many slots.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// The default of `replies.concurrency`.
+fn default_concurrency() -> usize {
+    8
+}
+
+impl RepliesConfig {
+    /// Checks what the types alone cannot; errors name the key at fault.
+    pub fn validate(&self) -> Result<(), ReplyError> {
+        if self.timeout_secs == 0 {
+            return Err(ReplyError::Config {
+                key: "replies.timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.concurrency == 0 {
+            return Err(ReplyError::Config {
+                key: "replies.concurrency",
+                reason: "must be at least 1 (how many replies are sent at once; 0 would send none)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The default of `replies.retry_initial_ms`.
@@ -55,6 +87,7 @@ impl fmt::Debug for RepliesConfig {
             .field("templates", &self.templates)
             .field("timeout_secs", &self.timeout_secs)
             .field("retry_initial_ms", &self.retry_initial_ms)
+            .field("concurrency", &self.concurrency)
             .finish()
     }
 }
@@ -77,9 +110,27 @@ mod tests {
         let config = parse("[replies]\nfrom = \"a@b.c\"\ntransport = \"sendmail\"\n")
             .expect("minimal table");
         assert_eq!(config.timeout_secs, 30);
+        assert_eq!(config.concurrency, 8);
         assert!(config.templates.is_none());
         let err = parse("[replies]\nfrom = \"a@b.c\"\ntransport = \"sendmail\"\nport = 25\n");
         assert!(err.is_err(), "unknown keys are refused");
+    }
+
+    /// Issue 8: `replies.concurrency = 0` would never send a reply.
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let config =
+            parse("[replies]\nfrom = \"a@b.c\"\ntransport = \"sendmail\"\nconcurrency = 0\n")
+                .expect("table");
+        let err = config.validate().expect_err("0 refused");
+        assert!(
+            err.to_string()
+                .starts_with("replies.concurrency: must be at least 1"),
+            "{err}"
+        );
+        let mut config = config;
+        config.concurrency = 1;
+        config.validate().expect("1 is fine");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::logsafe::Safe;
+
 /// An error of the replies module.
 ///
 /// No variant carries the SMTP password: configuration errors only quote the
@@ -35,7 +37,7 @@ pub enum ReplyError {
         source: minijinja::Error,
     },
     /// The recipient address (`emailAck` / `emailNot`) is not an address.
-    #[error("invalid recipient address {address:?}: {source}")]
+    #[error("invalid recipient address {:?}: {source}", Safe(address))]
     Recipient {
         /// The address as given.
         address: String,
@@ -62,6 +64,16 @@ pub enum ReplyError {
         /// Why.
         source: std::io::Error,
     },
+    /// A header line of the reply would be longer than RFC 5322 allows
+    /// (998 octets) even after folding: sending it would be refused or
+    /// mangled downstream. The value is not quoted (it may be a megabyte).
+    #[error("the {header} header would be a {octets}-octet line (the limit is 998)")]
+    HeaderTooLong {
+        /// The header's name, e.g. `To`.
+        header: String,
+        /// The length of its longest line.
+        octets: usize,
+    },
     /// The delivery took longer than `replies.timeout_secs`.
     #[error("delivery timed out after {0} s")]
     Timeout(u64),
@@ -80,7 +92,8 @@ impl ReplyError {
             | ReplyError::Template { .. }
             | ReplyError::Recipient { .. }
             | ReplyError::Id(_)
-            | ReplyError::Build(_) => false,
+            | ReplyError::Build(_)
+            | ReplyError::HeaderTooLong { .. } => false,
         }
     }
 

@@ -17,6 +17,7 @@ use super::error::ReplyError;
 use super::render::Templates;
 use super::transport::{SmtpSecurity, SmtpSpec, TransportSpec};
 use super::{ReplyBody, message, spool};
+use crate::logsafe::Safe;
 
 /// Sends replies as configured by `[replies]`.
 pub struct Mailer {
@@ -57,12 +58,7 @@ impl Mailer {
     /// Validates `[replies]` (addresses, transport URL, templates) without
     /// connecting anywhere; errors name the key at fault.
     pub fn new(config: &RepliesConfig) -> Result<Mailer, ReplyError> {
-        if config.timeout_secs == 0 {
-            return Err(ReplyError::Config {
-                key: "replies.timeout_secs",
-                reason: "must be at least 1".into(),
-            });
-        }
+        config.validate()?;
         let timeout = Duration::from_secs(config.timeout_secs);
         let from: Mailbox = config.from.trim().parse().map_err(|e| ReplyError::Config {
             key: "replies.from",
@@ -127,12 +123,31 @@ impl Mailer {
         }
         tracing::debug!(
             id,
-            to,
+            to = %Safe(to),
             kind = body.kind(),
-            email_id = body.email_id(),
+            email_id = %Safe(body.email_id()),
             "reply sent"
         );
         Ok(())
+    }
+
+    /// Readies the transport before the first send, in the daemon that
+    /// sends replies (never in `check-config`): for `file://`, removes the
+    /// temporary files that writes cut short by a crash left behind, and
+    /// logs how many. Failing to is logged, not fatal: they only take space.
+    pub async fn prepare(&self) {
+        let Backend::File(dir) = &self.backend else {
+            return;
+        };
+        match spool::remove_temp_files(dir).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                dir = %dir.display(),
+                "removed temporary reply files left by an interrupted run"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot remove leftover temporary reply files"),
+        }
     }
 
     /// For `check-config`: transport kind and target, sender, templates;
@@ -228,6 +243,7 @@ mod tests {
             templates: None,
             timeout_secs: 5,
             retry_initial_ms: 5_000,
+            concurrency: 8,
         }
     }
 
@@ -317,6 +333,50 @@ mod tests {
             .await
             .expect("resend");
         assert_eq!(std::fs::read_dir(&spool).expect("list").count(), 2);
+    }
+
+    /// Issue 8: a 1 MB emailId (a row stored before requests were capped)
+    /// gives a message whose every line is within RFC 5322's 998 octets,
+    /// which mail-parser reads back: the subject cut, the body whole.
+    #[tokio::test]
+    async fn a_1_mb_email_id_makes_no_line_over_998_octets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mailer =
+            Mailer::new(&config(&format!("file://{}", dir.path().display()))).expect("mailer");
+        let email_id = "7".repeat(1 << 20);
+        let body = ReplyBody::Ack {
+            email_id: Some(email_id.clone()),
+            code: AckCode::Processed,
+        };
+        mailer
+            .send("ack-big", "ack@client.example", &body)
+            .await
+            .expect("send");
+        let raw = std::fs::read(dir.path().join("ack-big.eml")).expect("eml");
+        let longest = raw
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line).len())
+            .max();
+        assert!(longest <= Some(998), "a {longest:?}-octet line");
+
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .expect("mail-parser reads it");
+        assert_eq!(
+            parsed.subject(),
+            Some(format!("etatAck {}...", &email_id[..64]).as_str())
+        );
+        assert_eq!(parsed.message_id(), Some("ack-big@gw.example"));
+        let to = parsed
+            .to()
+            .and_then(|to| to.first())
+            .and_then(|a| a.address());
+        assert_eq!(to, Some("ack@client.example"));
+        let text = parsed.body_text(0).expect("text body");
+        assert!(
+            text.contains(&format!("<emailId>{email_id}</emailId>")),
+            "the body carries the whole emailId"
+        );
     }
 
     #[tokio::test]
@@ -471,6 +531,13 @@ mod tests {
         let err = Mailer::new(&zero).expect_err("timeout");
         assert!(
             err.to_string().starts_with("replies.timeout_secs: "),
+            "{err}"
+        );
+        let mut zero = config("sendmail");
+        zero.concurrency = 0;
+        let err = Mailer::new(&zero).expect_err("concurrency");
+        assert!(
+            err.to_string().starts_with("replies.concurrency: "),
             "{err}"
         );
 

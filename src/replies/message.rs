@@ -17,11 +17,24 @@ use super::{ReplyBody, to_latin1};
 /// lower-case the charset).
 pub const CONTENT_TYPE: &str = "text/plain; charset=ISO-8859-1";
 
+/// RFC 5322 §2.1.1: no line of a message may be longer than this many
+/// octets, CRLF excluded.
+pub const MAX_LINE_OCTETS: usize = 998;
+
+/// The most characters of the emailId the `Subject:` shows. The body always
+/// carries it whole; a longer one (a row stored before requests were capped
+/// at 64 characters) is cut, so that the subject stays one short line
+/// whatever the store holds (issue 8).
+pub const SUBJECT_EMAIL_ID_CHARS: usize = 64;
+
 /// The reply email from `from` to `to`, carrying `xml` (the rendered body).
 ///
 /// `id` is the caller's stable id for this reply; `<{id}@{domain}>` is its
 /// Message-ID, so a resent reply can be recognised as the same message.
 /// The message is single-part, so `formatted()` ends exactly with the body.
+/// No header line is longer than [`MAX_LINE_OCTETS`]: the subject is cut,
+/// and a message that would still have such a line (a huge `To:`) is
+/// refused with [`ReplyError::HeaderTooLong`], a permanent error.
 pub fn build(
     from: &Mailbox,
     domain: &str,
@@ -37,7 +50,7 @@ pub fn build(
     let message = Message::builder()
         .from(from.clone())
         .to(to_mailbox)
-        .subject(format!("{} {}", body.kind(), body.email_id()))
+        .subject(subject(body))
         .message_id(Some(format!("<{}@{domain}>", id_token(id)?)))
         // RFC 3834: an automatic reply, so that vacation responders and
         // the like do not answer it (and loop with us).
@@ -54,7 +67,45 @@ pub fn build(
         // (it cannot refuse: any bytes can be quoted-printable).
         .header(ContentTransferEncoding::QuotedPrintable)
         .body(crlf(to_latin1(xml)))?;
+    check_header_lines(&message)?;
     Ok(message)
+}
+
+/// `etatAck 1548`: the kind and the emailId, cut to
+/// [`SUBJECT_EMAIL_ID_CHARS`] characters (`...` marks the cut), control
+/// characters shown as `?`. lettre folds what is left at its spaces, or
+/// splits it into RFC 2047 encoded words when it is not ASCII.
+fn subject(body: &ReplyBody) -> String {
+    let email_id = body.email_id();
+    let mut shown: String = email_id
+        .chars()
+        .take(SUBJECT_EMAIL_ID_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if email_id.chars().nth(SUBJECT_EMAIL_ID_CHARS).is_some() {
+        shown.push_str("...");
+    }
+    format!("{} {shown}", body.kind())
+}
+
+/// Refuses a message with a header line longer than [`MAX_LINE_OCTETS`]
+/// (one that lettre could not fold: a long value without spaces), naming
+/// the header but not quoting its value.
+fn check_header_lines(message: &Message) -> Result<(), ReplyError> {
+    let headers = message.headers().to_string();
+    let mut name = "";
+    for line in headers.split("\r\n") {
+        if !line.starts_with([' ', '\t']) {
+            name = line.split(':').next().unwrap_or_default();
+        }
+        if line.len() > MAX_LINE_OCTETS {
+            return Err(ReplyError::HeaderTooLong {
+                header: name.to_owned(),
+                octets: line.len(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `id` made safe for a file name and a Message-ID: letters, digits, `.`,
@@ -143,5 +194,46 @@ mod tests {
         let err = build(&from, "gw.example", "ack-7", "not an address", &body, "")
             .expect_err("bad recipient");
         assert!(err.is_permanent(), "{err}");
+    }
+
+    /// Issue 8: a long emailId is cut in the subject (the body keeps it).
+    #[test]
+    fn the_subject_shows_at_most_64_characters_of_the_email_id() {
+        let ack = |email_id: &str| ReplyBody::Ack {
+            email_id: Some(email_id.to_owned()),
+            code: AckCode::Processed,
+        };
+        let id64 = "x".repeat(64);
+        assert_eq!(subject(&ack(&id64)), format!("etatAck {id64}"));
+        let id65 = format!("{id64}y");
+        assert_eq!(subject(&ack(&id65)), format!("etatAck {id64}..."));
+        assert_eq!(subject(&ack("a\r\nb\u{1b}")), "etatAck a??b?");
+        let accents = "é".repeat(100);
+        assert_eq!(
+            subject(&ack(&accents)),
+            format!("etatAck {}...", "é".repeat(64))
+        );
+    }
+
+    /// Issue 8: a header line that cannot be folded within 998 octets (a
+    /// huge `To:` address) is refused, permanently, without quoting it.
+    #[test]
+    fn a_header_line_over_998_octets_is_refused() {
+        let from: Mailbox = "mail2sms <sms@gw.example>".parse().expect("from");
+        let body = ReplyBody::Ack {
+            email_id: Some("1548".into()),
+            code: AckCode::Processed,
+        };
+        // Addresses are at most 64 + 1 + 254 octets: a display name is
+        // what can make the line long.
+        let to = format!("{} <ack@client.example>", "a".repeat(2_000));
+        let err = build(&from, "gw.example", "ack-7", &to, &body, "")
+            .expect_err("a 2 000-octet To: line");
+        assert!(err.is_permanent(), "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("the To header would be a "), "{text}");
+        assert!(!text.contains("aaaa"), "{text}");
+        let to = format!("{} <ack@client.example>", "a".repeat(900));
+        build(&from, "gw.example", "ack-7", &to, &body, "").expect("short enough");
     }
 }

@@ -458,3 +458,207 @@ pub fn etats(not: &ReplyMail) -> Vec<(u16, String)> {
 pub fn codes(not: &ReplyMail) -> Vec<u16> {
     etats(not).into_iter().map(|(code, _)| code).collect()
 }
+
+/// One message a [`ReplySink`] accepted.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its `Message-ID:` (stable per reply: repeats show as the same id).
+    pub message_id: String,
+    /// Its `Subject:` (`etatAck <emailId>` / `etatNot <emailId>`).
+    pub subject: String,
+    /// The envelope recipients, comma-separated.
+    pub to: String,
+    /// The round ([`ReplySink::set_round`]) in which its DATA ended.
+    pub round: usize,
+}
+
+/// What a [`ReplySink`] shares with its SMTP handler.
+#[derive(Default)]
+struct SinkState {
+    /// Every accepted message, in order.
+    deliveries: std::sync::Mutex<Vec<Delivery>>,
+    /// Recipients whose messages wait for [`ReplySink::release`].
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether every message waits for [`ReplySink::release`].
+    hold_all: std::sync::atomic::AtomicBool,
+    /// Set once by [`ReplySink::release`].
+    released: tokio::sync::Notify,
+    /// Whether [`ReplySink::release`] was called.
+    is_released: std::sync::atomic::AtomicBool,
+    /// Messages being handled right now (DATA ended, not yet answered).
+    in_progress: std::sync::atomic::AtomicUsize,
+    /// The most messages ever handled at once.
+    max_in_progress: std::sync::atomic::AtomicUsize,
+    /// The current round, stamped on each delivery.
+    round: std::sync::atomic::AtomicUsize,
+    /// Each message is answered after a random delay up to this (ms), as a
+    /// real relay takes a moment.
+    max_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The next mail relay for reply emails, on 127.0.0.1 port 0 (the daemon's
+/// own SMTP server code as the listener): answers `250` to everything and
+/// records every delivery, so repeats are counted (unlike `file://`, whose
+/// rewrite of the same file hides them); can hold messages until released.
+pub struct ReplySink {
+    /// Where it listens.
+    pub port: u16,
+    /// Shared with the handler.
+    state: std::sync::Arc<SinkState>,
+}
+
+/// The SMTP handler of a [`ReplySink`].
+struct SinkHandler(std::sync::Arc<SinkState>);
+
+#[async_trait::async_trait]
+impl mail2sms::smtp::Handler for SinkHandler {
+    async fn message(
+        &self,
+        envelope: &mail2sms::smtp::Envelope,
+        data: Vec<u8>,
+    ) -> mail2sms::smtp::Reply {
+        use std::sync::atomic::Ordering::SeqCst;
+        let state = &self.0;
+        let round = state.round.load(SeqCst);
+        let now = state.in_progress.fetch_add(1, SeqCst) + 1;
+        state.max_in_progress.fetch_max(now, SeqCst);
+        let to = envelope.rcpt_to.join(",");
+        let held = state.hold_all.load(SeqCst) || state.held.lock().unwrap().contains(&to);
+        if held {
+            let released = state.released.notified();
+            if !state.is_released.load(SeqCst) {
+                released.await;
+            }
+        }
+        let max_delay = state.max_delay_ms.load(SeqCst);
+        if max_delay > 0 {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=max_delay))).await;
+        }
+        let text = String::from_utf8_lossy(&data);
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        state.deliveries.lock().unwrap().push(Delivery {
+            message_id: header(head, "Message-ID"),
+            subject: header(head, "Subject"),
+            to,
+            round,
+        });
+        state.in_progress.fetch_sub(1, SeqCst);
+        mail2sms::smtp::Reply::new(250, "2.0.0", "ok")
+    }
+}
+
+impl ReplySink {
+    /// Starts a sink taking mail for `masociete.com`; it runs until the
+    /// test's runtime ends.
+    pub async fn start() -> ReplySink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the sink");
+        let port = listener.local_addr().expect("sink addr").port();
+        let config = std::sync::Arc::new(mail2sms::smtp::SmtpConfig {
+            domains: vec!["masociete.com".into()],
+            ..mail2sms::smtp::SmtpConfig::default()
+        });
+        let state = std::sync::Arc::new(SinkState::default());
+        let handler: std::sync::Arc<dyn mail2sms::smtp::Handler> =
+            std::sync::Arc::new(SinkHandler(state.clone()));
+        tokio::spawn(mail2sms::smtp::run(
+            listener,
+            config,
+            handler,
+            std::future::pending(),
+        ));
+        ReplySink { port, state }
+    }
+
+    /// `replies.transport` for the daemon to reach this sink.
+    pub fn transport(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Holds messages to `to` until [`release`](Self::release).
+    pub fn hold(&self, to: &str) {
+        self.state.held.lock().unwrap().insert(to.to_string());
+    }
+
+    /// Holds every message until [`release`](Self::release).
+    pub fn hold_all(&self) {
+        self.state
+            .hold_all
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets every held message (and every later one) through.
+    pub fn release(&self) {
+        self.state
+            .is_released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.released.notify_waiters();
+    }
+
+    /// Answers each message after a random delay up to `ms`.
+    pub fn set_max_delay_ms(&self, ms: u64) {
+        self.state
+            .max_delay_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stamps later deliveries with `round`.
+    pub fn set_round(&self, round: usize) {
+        self.state
+            .round
+            .store(round, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every delivery so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.deliveries.lock().unwrap().clone()
+    }
+
+    /// Messages held or being answered right now.
+    pub fn in_progress(&self) -> usize {
+        self.state
+            .in_progress
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most messages ever held or answered at once.
+    pub fn max_in_progress(&self) -> usize {
+        self.state
+            .max_in_progress
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An `<envoi>` asking only for an etatAck, sent to `ack`.
+pub fn envoi_ack_only(num: &str, email_id: &str, ack: &str) -> String {
+    envoi(num, "x", email_id)
+        .replace("<emailNot>not@masociete.com</emailNot>\n", "")
+        .replace("ack@masociete.com", ack)
+}
+
+/// Counts the replies a `kill -9` made go out again: for each round, the
+/// deliveries of a Message-ID already delivered in an earlier round (those
+/// in flight when the previous round was killed, requeued at this start).
+/// Panics if a Message-ID is delivered twice within one round.
+pub fn repeats_per_round(deliveries: &[Delivery], rounds: usize) -> Vec<usize> {
+    let mut first_round: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut repeats = vec![0; rounds];
+    let mut seen_in_round = std::collections::HashSet::new();
+    for d in deliveries {
+        assert!(
+            seen_in_round.insert((d.message_id.as_str(), d.round)),
+            "{} delivered twice in round {}",
+            d.message_id,
+            d.round
+        );
+        match first_round.get(d.message_id.as_str()) {
+            Some(&first) if first < d.round => repeats[d.round] += 1,
+            Some(_) => {}
+            None => {
+                first_round.insert(&d.message_id, d.round);
+            }
+        }
+    }
+    repeats
+}
