@@ -238,6 +238,9 @@ impl Config {
         if self.smtp.domains.is_empty() {
             return Err(invalid("smtp.domains", "at least one domain is needed"));
         }
+        if let Err(crate::replies::ReplyError::Config { key, reason }) = self.replies.validate() {
+            return Err(invalid(key, reason));
+        }
         if self.smtp.idle_timeout_secs == 0 {
             return Err(invalid("smtp.idle_timeout_secs", "must be at least 1"));
         }
@@ -632,6 +635,13 @@ mod tests {
             (
                 with("max_session_secs = 0", ACCOUNT),
                 "smtp.max_session_secs",
+            ),
+            (
+                with("", ACCOUNT).replace(
+                    "transport = \"file:///tmp/r\"",
+                    "transport = \"file:///tmp/r\"\nconcurrency = 0",
+                ),
+                "replies.concurrency",
             ),
             (
                 with("", ACCOUNT).replace("path = \"/tmp/o\"", "path = \"/tmp/o\"\nbogus = 1"),
