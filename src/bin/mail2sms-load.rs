@@ -1474,6 +1474,8 @@ impl AnswerTally {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A broken promise in --check-store mode is told apart from an incomplete load run.
+    let incomplete = if args.check_store.is_some() { 3 } else { 2 };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1492,7 +1494,7 @@ fn main() -> ExitCode {
     });
     match r {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
+        Ok(false) => ExitCode::from(incomplete),
         Err(e) => {
             eprintln!("mail2sms-load: error: {e:#}");
             ExitCode::FAILURE
