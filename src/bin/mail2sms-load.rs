@@ -1196,14 +1196,34 @@ fn count_outbox(path: &Path) -> Result<OutboxCount> {
     Ok(c)
 }
 
-/// Deliveries per Message-ID in a reply log (first field of each line).
-fn count_replies(path: &Path) -> Result<BTreeMap<String, u64>> {
+/// Deliveries of one reply email, from a reply log.
+struct ReplyCount {
+    /// How many times it was delivered (more than once: a duplicate).
+    deliveries: u64,
+    /// `etatAck` or `etatNot` (from its subject), or `other`.
+    kind: &'static str,
+}
+
+/// Deliveries per Message-ID in a reply log: one line per delivery, the
+/// Message-ID first, then the Subject: header (tab-separated).
+fn count_replies(path: &Path) -> Result<BTreeMap<String, ReplyCount>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let mut by_id = BTreeMap::new();
     for line in text.lines() {
-        if let Some(id) = line.split_whitespace().next() {
-            *by_id.entry(id.to_string()).or_default() += 1;
-        }
+        let Some(id) = line.split_whitespace().next() else {
+            continue;
+        };
+        let kind = ["etatAck", "etatNot"]
+            .into_iter()
+            .find(|k| line.contains(k))
+            .unwrap_or("other");
+        by_id
+            .entry(id.to_string())
+            .or_insert(ReplyCount {
+                deliveries: 0,
+                kind,
+            })
+            .deliveries += 1;
     }
     Ok(by_id)
 }
@@ -1309,9 +1329,10 @@ async fn check_store(db: &Path, args: &Args) -> Result<bool> {
         .as_ref()
         .map_or(0, |o| o.by_email.values().map(|n| n - 1).sum());
     let (reply_deliveries, reply_dups) = replies.as_ref().map_or((0, 0), |r| {
+        let deliveries = r.values().map(|c| c.deliveries);
         (
-            r.values().sum::<u64>(),
-            r.values().map(|n| n - 1).sum::<u64>(),
+            deliveries.clone().sum::<u64>(),
+            deliveries.map(|n| n - 1).sum::<u64>(),
         )
     });
 
@@ -1371,12 +1392,12 @@ async fn check_store(db: &Path, args: &Args) -> Result<bool> {
         println!("  after {after}  {queued_after} emails queued");
     }
     if let Some(r) = &replies {
-        let kind = |p: &str| r.keys().filter(|k| k.starts_with(p)).count();
+        let kind = |k: &str| r.values().filter(|c| c.kind == k).count();
         println!(
             "  replies             {reply_deliveries} deliveries of {} messages ({} etatAck, {} etatNot), {reply_dups} duplicates",
             r.len(),
-            kind("<ack-"),
-            kind("<not-")
+            kind("etatAck"),
+            kind("etatNot")
         );
     }
     for b in &broken {
