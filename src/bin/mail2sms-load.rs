@@ -1405,9 +1405,10 @@ async fn check_store(db: &Path, args: &Args) -> Result<bool> {
     }
     // One line of `key=value` figures, for scripts (scripts/fault-run).
     let mut figures = format!(
-        "figures: sent={} accepted={accepted} answered451={} stored={} sms={sms_lines} dup_sms={dup_sms} twice={} lost={} not_sent={} repeated_refs={ref_repeats}",
+        "figures: sent={} accepted={accepted} answered451={} other={} stored={} sms={sms_lines} dup_sms={dup_sms} twice={} lost={} not_sent={} repeated_refs={ref_repeats}",
         first_run.sent,
         first_run.busy,
+        first_run.sent - first_run.ok - first_run.busy,
         stored_ours,
         twice.len(),
         lost.len(),
