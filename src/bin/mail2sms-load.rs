@@ -53,7 +53,7 @@ const MOBILE_DIGIT: [u8; 8] = [b'0', b'1', b'2', b'4', b'5', b'6', b'7', b'8'];
     name = "mail2sms-load",
     version,
     about = "Load generator for the mail2sms daemon: SMTP in, outbox JSONL out",
-    group(ArgGroup::new("target").required(true).args(["spawn", "addr"]))
+    group(ArgGroup::new("target").required(true).args(["spawn", "addr", "check_store"]))
 )]
 struct Args {
     /// Spawn this mail2sms binary (`<bin> serve --config <tmp>/mail2sms.toml`)
@@ -112,6 +112,59 @@ struct Args {
     /// Keep the temp dir of a spawned daemon (it is always kept when the run is incomplete).
     #[arg(long)]
     keep: bool,
+
+    /// Stop starting messages after SECS (`-n` is then an upper bound).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+
+    /// Start at most N messages per second, over all connections.
+    #[arg(long, value_name = "N")]
+    rate: Option<f64>,
+
+    /// The run id that makes emailIds distinct [default: the current Unix
+    /// milliseconds]; fix it to send the same emailIds again.
+    #[arg(long, value_name = "ID")]
+    run_id: Option<u64>,
+
+    /// Pad each `<sms>` text to BYTES bytes (a large-request run).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    sms_bytes: usize,
+
+    /// Write one line per measured message: emailId, index, result
+    /// (`250`, `250-dup` for "already processed", another code,
+    /// `refused:STAGE:CODE` or `error:STAGE`) and the reply's Unix
+    /// milliseconds, tab-separated.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_store")]
+    record: Option<PathBuf>,
+
+    /// Send again the messages listed in FILE (a `--record` file of an
+    /// earlier run), with the same emailIds, instead of new ones.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_store")]
+    resend: Option<PathBuf>,
+
+    /// Instead of sending, check the SQLite store DB (opened read-only,
+    /// the daemon stopped) against `--records`, `--outbox` and
+    /// `--replies-log`, print the figures and exit with status 3 when a
+    /// promise is broken (a 250'd email not stored or not sent once, an
+    /// emailId queued twice, an outbox ref repeated).
+    #[arg(long, value_name = "DB", conflicts_with_all = ["spawn", "addr", "pid"])]
+    check_store: Option<PathBuf>,
+
+    /// With --check-store: `--record` files, the first run first, then its
+    /// re-sends.
+    #[arg(long, value_name = "FILE", num_args = 1.., requires = "check_store")]
+    records: Vec<PathBuf>,
+
+    /// With --check-store: a log of reply deliveries, one line per delivery
+    /// starting with its Message-ID (written by the fault run's sendmail sink).
+    #[arg(long, value_name = "FILE", requires = "check_store")]
+    replies_log: Option<PathBuf>,
+
+    /// With --check-store: also count the emails queued after this Unix
+    /// millisecond (did the daemon go on after a fault?); none is a broken
+    /// promise.
+    #[arg(long, value_name = "MS", requires = "check_store")]
+    after_ms: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -119,13 +172,22 @@ struct Args {
 // ---------------------------------------------------------------------------
 
 struct MsgGen {
+    /// Makes this run's emailIds distinct from every other run's.
     run_id: u64,
+    /// `--numeric-ids`: emailIds made of digits only.
     numeric_ids: bool,
+    /// The `<keyid>` every message carries.
     keyid: String,
+    /// Envelope sender and `From:`.
     from: String,
+    /// Envelope recipient and `To:`.
     to: String,
+    /// Whether messages ask for etatAck / etatNot replies.
     acks: bool,
+    /// The `Date:` header, the same for every message.
     date: String,
+    /// `--sms-bytes`: pad each `<sms>` text to this many bytes (0: a short text).
+    sms_bytes: usize,
 }
 
 impl MsgGen {
@@ -153,6 +215,21 @@ impl MsgGen {
         format!("06{d}{:07}", idx % 10_000_000)
     }
 
+    /// The `<sms>` text: short, or padded with lines of `x` up to
+    /// `sms_bytes` (lines stay under SMTP's 1 000-byte line limit).
+    fn sms_text(&self, idx: usize) -> String {
+        let mut text = format!("Load test message {idx}");
+        if self.sms_bytes > text.len() {
+            text.reserve(self.sms_bytes - text.len());
+            while text.len() < self.sms_bytes {
+                let n = (self.sms_bytes - text.len()).min(78);
+                text.push_str("\r\n");
+                text.extend(std::iter::repeat_n('x', n.saturating_sub(2)));
+            }
+        }
+        text
+    }
+
     /// The DATA payload, CRLF line endings, dot-stuffed, ending with CRLF
     /// (the terminating ".\r\n" is written separately).
     fn data(&self, idx: usize, email_id: &str) -> Vec<u8> {
@@ -160,7 +237,7 @@ impl MsgGen {
         body.push_str("<envoi>\r\n");
         body.push_str(&format!("<keyid>{}</keyid>\r\n", xml_escape(&self.keyid)));
         body.push_str(&format!("<num>{}</num>\r\n", Self::number(idx)));
-        body.push_str(&format!("<sms>Load test message {idx}</sms>\r\n"));
+        body.push_str(&format!("<sms>{}</sms>\r\n", self.sms_text(idx)));
         if self.acks {
             body.push_str("<emailNot>ack@load.test</emailNot>\r\n");
             body.push_str("<emailAck>ack@load.test</emailAck>\r\n");
@@ -243,9 +320,16 @@ fn rfc5322_date(unix_secs: u64) -> String {
 enum Status {
     /// Final reply to DATA received (any code); `code == 250` means accepted.
     Done {
+        /// The reply code.
         code: u16,
+        /// A `250` saying the emailId was already processed (nothing queued).
+        duplicate: bool,
+        /// When the last byte of DATA was written (latency start).
         data_end: Instant,
+        /// When the reply arrived (latency end).
         reply_at: Instant,
+        /// The same moment on the wall clock, for `--record`.
+        reply_wall: SystemTime,
     },
     /// A non-expected reply before the end of DATA (greeting, EHLO, MAIL, RCPT, DATA).
     Refused { stage: &'static str, code: u16 },
@@ -261,7 +345,8 @@ struct Outcome {
 
 type Conn = BufReader<TcpStream>;
 
-async fn read_reply(conn: &mut Conn, limit: Duration) -> Result<u16, String> {
+/// Reads one (possibly multi-line) reply: its code and its last line.
+async fn read_reply(conn: &mut Conn, limit: Duration) -> Result<(u16, String), String> {
     let fut = async {
         let mut line = String::new();
         loop {
@@ -280,7 +365,7 @@ async fn read_reply(conn: &mut Conn, limit: Duration) -> Result<u16, String> {
             let code: u16 = line[..3].parse().unwrap_or(0);
             // "250-..." continues a multi-line reply, "250 ..." or "250" ends it.
             if b.get(3) != Some(&b'-') {
-                return Ok(code);
+                return Ok((code, line.trim_end().to_string()));
             }
         }
     };
@@ -318,8 +403,8 @@ async fn command(
 
 async fn expect(conn: &mut Conn, stage: &'static str, ok: &[u16]) -> Result<(), Status> {
     match read_reply(conn, REPLY_TIMEOUT).await {
-        Ok(code) if ok.contains(&code) => Ok(()),
-        Ok(code) => Err(Status::Refused { stage, code }),
+        Ok((code, _)) if ok.contains(&code) => Ok(()),
+        Ok((code, _)) => Err(Status::Refused { stage, code }),
         Err(what) => Err(Status::Failed { stage, what }),
     }
 }
@@ -375,17 +460,20 @@ async fn send_one(addr: SocketAddr, from: &str, to: &str, data: &[u8]) -> Status
                 what,
             })?;
         let data_end = Instant::now();
-        let code = read_reply(&mut conn, REPLY_TIMEOUT)
-            .await
-            .map_err(|what| Status::Failed {
-                stage: "end-of-data",
-                what,
-            })?;
+        let (code, text) =
+            read_reply(&mut conn, REPLY_TIMEOUT)
+                .await
+                .map_err(|what| Status::Failed {
+                    stage: "end-of-data",
+                    what,
+                })?;
         let reply_at = Instant::now();
         Ok::<_, Status>(Status::Done {
             code,
+            duplicate: code == 250 && text.contains("already processed"),
             data_end,
             reply_at,
+            reply_wall: SystemTime::now(),
         })
     }
     .await;
@@ -406,19 +494,45 @@ struct Phase {
     finished: Instant,
 }
 
-/// Send messages `first..first+count` over `conns` concurrent connections.
+/// Which messages a phase sends, and how fast.
+#[derive(Clone)]
+struct Plan {
+    /// Index of the first generated message (`first..first+count`).
+    first: usize,
+    /// How many messages at most.
+    count: usize,
+    /// `--resend`: the exact (index, emailId) pairs to send instead of
+    /// generated ones (`first` is then ignored).
+    list: Option<Arc<Vec<(usize, String)>>>,
+    /// `--rate`: messages started per second, over all connections.
+    rate: Option<f64>,
+    /// `--duration`: no message is started after this long.
+    duration: Option<Duration>,
+}
+
+impl Plan {
+    /// The `pos`-th message of the plan: its index and emailId.
+    fn message(&self, g: &MsgGen, pos: usize) -> (usize, String) {
+        match &self.list {
+            Some(list) => list[pos].clone(),
+            None => (self.first + pos, g.email_id(self.first + pos)),
+        }
+    }
+}
+
+/// Send the messages of `plan` over `conns` concurrent connections.
 async fn run_phase(
     label: &'static str,
     addr: SocketAddr,
     gen_: Arc<MsgGen>,
-    first: usize,
-    count: usize,
+    plan: Plan,
     conns: usize,
 ) -> Phase {
-    let next = Arc::new(AtomicUsize::new(first));
+    let count = plan.list.as_ref().map_or(plan.count, |l| l.len());
+    let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let end = first + count;
     let started = Instant::now();
+    let stop_at = plan.duration.map(|d| started + d);
 
     let progress = {
         let done = done.clone();
@@ -441,14 +555,22 @@ async fn run_phase(
         let next = next.clone();
         let done = done.clone();
         let g = gen_.clone();
+        let plan = plan.clone();
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let idx = next.fetch_add(1, Ordering::Relaxed);
-                if idx >= end {
+                let pos = next.fetch_add(1, Ordering::Relaxed);
+                if pos >= count {
                     break;
                 }
-                let email_id = g.email_id(idx);
+                if let Some(rate) = plan.rate {
+                    let due = started + Duration::from_secs_f64(pos as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                if stop_at.is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                let (idx, email_id) = plan.message(&g, pos);
                 let data = g.data(idx, &email_id);
                 let status = send_one(addr, &g.from, &g.to, &data).await;
                 done.fetch_add(1, Ordering::Relaxed);
@@ -894,6 +1016,8 @@ struct Tally {
     refused: BTreeMap<String, u64>,
     /// Errors, "stage: what".
     errors: BTreeMap<String, u64>,
+    /// `250` replies saying "already processed" (counted in `accepted` too).
+    duplicates: u64,
     last_reply: Option<Instant>,
 }
 
@@ -903,12 +1027,19 @@ fn tally(p: &Phase) -> Tally {
         rejected: BTreeMap::new(),
         refused: BTreeMap::new(),
         errors: BTreeMap::new(),
+        duplicates: 0,
         last_reply: None,
     };
     for (i, o) in p.outcomes.iter().enumerate() {
         match &o.status {
-            Status::Done { code, reply_at, .. } => {
+            Status::Done {
+                code,
+                duplicate,
+                reply_at,
+                ..
+            } => {
                 t.last_reply = Some(t.last_reply.map_or(*reply_at, |l| l.max(*reply_at)));
+                t.duplicates += u64::from(*duplicate);
                 if *code == 250 {
                     t.accepted.push(i);
                 } else {
@@ -927,11 +1058,446 @@ fn tally(p: &Phase) -> Tally {
 }
 
 // ---------------------------------------------------------------------------
+// Records (`--record`, `--resend`, `--records`)
+// ---------------------------------------------------------------------------
+
+/// One line of a `--record` file: what one message got.
+#[derive(Debug, PartialEq)]
+struct Record {
+    /// The emailId sent: the key every check is made on.
+    email_id: String,
+    /// The message's index (it picks the phone number), so that `--resend`
+    /// sends the very same message again.
+    idx: usize,
+    /// What the daemon answered: `250`, `250-dup` ("already processed"),
+    /// another end-of-DATA code, `refused:STAGE:CODE` or `error:STAGE`.
+    result: String,
+    /// When the answer came, in Unix milliseconds (0: no answer).
+    at_ms: u64,
+}
+
+impl Record {
+    fn of(o: &Outcome) -> Record {
+        let (result, at_ms) = match &o.status {
+            Status::Done {
+                code,
+                duplicate,
+                reply_wall,
+                ..
+            } => {
+                let ms = reply_wall
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let result = if *duplicate {
+                    "250-dup".to_string()
+                } else {
+                    code.to_string()
+                };
+                (result, ms)
+            }
+            Status::Refused { stage, code } => (format!("refused:{stage}:{code}"), 0),
+            Status::Failed { stage, .. } => (format!("error:{stage}"), 0),
+        };
+        Record {
+            email_id: o.email_id.clone(),
+            idx: o.idx,
+            result,
+            at_ms,
+        }
+    }
+
+    /// A `250` that queued the request (not "already processed").
+    fn queued(&self) -> bool {
+        self.result == "250"
+    }
+
+    /// Any `250`: the daemon says the request is in its store.
+    fn accepted(&self) -> bool {
+        self.result == "250" || self.result == "250-dup"
+    }
+}
+
+fn write_records(path: &Path, outcomes: &[Outcome]) -> Result<()> {
+    use std::io::Write;
+    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for o in outcomes {
+        let r = Record::of(o);
+        writeln!(w, "{}\t{}\t{}\t{}", r.email_id, r.idx, r.result, r.at_ms)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("write {}", path.display()))
+}
+
+fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            let bad = || {
+                anyhow!(
+                    "{}:{}: not a --record line: {line:?}",
+                    path.display(),
+                    n + 1
+                )
+            };
+            let f: Vec<&str> = line.split('\t').collect();
+            let [email_id, idx, result, at_ms] = f[..] else {
+                return Err(bad());
+            };
+            Ok(Record {
+                email_id: email_id.to_string(),
+                idx: idx.parse().map_err(|_| bad())?,
+                result: result.to_string(),
+                at_ms: at_ms.parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Store check (`--check-store`)
+// ---------------------------------------------------------------------------
+
+/// Lines per `email_id` and per `ref` in an outbox file.
+#[derive(Default)]
+struct OutboxCount {
+    /// SMS lines per emailId (single-recipient messages: more than one is a
+    /// duplicate SMS).
+    by_email: HashMap<String, u64>,
+    /// Lines per client reference: a repeated ref is a reused job id.
+    by_ref: HashMap<String, u64>,
+    /// Lines that are not JSON objects (a torn last line, a bug).
+    invalid: u64,
+}
+
+fn count_outbox(path: &Path) -> Result<OutboxCount> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let mut c = OutboxCount::default();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(line) else {
+            c.invalid += 1;
+            continue;
+        };
+        let key = |k: &str| match v.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(id) = key("email_id") {
+            *c.by_email.entry(id).or_default() += 1;
+        }
+        if let Some(r) = key("ref") {
+            *c.by_ref.entry(r).or_default() += 1;
+        }
+    }
+    Ok(c)
+}
+
+/// Deliveries of one reply email, from a reply log.
+struct ReplyCount {
+    /// How many times it was delivered (more than once: a duplicate).
+    deliveries: u64,
+    /// `etatAck` or `etatNot` (from its subject), or `other`.
+    kind: &'static str,
+}
+
+/// Deliveries per Message-ID in a reply log: one line per delivery, the
+/// Message-ID first, then the Subject: header (tab-separated).
+fn count_replies(path: &Path) -> Result<BTreeMap<String, ReplyCount>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut by_id = BTreeMap::new();
+    for line in text.lines() {
+        let Some(id) = line.split_whitespace().next() else {
+            continue;
+        };
+        let kind = ["etatAck", "etatNot"]
+            .into_iter()
+            .find(|k| line.contains(k))
+            .unwrap_or("other");
+        by_id
+            .entry(id.to_string())
+            .or_insert(ReplyCount {
+                deliveries: 0,
+                kind,
+            })
+            .deliveries += 1;
+    }
+    Ok(by_id)
+}
+
+/// `--check-store`: the store, the outbox and the answers the clients got,
+/// against the promises. Returns Ok(false) when one is broken.
+async fn check_store(db: &Path, args: &Args) -> Result<bool> {
+    use sqlx::Connection;
+
+    if args.records.is_empty() {
+        bail!("--check-store needs --records FILE... (the --record files of the runs to check)");
+    }
+    if !db.is_file() {
+        bail!("--check-store {}: no such database file", db.display());
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("open the store {} read-only", db.display()))?;
+    let stored: std::collections::HashSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT email_id FROM requests")
+            .fetch_all(&mut conn)
+            .await
+            .with_context(|| format!("{}: read requests.email_id", db.display()))?
+            .into_iter()
+            .collect();
+    let jobs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&mut conn)
+            .await
+            .with_context(|| format!("{}: count jobs by status", db.display()))?;
+    let max_job: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM jobs")
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| format!("{}: read the last job id", db.display()))?;
+    let _ = conn.close().await;
+
+    // Every answer each emailId got, in the order of the files.
+    let mut answers: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut first_run = AnswerTally::default();
+    let mut resend_dups = 0u64;
+    for (i, path) in args.records.iter().enumerate() {
+        for r in read_records(path)? {
+            if i == 0 {
+                first_run.add(&r);
+            } else if r.result == "250-dup" {
+                resend_dups += 1;
+            }
+            answers.entry(r.email_id.clone()).or_default().push(r);
+        }
+    }
+    let outbox = match &args.outbox {
+        Some(p) => Some(count_outbox(p)?),
+        None => None,
+    };
+    let replies = match &args.replies_log {
+        Some(p) => Some(count_replies(p)?),
+        None => None,
+    };
+
+    let mut accepted = 0u64; // emailIds with at least one 250
+    let mut lost = Vec::new(); // 250 but not in `requests`
+    let mut twice = Vec::new(); // queued (250, not "already processed") more than once
+    let mut not_sent = Vec::new(); // queued, no SMS line
+    let mut sent_twice = Vec::new(); // more than one SMS line
+    let mut sent_unanswered = 0u64; // SMS line but no 250 (451, error)
+    let mut queued_after = 0u64;
+    for (id, rs) in &answers {
+        let sms = outbox
+            .as_ref()
+            .map(|o| o.by_email.get(id).copied().unwrap_or(0));
+        if rs.iter().any(Record::accepted) {
+            accepted += 1;
+            if !stored.contains(id) {
+                lost.push(id.as_str());
+            }
+            if sms == Some(0) {
+                not_sent.push(id.as_str());
+            }
+        } else if sms.is_some_and(|n| n > 0) {
+            sent_unanswered += 1;
+        }
+        if rs.iter().filter(|r| r.queued()).count() > 1 {
+            twice.push(id.as_str());
+        }
+        if sms.is_some_and(|n| n > 1) {
+            sent_twice.push(id.as_str());
+        }
+        if let Some(after) = args.after_ms
+            && rs.iter().any(|r| r.queued() && r.at_ms > after)
+        {
+            queued_after += 1;
+        }
+    }
+    let stored_ours = answers.keys().filter(|id| stored.contains(*id)).count();
+    let ref_repeats: u64 = outbox
+        .as_ref()
+        .map_or(0, |o| o.by_ref.values().map(|n| n - 1).sum());
+    let sms_lines: u64 = outbox.as_ref().map_or(0, |o| o.by_email.values().sum());
+    let dup_sms: u64 = outbox
+        .as_ref()
+        .map_or(0, |o| o.by_email.values().map(|n| n - 1).sum());
+    let (reply_deliveries, reply_dups) = replies.as_ref().map_or((0, 0), |r| {
+        let deliveries = r.values().map(|c| c.deliveries);
+        (
+            deliveries.clone().sum::<u64>(),
+            deliveries.map(|n| n - 1).sum::<u64>(),
+        )
+    });
+
+    let mut broken = Vec::new();
+    let mut promise = |ids: &[&str], what: &str| {
+        if !ids.is_empty() {
+            let some: Vec<&str> = ids.iter().take(5).copied().collect();
+            broken.push(format!("{} {what} (e.g. {})", ids.len(), some.join(" ")));
+        }
+    };
+    promise(&lost, "emailIds answered 250 are not in the store");
+    promise(
+        &twice,
+        "emailIds were queued twice (250 without \"already processed\")",
+    );
+    promise(&sent_twice, "emailIds were sent more than once");
+    promise(&not_sent, "emailIds answered 250 were never sent");
+    if ref_repeats > 0 {
+        broken.push(format!(
+            "{ref_repeats} outbox lines repeat a ref (job ids reused)"
+        ));
+    }
+    if args.after_ms.is_some() && queued_after == 0 {
+        broken.push("no email was queued after the fault ended: the daemon did not go on".into());
+    }
+
+    let jobs_text: Vec<String> = jobs.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!("store check {}", db.display());
+    println!(
+        "  first run           {} sent: {} x 250, {} x 451, {} other ({})",
+        first_run.sent,
+        first_run.ok,
+        first_run.busy,
+        first_run.sent - first_run.ok - first_run.busy,
+        first_run.other_text()
+    );
+    println!(
+        "  store               {} requests ({stored_ours} of these emailIds), jobs: {}; last job id {}",
+        stored.len(),
+        if jobs_text.is_empty() {
+            "none".to_string()
+        } else {
+            jobs_text.join(", ")
+        },
+        max_job.map_or("none".to_string(), |n| n.to_string())
+    );
+    if let Some(o) = &outbox {
+        println!(
+            "  outbox              {sms_lines} SMS lines, {dup_sms} duplicate SMS, {ref_repeats} repeated refs, {sent_unanswered} SMS for emails never answered 250, {} invalid lines",
+            o.invalid
+        );
+    }
+    if args.records.len() > 1 {
+        println!("  re-sends            {resend_dups} answered \"already processed\"");
+    }
+    if let Some(after) = args.after_ms {
+        println!("  after {after}  {queued_after} emails queued");
+    }
+    if let Some(r) = &replies {
+        let kind = |k: &str| r.values().filter(|c| c.kind == k).count();
+        println!(
+            "  replies             {reply_deliveries} deliveries of {} messages ({} etatAck, {} etatNot), {reply_dups} duplicates",
+            r.len(),
+            kind("etatAck"),
+            kind("etatNot")
+        );
+    }
+    for b in &broken {
+        println!("  BROKEN: {b}");
+    }
+    // One line of `key=value` figures, for scripts (scripts/fault-run).
+    let mut figures = format!(
+        "figures: sent={} accepted={accepted} answered451={} other={} stored={} sms={sms_lines} dup_sms={dup_sms} twice={} lost={} not_sent={} repeated_refs={ref_repeats}",
+        first_run.sent,
+        first_run.busy,
+        first_run.sent - first_run.ok - first_run.busy,
+        stored_ours,
+        twice.len(),
+        lost.len(),
+        not_sent.len(),
+    );
+    if args.records.len() > 1 {
+        figures.push_str(&format!(" already_processed={resend_dups}"));
+    }
+    if args.after_ms.is_some() {
+        figures.push_str(&format!(" queued_after_fault={queued_after}"));
+    }
+    if replies.is_some() {
+        figures.push_str(&format!(
+            " replies={reply_deliveries} reply_dups={reply_dups}"
+        ));
+    }
+    println!("{figures}");
+    let out = json!({
+        "tool": "mail2sms-load",
+        "check": db.display().to_string(),
+        "sent": first_run.sent,
+        "answered_250": first_run.ok,
+        "answered_451": first_run.busy,
+        "emails_accepted": accepted,
+        "stored_requests": stored.len(),
+        "stored_of_ours": stored_ours,
+        "jobs": Value::Object(jobs.iter().map(|(s, n)| (s.clone(), json!(n))).collect()),
+        "sms_sent": sms_lines,
+        "duplicate_sms": dup_sms,
+        "repeated_refs": ref_repeats,
+        "lost": lost.len(),
+        "processed_twice": twice.len(),
+        "sent_twice": sent_twice.len(),
+        "not_sent": not_sent.len(),
+        "sent_without_250": sent_unanswered,
+        "resend_already_processed": resend_dups,
+        "queued_after": args.after_ms.map(|_| queued_after),
+        "reply_deliveries": replies.as_ref().map(|_| reply_deliveries),
+        "reply_duplicates": replies.as_ref().map(|_| reply_dups),
+        "broken": broken,
+    });
+    println!("{out}");
+    Ok(broken.is_empty())
+}
+
+/// Answers of the first run of a check, by kind.
+#[derive(Default)]
+struct AnswerTally {
+    /// Messages the run sent.
+    sent: u64,
+    /// Answered `250`.
+    ok: u64,
+    /// Answered `451` (the store could not commit: try again later).
+    busy: u64,
+    /// Every other answer, by result.
+    other: BTreeMap<String, u64>,
+}
+
+impl AnswerTally {
+    fn add(&mut self, r: &Record) {
+        self.sent += 1;
+        match r.result.as_str() {
+            "250" | "250-dup" => self.ok += 1,
+            "451" => self.busy += 1,
+            other => *self.other.entry(other.to_string()).or_default() += 1,
+        }
+    }
+
+    fn other_text(&self) -> String {
+        if self.other.is_empty() {
+            return "none".to_string();
+        }
+        let parts: Vec<String> = self
+            .other
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A broken promise in --check-store mode is told apart from an incomplete load run.
+    let incomplete = if args.check_store.is_some() { 3 } else { 2 };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -950,7 +1516,7 @@ fn main() -> ExitCode {
     });
     match r {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
+        Ok(false) => ExitCode::from(incomplete),
         Err(e) => {
             eprintln!("mail2sms-load: error: {e:#}");
             ExitCode::FAILURE
@@ -959,13 +1525,36 @@ fn main() -> ExitCode {
 }
 
 /// Returns Ok(true) when every measured message was accepted and reached the outbox.
-async fn run(args: Args) -> Result<bool> {
+async fn run(mut args: Args) -> Result<bool> {
+    if let Some(db) = &args.check_store {
+        return check_store(db, &args).await;
+    }
     if args.messages == 0 {
         bail!("--messages must be at least 1");
     }
     if !(args.drain_timeout.is_finite() && args.drain_timeout >= 0.0) {
         bail!("--drain-timeout must be a non-negative number of seconds");
     }
+    for (name, v) in [("--duration", args.duration), ("--rate", args.rate)] {
+        if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            bail!("{name} must be a positive number");
+        }
+    }
+    let resend = match &args.resend {
+        Some(path) => {
+            let list = read_records(path)?
+                .into_iter()
+                .map(|r| (r.idx, r.email_id))
+                .collect::<Vec<_>>();
+            if list.is_empty() {
+                bail!("--resend {}: no message to send again", path.display());
+            }
+            // Re-sends are the measurement: no warmup with fresh emailIds.
+            args.warmup = 0;
+            Some(Arc::new(list))
+        }
+        None => None,
+    };
     let keyid = args
         .keyid
         .clone()
@@ -1000,14 +1589,22 @@ async fn run(args: Args) -> Result<bool> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let g = Arc::new(MsgGen {
-        run_id: now.as_millis() as u64,
+        run_id: args.run_id.unwrap_or(now.as_millis() as u64),
         numeric_ids: args.numeric_ids,
         keyid,
         from: args.from.clone(),
         to: args.to.clone(),
         acks: args.acks,
         date: rfc5322_date(now.as_secs()),
+        sms_bytes: args.sms_bytes,
     });
+    let plan = Plan {
+        first: args.warmup,
+        count: args.messages,
+        list: resend,
+        rate: args.rate,
+        duration: args.duration.map(Duration::from_secs_f64),
+    };
     let prefix = g.id_prefix();
     let tail = Tailer::start(outbox.clone());
     let mem_idle = pid.and_then(proc_mem);
@@ -1024,7 +1621,14 @@ async fn run(args: Args) -> Result<bool> {
     // Warmup: sent and drained, not measured.
     let mut warmup_json = Value::Null;
     if args.warmup > 0 {
-        let p = run_phase("warmup", addr, g.clone(), 0, args.warmup, conns).await;
+        let warmup = Plan {
+            first: 0,
+            count: args.warmup,
+            list: None,
+            duration: None,
+            ..plan.clone()
+        };
+        let p = run_phase("warmup", addr, g.clone(), warmup, conns).await;
         let t = tally(&p);
         let ids: Vec<&str> = t
             .accepted
@@ -1049,7 +1653,11 @@ async fn run(args: Args) -> Result<bool> {
     }
 
     // Measured run.
-    let p = run_phase("load", addr, g.clone(), args.warmup, args.messages, conns).await;
+    let p = run_phase("load", addr, g.clone(), plan, conns).await;
+    if let Some(path) = &args.record {
+        write_records(path, &p.outcomes)?;
+    }
+    let sent = p.outcomes.len();
     let t = tally(&p);
     let acc_ids: Vec<&str> = t
         .accepted
@@ -1121,7 +1729,7 @@ async fn run(args: Args) -> Result<bool> {
         Some(sp) => Some(stop_daemon(sp).await),
         None => None,
     };
-    let complete = accepted == args.messages && missing == 0;
+    let complete = accepted == sent && missing == 0;
 
     // ---- human-readable summary ----
     println!();
@@ -1131,12 +1739,16 @@ async fn run(args: Args) -> Result<bool> {
         outbox.display()
     );
     println!(
-        "  messages            {} over {} connections (+{} warmup), run id {}",
-        args.messages, conns, args.warmup, g.run_id
+        "  messages            {sent} over {} connections (+{} warmup), run id {}",
+        conns, args.warmup, g.run_id
     );
     println!(
-        "  accepted (250)      {accepted}/{}  in {send_wall:.3} s  => {accepted_per_s:.1} emails/s",
-        args.messages
+        "  accepted (250)      {accepted}/{sent}  in {send_wall:.3} s  => {accepted_per_s:.1} emails/s{}",
+        if t.duplicates > 0 {
+            format!(" ({} of them \"already processed\")", t.duplicates)
+        } else {
+            String::new()
+        }
     );
     if !t.rejected.is_empty() {
         let s: Vec<String> = t
@@ -1220,7 +1832,8 @@ async fn run(args: Args) -> Result<bool> {
         "tool": "mail2sms-load",
         "run_id": g.run_id,
         "addr": addr.to_string(),
-        "messages": args.messages,
+        "messages": sent,
+        "already_processed": t.duplicates,
         "connections": conns,
         "warmup": warmup_json,
         "accepted": accepted,
@@ -1292,6 +1905,7 @@ mod tests {
             to: "sms@sms.load.test".into(),
             acks: true,
             date: rfc5322_date(0),
+            sms_bytes: 0,
         };
         let id = g.email_id(7);
         assert_eq!(id, "42-7");
@@ -1309,6 +1923,86 @@ mod tests {
         };
         assert_eq!(g.email_id(7), "420000007");
         assert!(g.email_id(7).starts_with(&g.id_prefix()));
+    }
+
+    #[test]
+    fn padded_sms_text() {
+        let g = MsgGen {
+            run_id: 1,
+            numeric_ids: false,
+            keyid: "k".into(),
+            from: "a@b.c".into(),
+            to: "d@e.f".into(),
+            acks: false,
+            date: rfc5322_date(0),
+            sms_bytes: 1_000,
+        };
+        let text = g.sms_text(3);
+        assert_eq!(text.len(), 1_000);
+        assert!(text.starts_with("Load test message 3\r\nxxx"));
+        assert!(text.split("\r\n").all(|l| l.len() <= 78));
+        assert_eq!(
+            MsgGen { sms_bytes: 0, ..g }.sms_text(3),
+            "Load test message 3"
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let now = Instant::now();
+        let done = |code, duplicate| Status::Done {
+            code,
+            duplicate,
+            data_end: now,
+            reply_at: now,
+            reply_wall: UNIX_EPOCH + Duration::from_millis(1_234),
+        };
+        let statuses = vec![
+            done(250, false),
+            done(250, true),
+            done(451, false),
+            Status::Refused {
+                stage: "rcpt",
+                code: 550,
+            },
+            Status::Failed {
+                stage: "connect",
+                what: "refused".into(),
+            },
+        ];
+        let expected = [
+            ("250", 1_234),
+            ("250-dup", 1_234),
+            ("451", 1_234),
+            ("refused:rcpt:550", 0),
+            ("error:connect", 0),
+        ];
+        let outcomes: Vec<Outcome> = statuses
+            .into_iter()
+            .enumerate()
+            .map(|(idx, status)| Outcome {
+                idx,
+                email_id: format!("9-{idx}"),
+                status,
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("load-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("answers.tsv");
+        write_records(&path, &outcomes).unwrap();
+        let back = read_records(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(back.len(), outcomes.len());
+        for (idx, (r, (result, ms))) in back.iter().zip(expected).enumerate() {
+            assert_eq!(
+                (r.email_id.as_str(), r.idx),
+                (format!("9-{idx}").as_str(), idx)
+            );
+            assert_eq!((r.result.as_str(), r.at_ms), (result, ms));
+        }
+        assert!(back[0].queued() && back[0].accepted());
+        assert!(!back[1].queued() && back[1].accepted());
+        assert!(!back[2].accepted());
     }
 
     #[test]
