@@ -7,7 +7,7 @@ use crate::dispatch::reply_sender::ReplySender;
 use crate::pipeline::Pipeline;
 use crate::replies::Mailer;
 use crate::shutdown::{self, Shutdown, Trigger};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -52,7 +52,7 @@ impl Core {
     /// Opens the store and builds the pipeline.
     pub async fn open(config: &Config) -> Result<Core, StartError> {
         crate::request::phone::warm_up();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await?);
+        let store = crate::store::open(&config.store).await?;
         let dispatch_wake = Arc::new(Notify::new());
         let replies_wake = Arc::new(Notify::new());
         let pipeline = Arc::new(Pipeline::new(
@@ -125,7 +125,7 @@ pub async fn start_with_listener(
     );
     tasks.spawn(replies.run(listen.clone()));
     if config.store.retention_days > 0 {
-        tasks.spawn(purge_loop(
+        tasks.spawn(crate::store::retention(
             core.store.clone(),
             config.store.retention_days,
             listen.clone(),
@@ -147,38 +147,6 @@ pub async fn start_with_listener(
         trigger,
         tasks,
     })
-}
-
-/// Applies `store.retention_days` at start-up and then every hour.
-async fn purge_loop(store: Arc<dyn Store>, days: u64, mut shutdown: Shutdown) {
-    let keep = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
-    loop {
-        let before = crate::store::now_millis().saturating_sub(keep);
-        let mut purged = 0;
-        // Chunk after chunk, each its own short write, until none is full.
-        loop {
-            match store.purge(before).await {
-                Ok(n) => {
-                    purged += n;
-                    if n < crate::store::PURGE_CHUNK || shutdown.is_fired() {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "retention: purge failed");
-                    break;
-                }
-            }
-        }
-        if purged > 0 {
-            tracing::info!(requests = purged, "retention: old requests purged");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = shutdown.wait() => return,
-        }
-    }
 }
 
 impl Running {

@@ -279,8 +279,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the store of a configuration for a command run beside the daemon.
-async fn open_store(config: &Config) -> anyhow::Result<mail2sms::store::SqliteStore> {
-    Ok(mail2sms::store::SqliteStore::open(&config.store).await?)
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn mail2sms::store::Store>> {
+    Ok(mail2sms::store::open(&config.store).await?)
 }
 
 /// Checks that `account` is configured.
@@ -302,7 +302,6 @@ fn known_account<'a>(
 }
 
 async fn credits(action: CreditsAction) -> anyhow::Result<ExitCode> {
-    use mail2sms::store::Store;
     let (account, config_path, amount) = match &action {
         CreditsAction::Show { account, config } => (account, config, None),
         CreditsAction::Add {
@@ -333,7 +332,6 @@ async fn credits(action: CreditsAction) -> anyhow::Result<ExitCode> {
 }
 
 async fn optout(action: OptoutAction) -> anyhow::Result<ExitCode> {
-    use mail2sms::store::Store;
     let (account, config_path) = match &action {
         OptoutAction::Add {
             account, config, ..

@@ -333,7 +333,7 @@ async fn retention_at_start_up_purges_every_expired_request_not_one_chunk() {
         }
         tasks.join_all().await;
     }
-    let db = format!("sqlite://{}", config.store.path.display());
+    let db = config.store.url.to_string();
     let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("db");
     // Finished two days ago.
     sqlx::query("UPDATE requests SET completed_at = ?")

@@ -58,7 +58,7 @@ struct JobRow {
 async fn jobs(app: &TestApp) -> Vec<JobRow> {
     use sqlx::Row;
     let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&app.config.store.path)
+        .filename(app.config.store.url.sqlite_path().unwrap())
         .read_only(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
     let rows = sqlx::query(

@@ -133,7 +133,7 @@ async fn example_files_are_accepted_by_the_demo_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = mail2sms::config::Config::embedded().unwrap();
     config.smtp.listen = "127.0.0.1:0".into();
-    config.store.path = dir.path().join("db.sqlite");
+    config.store.url = mail2sms::store::StoreUrl::Sqlite(dir.path().join("db.sqlite"));
     let Some(mail2sms::providers::ProviderConfig::Outbox(outbox)) =
         config.providers.get_mut("outbox")
     else {

@@ -29,10 +29,14 @@ use std::time::Duration;
 
 fn store_config(dir: &Path) -> StoreConfig {
     StoreConfig {
-        path: dir.join("mail2sms.db"),
         busy_timeout_ms: 300,
-        ..StoreConfig::default()
+        ..StoreConfig::sqlite(dir.join("mail2sms.db"))
     }
+}
+
+/// The SQLite file of a store config.
+fn db(config: &StoreConfig) -> &Path {
+    config.url.sqlite_path().expect("a SQLite store")
 }
 
 fn request(email_id: &str, numbers: &[&str]) -> NewRequest {
@@ -158,16 +162,16 @@ async fn accepted_is_in_the_file_after_commit_and_disk_full_failures() {
     for id in ["4", "5"] {
         accepted.push(store.accept(request(id, &["+33601000004"])).await.unwrap());
         assert!(
-            stored_email_ids(&config.path).await.contains(id),
+            stored_email_ids(db(&config)).await.contains(id),
             "emailId {id} was accepted but is not in the file"
         );
     }
     assert!(
-        writable_by_another(&config.path).await,
+        writable_by_another(db(&config)).await,
         "the writer keeps a transaction open after recovering"
     );
     assert_eq!(
-        stored_email_ids(&config.path).await,
+        stored_email_ids(db(&config)).await,
         HashSet::from(["1".into(), "4".into(), "5".into()])
     );
 
@@ -210,7 +214,7 @@ async fn failed_claims_and_outcome_records_change_nothing() {
 
     store.fail_next_commits(1);
     assert!(store.claim_jobs(now_millis(), 10).await.is_err());
-    assert_eq!(job_statuses(&config.path).await.get("queued"), Some(&2));
+    assert_eq!(job_statuses(db(&config)).await.get("queued"), Some(&2));
 
     let jobs = store.claim_jobs(now_millis(), 10).await.unwrap();
     assert_eq!(jobs.len(), 2);
@@ -226,7 +230,7 @@ async fn failed_claims_and_outcome_records_change_nothing() {
         .collect();
     store.fail_next_commits(1);
     assert!(store.record_outcomes(outcomes.clone()).await.is_err());
-    assert_eq!(job_statuses(&config.path).await.get("sending"), Some(&2));
+    assert_eq!(job_statuses(db(&config)).await.get("sending"), Some(&2));
     // Not claimable again while their outcome is unknown to the store.
     assert!(store.claim_jobs(now_millis(), 10).await.unwrap().is_empty());
 
@@ -242,11 +246,11 @@ async fn failed_claims_and_outcome_records_change_nothing() {
     store.set_max_page_count(None).await.unwrap();
     if !full_failed {
         // The update fitted in the pages the database had: it is recorded.
-        assert_eq!(job_statuses(&config.path).await.get("sent"), Some(&2));
+        assert_eq!(job_statuses(db(&config)).await.get("sent"), Some(&2));
     }
 
     store.record_outcomes(outcomes.clone()).await.unwrap();
-    assert_eq!(job_statuses(&config.path).await.get("sent"), Some(&2));
+    assert_eq!(job_statuses(db(&config)).await.get("sent"), Some(&2));
     // etatAck at accept, etatNot once, however many times it was recorded.
     let replies = store.claim_replies(now_millis(), 10).await.unwrap();
     let nots = replies
@@ -290,7 +294,7 @@ async fn failed_reply_records_keep_the_reply_out_of_the_queue() {
             .is_empty()
     );
     store.record_replies(sent).await.unwrap();
-    let mut conn = observer(&config.path).await;
+    let mut conn = observer(db(&config)).await;
     let status: String = sqlx::query_scalar("SELECT status FROM replies WHERE id = ?")
         .bind(replies[0].id)
         .fetch_one(&mut conn)
@@ -346,7 +350,7 @@ async fn a_lock_held_by_another_process_fails_then_recovers() {
     let config = store_config(dir.path());
     let store = SqliteStore::open(&config).await.unwrap();
     let mut other = SqliteConnectOptions::new()
-        .filename(&config.path)
+        .filename(db(&config))
         .connect()
         .await
         .unwrap();
@@ -367,10 +371,10 @@ async fn a_lock_held_by_another_process_fails_then_recovers() {
         .await
         .unwrap();
     assert_eq!(
-        stored_email_ids(&config.path).await,
+        stored_email_ids(db(&config)).await,
         HashSet::from(["40".into(), "41".into()])
     );
-    assert!(writable_by_another(&config.path).await);
+    assert!(writable_by_another(db(&config)).await);
 }
 
 /// Says on the real stderr (not captured by the test harness, so `cargo
@@ -430,7 +434,7 @@ async fn a_read_only_database_file_fails_then_recovers() {
         .accept(request("50", &["+33601000050"]))
         .await
         .unwrap();
-    let Some(immutable) = Immutable::new(db_files(&config.path)) else {
+    let Some(immutable) = Immutable::new(db_files(db(&config))) else {
         skipped(
             "a_read_only_database_file_fails_then_recovers",
             "chattr +i not permitted",
@@ -445,7 +449,7 @@ async fn a_read_only_database_file_fails_then_recovers() {
         results.push((id.clone(), store.accept(request(&id, &big)).await.is_ok()));
     }
     drop(immutable);
-    let stored = stored_email_ids(&config.path).await;
+    let stored = stored_email_ids(db(&config)).await;
     for (id, ok) in &results {
         assert_eq!(
             stored.contains(id),
@@ -462,8 +466,8 @@ async fn a_read_only_database_file_fails_then_recovers() {
         .accept(request("51", &["+33601000051"]))
         .await
         .unwrap();
-    assert!(stored_email_ids(&config.path).await.contains("51"));
-    assert!(writable_by_another(&config.path).await);
+    assert!(stored_email_ids(db(&config)).await.contains("51"));
+    assert!(writable_by_another(db(&config)).await);
 }
 
 // ---- daemon-level runs under SMTP load -------------------------------------
@@ -654,7 +658,7 @@ async fn disk_full_during_smtp_load_loses_nothing_and_sends_nothing_twice() {
     let db = mount.join("mail2sms.db");
     let mut config =
         mail2sms::config::Config::parse(&test_toml(dir.path()), Path::new("test")).unwrap();
-    config.store.path = db.clone();
+    config.store.url = mail2sms::store::StoreUrl::Sqlite(db.clone());
     config.store.busy_timeout_ms = 200;
     let app = TestApp::start_in(dir, config).await;
 
@@ -672,7 +676,7 @@ async fn disk_full_during_smtp_load_loses_nothing_and_sends_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_store_during_smtp_load_loses_nothing_and_sends_nothing_twice() {
     let app = TestApp::spawn_with(|c| c.store.busy_timeout_ms = 200).await;
-    let db = app.config.store.path.clone();
+    let db = app.config.store.url.sqlite_path().unwrap().to_path_buf();
     if !chattr("-i", &db_files(&db)) {
         skipped(
             "read_only_store_during_smtp_load_loses_nothing_and_sends_nothing_twice",

@@ -15,10 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        path: dir.join("data").join("mail2sms.db"),
-        ..StoreConfig::default()
-    }
+    StoreConfig::sqlite(dir.join("data").join("mail2sms.db"))
 }
 
 async fn open(dir: &Path) -> SqliteStore {

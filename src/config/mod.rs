@@ -425,7 +425,11 @@ impl Config {
             self.smtp.max_line_length,
             self.smtp.idle_timeout_secs
         );
-        let _ = writeln!(out, "store: sqlite {}", self.store.path.display());
+        match &self.store.url {
+            crate::store::StoreUrl::Sqlite(path) => {
+                let _ = writeln!(out, "store: sqlite {}", path.display());
+            }
+        }
         let _ = writeln!(out, "replies: from {}", self.replies.from);
         for (name, p) in &self.providers {
             let limit = p
@@ -588,7 +592,10 @@ mod tests {
         for secret in ["Ab1CD2efg3Hi", "change-me", "a296464ce012b8ab710a"] {
             assert!(!summary.contains(secret), "{secret} in {summary}");
         }
-        assert_eq!(c.store.path, PathBuf::from("/var/lib/mail2sms/mail2sms.db"));
+        assert_eq!(
+            c.store.url,
+            crate::store::StoreUrl::Sqlite(PathBuf::from("/var/lib/mail2sms/mail2sms.db"))
+        );
         assert_eq!(c.replies.transport, "smtp://127.0.0.1:25");
     }
 

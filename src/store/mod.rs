@@ -7,12 +7,23 @@
 //! Every write that the SMTP side waits on ([`Store::accept`]) is durable when
 //! it returns: the `250` is only sent after it.
 
+mod config;
+mod retention;
 mod sqlite;
 
-pub use sqlite::{PURGE_CHUNK, SqliteStore, StoreConfig};
+pub use config::{StoreConfig, StoreUrl};
+pub use retention::retention;
+pub use sqlite::{PURGE_CHUNK, SqliteStore};
 
 use crate::codes::{AckCode, Code};
 use async_trait::async_trait;
+
+/// Opens the backend `config.url` names, migrated and ready.
+pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match &config.url {
+        StoreUrl::Sqlite(_) => Ok(std::sync::Arc::new(SqliteStore::open(config).await?)),
+    }
+}
 
 /// Milliseconds since the Unix epoch: the store's clock unit.
 pub type Millis = i64;
@@ -25,20 +36,23 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
-/// Why the store could not do what was asked. Always transient from the
-/// sender's point of view: the SMTP side answers `451` and the MTA retries.
+/// Why the store could not do what was asked, in terms that do not depend
+/// on the backend: each backend sorts its own errors into these.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or failed (disk full, locked, I/O error).
-    #[error("store unavailable: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date.
-    #[error("store migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    /// The database could not take a whole group of operations (busy, full,
-    /// I/O error); this one was not tried again alone.
+    /// The database cannot do anything now (busy, locked, full, read-only,
+    /// an I/O error, the connection lost): transient; every operation would
+    /// fail alike, so a group commit fails as a whole. SMTP answers `451`.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// One operation failed for a reason of its own (a constraint, a value
+    /// the schema refuses): the other operations of its group are run again
+    /// without it.
+    #[error("store refused an operation: {0}")]
+    Rejected(String),
+    /// The schema could not be brought up to date.
+    #[error("store migration failed: {0}")]
+    Migration(String),
     /// The store's writer task is gone (the daemon is shutting down).
     #[error("store is shut down")]
     Closed,
@@ -50,6 +64,18 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `[store]` names a backend this build does not have, or no usable
+    /// location.
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Whether the failure is the database's state rather than one
+    /// operation's: the whole group fails, and the sender retries later.
+    pub fn affects_everything(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
+    }
 }
 
 /// An email that passed every check, ready to be recorded.

@@ -9,10 +9,9 @@
 
 use super::{
     Accepted, Job, JobOutcome, Millis, NewRequest, OptOut, PendingReply, ReplyContent,
-    ReplyOutcome, Store, StoreError,
+    ReplyOutcome, Store, StoreConfig, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
-use serde::Deserialize;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -20,7 +19,6 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row, SqlSafeStr, SqlitePool};
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -50,34 +48,6 @@ use jobs::job_from_row;
 pub use purge::PURGE_CHUNK;
 use replies::etats;
 use writer::{Faults, Writer, writer_task};
-
-/// The `[store]` table of the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// The SQLite database file; its directory is created if missing.
-    pub path: PathBuf,
-    /// How long a write waits for a lock held by another process (e.g.
-    /// `mail2sms deliver` next to the daemon) before giving up with `451`.
-    pub busy_timeout_ms: u64,
-    /// The most operations committed in one transaction (group commit).
-    pub max_batch: usize,
-    /// Days a finished request (all SMS and replies settled) is kept; its
-    /// emailId is refused as a duplicate for that long. 0 keeps everything
-    /// forever (the spec's "an emailId is processed once").
-    pub retention_days: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            path: PathBuf::from("mail2sms-data/mail2sms.db"),
-            busy_timeout_ms: 5_000,
-            max_batch: 512,
-            retention_days: 0,
-        }
-    }
-}
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -210,14 +180,15 @@ impl SqliteStore {
     /// (replies left half-sent are only put back by
     /// [`Store::requeue_interrupted_replies`], which only the daemon calls).
     pub async fn open(config: &StoreConfig) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let StoreUrl::Sqlite(path) = &config.url;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
         let options = SqliteConnectOptions::new()
-            .filename(&config.path)
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit survives a power cut, not only a crash.
@@ -309,6 +280,44 @@ async fn connect(
             }
             result => return Ok(result?),
         }
+    }
+}
+
+/// SQLite's errors sorted into the store's: the database's state (SQLITE_BUSY
+/// 5, LOCKED 6, READONLY 8, IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14, a
+/// failed `COMMIT` turned into a rollback, or no answer at all) is
+/// [`StoreError::Unavailable`]; anything else is one operation's fault.
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        let database_wide = match &error {
+            sqlx::Error::Database(db) => {
+                db.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|code| {
+                        matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14)
+                            || code == SQLITE_CONSTRAINT_COMMITHOOK
+                    })
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        };
+        if database_wide {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Rejected(error.to_string())
+        }
+    }
+}
+
+/// A `COMMIT` refused by the commit hook: a failed commit, for the whole group.
+const SQLITE_CONSTRAINT_COMMITHOOK: i32 = 531;
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migration(error.to_string())
     }
 }
 

@@ -124,7 +124,7 @@ impl Writer {
                 Ok(_) => return Ok(results),
                 Err(error) => BatchError::Database(error.into()),
             },
-            Err(error) if affects_everything(&error) => BatchError::Database(error),
+            Err(error) if error.affects_everything() => BatchError::Database(error),
             Err(error) => BatchError::Operation(error),
         };
         self.recover().await;
@@ -204,27 +204,6 @@ impl Faults {
 
 /// The largest `max_page_count` SQLite takes: no cap.
 pub(super) const UNLIMITED_PAGES: u64 = 0xffff_fffe;
-
-/// Whether an error is the database's state rather than one operation's
-/// fault: SQLITE_BUSY (5), LOCKED (6), READONLY (8), IOERR (10), CORRUPT
-/// (11), FULL (13), CANTOPEN (14), or no answer from the database at all.
-pub(super) fn affects_everything(error: &StoreError) -> bool {
-    match error {
-        StoreError::Database(sqlx::Error::Database(db)) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14)),
-        StoreError::Database(
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed,
-        ) => true,
-        StoreError::Database(_) => false,
-        StoreError::Closed | StoreError::Unavailable(_) => true,
-        StoreError::Migration(_) | StoreError::Directory { .. } => false,
-    }
-}
 
 /// Runs the operations of one transaction (already begun on `conn`).
 pub(super) async fn run_ops(
