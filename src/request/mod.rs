@@ -159,14 +159,24 @@ fn sms_tag(index: u64) -> String {
 }
 
 /// Reads the request of an email: its `<envoi>` block and, if attached,
-/// `mobiles.csv` / `message.csv`.
-///
-/// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
-/// numbers are ignored (and logged); its template is `message.csv`'s first
-/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
-/// keyid, attachments, then the request-level codes 34, 23, 6, and last a
-/// number without message.
+/// `mobiles.csv` / `message.csv` ([`head`] then [`build`]).
 pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
+    build(head(mail)?, mail, limits)
+}
+
+/// What is read of a request before its account is checked: the `<envoi>`
+/// block, whose keyid names the account (issue 8: nothing costly is done
+/// for an unknown keyid or sender).
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// `<keyid>`: identifies the account (never empty).
+    pub keyid: String,
+    /// The block's values, interpreted by [`build`].
+    envoi: envoi::Envoi,
+}
+
+/// Reads the `<envoi>` block of the body and its keyid.
+pub fn head(mail: &ParsedMail) -> Result<Head, RequestError> {
     let envoi = envoi::scan(&mail.text).map_err(|e| match e {
         RequestError::NoEnvoi if mail.html_only => RequestError::HtmlOnly,
         other => other,
@@ -176,6 +186,63 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
         .clone()
         .filter(|k| !k.is_empty())
         .ok_or(RequestError::MissingKeyid)?;
+    Ok(Head { keyid, envoi })
+}
+
+/// Bytes each recipient costs beyond its number and text while the
+/// request is built and checked (the recipient structures of [`build`],
+/// [`resolve`] and the store's).
+pub const RECIPIENT_OVERHEAD: usize = 256;
+
+/// An upper bound of the bytes [`build`] makes of `head` and `mail`'s
+/// attachments: each recipient's number, text and [`RECIPIENT_OVERHEAD`].
+/// A short `mobiles.csv` can expand into a large request (`message.csv`'s
+/// text copied for each of its lines), so the caller admits this much
+/// memory before building (issue 8). Linear in the input, allocates nothing.
+pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> usize {
+    let Some(mobiles) = find_attachment(&mail.attachments, "mobiles.csv") else {
+        let sms = head.envoi.sms.as_ref().map_or(0, String::len);
+        let numbers = head.envoi.nums.len().min(MAX_NUMBERS + 1);
+        let own: usize = head.envoi.smss.values().map(String::len).sum();
+        let tels: usize = head.envoi.nums.values().map(String::len).sum();
+        return numbers
+            .saturating_mul(sms.saturating_add(RECIPIENT_OVERHEAD))
+            .saturating_add(own)
+            .saturating_add(tels);
+    };
+    let template = find_attachment(&mail.attachments, "message.csv")
+        .and_then(|m| csv::template(&m.text).ok().flatten())
+        .unwrap_or_default();
+    let sms = head.envoi.sms.as_deref().unwrap_or("");
+    // Each line's text is at most the template with every `[` replaced by
+    // a field of that line: `[`s × the whole file bounds the substitutions.
+    let placeholders = count(template.as_bytes(), b"[").max(count(sms.as_bytes(), b"["));
+    let lines = count(mobiles.text.as_bytes(), b"\r\n").saturating_add(1);
+    let text = template.len().max(sms.len());
+    lines
+        .min(limits.max_csv_lines)
+        .saturating_mul(text.saturating_add(RECIPIENT_OVERHEAD))
+        .saturating_add(
+            placeholders
+                .saturating_add(1)
+                .saturating_mul(mobiles.text.len()),
+        )
+}
+
+/// How many bytes of `bytes` are one of `any`.
+fn count(bytes: &[u8], any: &[u8]) -> usize {
+    bytes.iter().filter(|b| any.contains(b)).count()
+}
+
+/// Interprets the `<envoi>` block of [`head`] with `mail`'s attachments.
+///
+/// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
+/// numbers are ignored (and logged); its template is `message.csv`'s first
+/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors,
+/// keyid, attachments, then the request-level codes 34, 23, 6, and last a
+/// number without message.
+pub fn build(head: Head, mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
+    let Head { keyid, envoi } = head;
     let sms = envoi
         .sms
         .as_deref()
