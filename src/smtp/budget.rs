@@ -22,6 +22,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// `tests/memory_bomb.rs` and the release binary; see the README).
 pub const HANDLING_FACTOR: usize = 3;
 
+/// The headroom buffers leave, in maximal messages: one maximal handling
+/// share, plus one message's worth for what its handler grows it by.
+const HEADROOM_FACTOR: usize = HANDLING_FACTOR + 1;
+
 /// How long a finished message waits for its handling share before the
 /// client is told to try later (`451 4.3.1`).
 pub(super) const SHARE_WAIT: Duration = Duration::from_secs(120);
@@ -32,7 +36,8 @@ pub(super) struct Budget {
     total: Arc<Semaphore>,
     /// What buffers may hold: the budget less the headroom kept for handling.
     buffers: Arc<Semaphore>,
-    /// The largest handling share (the headroom buffers cannot take).
+    /// The largest handling share: the headroom buffers cannot take, but
+    /// no more than [`HANDLING_FACTOR`] maximal messages.
     max_share: usize,
     /// The whole budget in bytes: the most one message's handling may
     /// ever hold (grown shares never wait, so they cannot deadlock).
@@ -41,18 +46,18 @@ pub(super) struct Budget {
 
 impl Budget {
     /// A budget of `total` bytes for messages of at most `max_message`
-    /// bytes. The headroom is [`HANDLING_FACTOR`] maximal messages, but
+    /// bytes. The headroom is [`HEADROOM_FACTOR`] maximal messages, but
     /// buffers always keep room for one maximal message: with a budget too
     /// small for both, handling shares are cut down to what is left.
     pub(super) fn new(total: usize, max_message: usize) -> Budget {
         let total = total.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         let buffers = total
-            .saturating_sub(HANDLING_FACTOR.saturating_mul(max_message))
+            .saturating_sub(HEADROOM_FACTOR.saturating_mul(max_message))
             .max(max_message.min(total));
         Budget {
             total: Arc::new(Semaphore::new(total)),
             buffers: Arc::new(Semaphore::new(buffers)),
-            max_share: total - buffers,
+            max_share: (total - buffers).min(HANDLING_FACTOR.saturating_mul(max_message)),
             size: total,
         }
     }
@@ -194,17 +199,45 @@ mod tests {
     fn buffers_leave_the_headroom_of_one_maximal_share() {
         let budget = Budget::new(1000, 100);
         assert_eq!(budget.max_share, 100 * HANDLING_FACTOR);
-        let buffers = budget.try_buffer(700).expect("buffers fit");
+        let buffers = budget.try_buffer(600).expect("buffers fit");
         assert!(
             budget.try_buffer(1).is_none(),
             "the headroom is for handling"
         );
-        assert_eq!(budget.available_permits(), 300);
+        assert_eq!(budget.available_permits(), 400);
         drop(buffers);
         assert_eq!(budget.available_permits(), 1000);
         // A budget too small for a headroom still takes one maximal message.
         let small = Budget::new(150, 100);
         assert_eq!((small.max_share, small.available_for_buffers()), (50, 100));
+    }
+
+    /// Issue 8: more maximal messages than the budget can handle together.
+    /// Buffers take all they may, then every finished message waits for
+    /// its handling share while holding its buffer: since buffers cannot
+    /// take the headroom, each gets its share in turn, none reaches the
+    /// deadline. (Without the headroom they would all wait for it.)
+    #[tokio::test]
+    async fn finished_messages_all_get_their_share_in_turn() {
+        let budget = Arc::new(Budget::new(1000, 100));
+        let buffers: Vec<BufferPermit> = std::iter::from_fn(|| budget.try_buffer(100)).collect();
+        assert_eq!(buffers.len(), 6);
+        let handled: Vec<_> = buffers
+            .into_iter()
+            .map(|buffer| {
+                let budget = budget.clone();
+                tokio::spawn(async move {
+                    let share = budget.share(100).await;
+                    tokio::task::yield_now().await;
+                    drop(buffer);
+                    share.map(|s| s.held())
+                })
+            })
+            .collect();
+        for handling in handled {
+            assert_eq!(handling.await.unwrap(), Some(100 * HANDLING_FACTOR));
+        }
+        assert_eq!(budget.available_permits(), 1000);
     }
 
     /// Issue 8: a share cannot grow past what one message may hold, nor
@@ -219,12 +252,12 @@ mod tests {
             share.try_grow(1000),
             Err(GrowError::OverLimit { limit: 1000 })
         );
-        let _buffers = budget.try_buffer(700).unwrap();
-        let other = budget.share(50).await.unwrap();
-        assert_eq!(budget.available_permits(), 20);
+        let _buffers = budget.try_buffer(600).unwrap();
+        let other = budget.share(80).await.unwrap();
+        assert_eq!(budget.available_permits(), 30);
         assert_eq!(share.try_grow(100), Err(GrowError::Busy));
         drop((share, other));
-        assert_eq!(budget.available_permits(), 300);
+        assert_eq!(budget.available_permits(), 400);
         assert_eq!(Share::unbounded().try_grow(usize::MAX), Ok(()));
     }
 }
