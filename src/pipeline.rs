@@ -131,13 +131,12 @@ struct Keyring {
 }
 
 impl Keyring {
-    /// The keyring of the configured accounts (keyids trimmed, as the
-    /// pipeline trims the `<keyid>` it reads).
-    fn new(config: &Config) -> Keyring {
+    /// The keyring of these accounts (keyids trimmed, as the pipeline
+    /// trims the `<keyid>` it reads).
+    fn new<'a>(accounts: impl IntoIterator<Item = (&'a String, &'a AccountConfig)>) -> Keyring {
         let hasher = std::collections::hash_map::RandomState::new();
-        let accounts = config
-            .accounts
-            .iter()
+        let accounts = accounts
+            .into_iter()
             .map(|(name, a)| {
                 let keyid = a.keyid.trim().to_string();
                 let account = Account {
@@ -206,7 +205,7 @@ impl Pipeline {
         replies_wake: Arc<Notify>,
     ) -> Pipeline {
         Pipeline {
-            keyring: Arc::new(Keyring::new(config)),
+            keyring: Arc::new(Keyring::new(&config.accounts)),
             store,
             limits: Limits {
                 max_csv_lines: config.limits.max_csv_lines,
@@ -544,5 +543,40 @@ impl crate::smtp::Handler for Pipeline {
         let verdict = self.process_within(&envelope.mail_from, data, share).await;
         let (code, enhanced, text) = verdict.smtp_reply();
         crate::smtp::Reply::new(code, enhanced, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An account with this keyid.
+    fn account(keyid: &str) -> AccountConfig {
+        let toml = format!("keyid = {keyid:?}\nsenders = []\nproviders = []");
+        toml::from_str(&toml).expect("account")
+    }
+
+    /// Issue 8: keyids are found through their keyed hash, trimmed, and
+    /// only whole: a prefix, a longer key or another case is unknown.
+    #[test]
+    fn keyring_finds_whole_keyids_only() {
+        let accounts: std::collections::BTreeMap<String, AccountConfig> = [
+            ("a".to_string(), account(" a296464ce012b8ab710a ")),
+            ("b".to_string(), account("b0b0b0b0b0b0b0b0b0b0")),
+        ]
+        .into_iter()
+        .collect();
+        let keyring = Keyring::new(&accounts);
+        let name = |keyid: &str| keyring.get(keyid).map(|a| a.name.clone());
+        assert_eq!(name("a296464ce012b8ab710a").as_deref(), Some("a"));
+        assert_eq!(name("\tb0b0b0b0b0b0b0b0b0b0 ").as_deref(), Some("b"));
+        for unknown in [
+            "a296464ce012b8ab710",
+            "a296464ce012b8ab710a0",
+            "A296464CE012B8AB710A",
+            "",
+        ] {
+            assert_eq!(name(unknown), None, "{unknown:?}");
+        }
     }
 }
