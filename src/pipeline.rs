@@ -23,10 +23,17 @@ use tokio::sync::Notify;
 /// `mobiles.csv` never stalls other SMTP sessions.
 const PARSE_INLINE_MAX: usize = 64 * 1024;
 
-/// Bytes of memory building a request takes per byte of
-/// [`request::expansion_bound`]: the recipients as written, then resolved
-/// and checked (texts are moved along, transliterated ones copied).
-const EXPANSION_FACTOR: usize = 2;
+/// Bytes of memory building and storing a request takes per byte of its
+/// numbers and texts ([`request::Expansion::text_bytes`]): the recipients'
+/// texts as written, as checked (`rules::prepare_text` copies them), and
+/// as the store binds and writes them (measured: one 24 MB `<sms>` took
+/// about 6 × 24 MB beyond its parsing).
+const TEXT_COPIES: usize = 6;
+
+/// Bytes of memory each recipient takes beyond its number and text while
+/// its request is built, checked and stored (measured: a 100 000-line
+/// `mobiles.csv` peaked at about 130 MB).
+const RECIPIENT_COST: usize = 1024;
 
 /// The one refusal for an unknown keyid and for a sender not allowed for
 /// the keyid: the same bytes for both, so that a stranger cannot learn
@@ -120,8 +127,8 @@ struct Account {
 /// The accounts, found by keyid without a timing leak: each keyid is kept
 /// as a keyed hash (std's `RandomState`, SipHash with random per-process
 /// keys), and a lookup compares the hash of the given keyid with every
-/// account's, without stopping at the first match (issue 8).
-#[derive(Debug)]
+/// account's, without stopping at the first match (issue 8). Not `Debug`:
+/// it holds the keyids.
 struct Keyring {
     /// The keyed hash function.
     hasher: std::collections::hash_map::RandomState,
@@ -175,7 +182,7 @@ struct Admitted {
     /// Its `<envoi>` block.
     head: Head,
     /// [`request::expansion_bound`] of the request.
-    bound: usize,
+    bound: request::Expansion,
 }
 
 /// Turns emails into stored requests.
@@ -281,8 +288,11 @@ impl Pipeline {
             Ok(Ok(admitted)) => admitted,
             Ok(Err(verdict)) | Err(verdict) => return verdict,
         };
-        if let Err(e) = share.try_grow(bound.saturating_mul(EXPANSION_FACTOR)) {
-            tracing::warn!(account = %account.name, bound, error = %e, "request too large to build now");
+        let needed = TEXT_COPIES
+            .saturating_mul(bound.text_bytes)
+            .saturating_add(RECIPIENT_COST.saturating_mul(bound.recipients));
+        if let Err(e) = share.try_grow(needed) {
+            tracing::warn!(account = %account.name, needed, error = %e, "request too large to build now");
             return match e {
                 GrowError::Busy => Verdict::Busy(format!("request too large to build now: {e}")),
                 GrowError::OverLimit { limit } => Verdict::Unreadable(format!(

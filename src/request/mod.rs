@@ -189,44 +189,54 @@ pub fn head(mail: &ParsedMail) -> Result<Head, RequestError> {
     Ok(Head { keyid, envoi })
 }
 
-/// Bytes each recipient costs beyond its number and text while the
-/// request is built and checked (the recipient structures of [`build`],
-/// [`resolve`] and the store's).
-pub const RECIPIENT_OVERHEAD: usize = 256;
+/// Upper bounds of what [`build`] makes of a request: a short
+/// `mobiles.csv` can expand into a large request (`message.csv`'s text
+/// copied for each of its lines), so the caller admits the memory before
+/// building (issue 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// Recipients at most: what costs per recipient (structures, rows).
+    pub recipients: usize,
+    /// Bytes of numbers and texts at most: what is copied along the way.
+    pub text_bytes: usize,
+}
 
-/// An upper bound of the bytes [`build`] makes of `head` and `mail`'s
-/// attachments: each recipient's number, text and [`RECIPIENT_OVERHEAD`].
-/// A short `mobiles.csv` can expand into a large request (`message.csv`'s
-/// text copied for each of its lines), so the caller admits this much
-/// memory before building (issue 8). Linear in the input, allocates nothing.
-pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> usize {
+/// The [`Expansion`] of `head` with `mail`'s attachments. Linear in the
+/// input, allocates nothing but `message.csv`'s template.
+pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> Expansion {
     let Some(mobiles) = find_attachment(&mail.attachments, "mobiles.csv") else {
         let sms = head.envoi.sms.as_ref().map_or(0, String::len);
         let numbers = head.envoi.nums.len().min(MAX_NUMBERS + 1);
         let own: usize = head.envoi.smss.values().map(String::len).sum();
         let tels: usize = head.envoi.nums.values().map(String::len).sum();
-        return numbers
-            .saturating_mul(sms.saturating_add(RECIPIENT_OVERHEAD))
-            .saturating_add(own)
-            .saturating_add(tels);
+        return Expansion {
+            recipients: numbers,
+            text_bytes: numbers
+                .saturating_mul(sms)
+                .saturating_add(own)
+                .saturating_add(tels),
+        };
     };
     let template = find_attachment(&mail.attachments, "message.csv")
         .and_then(|m| csv::template(&m.text).ok().flatten())
         .unwrap_or_default();
     let sms = head.envoi.sms.as_deref().unwrap_or("");
     // Each line's text is at most the template with every `[` replaced by
-    // a field of that line: `[`s × the whole file bounds the substitutions.
+    // a field of that line: `[`s × the whole file bounds the substitutions
+    // (and the file bounds the numbers).
     let placeholders = count(template.as_bytes(), b"[").max(count(sms.as_bytes(), b"["));
-    let lines = count(mobiles.text.as_bytes(), b"\r\n").saturating_add(1);
+    let lines = count(mobiles.text.as_bytes(), b"\r\n")
+        .saturating_add(1)
+        .min(limits.max_csv_lines);
     let text = template.len().max(sms.len());
-    lines
-        .min(limits.max_csv_lines)
-        .saturating_mul(text.saturating_add(RECIPIENT_OVERHEAD))
-        .saturating_add(
+    Expansion {
+        recipients: lines,
+        text_bytes: lines.saturating_mul(text).saturating_add(
             placeholders
                 .saturating_add(1)
                 .saturating_mul(mobiles.text.len()),
-        )
+        ),
+    }
 }
 
 /// How many bytes of `bytes` are one of `any`.
