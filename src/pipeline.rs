@@ -23,12 +23,15 @@ use tokio::sync::Notify;
 /// `mobiles.csv` never stalls other SMTP sessions.
 const PARSE_INLINE_MAX: usize = 64 * 1024;
 
-/// Bytes of memory building and storing a request takes per byte of its
-/// numbers and texts ([`request::Expansion::text_bytes`]): the recipients'
-/// texts as written, as checked (`rules::prepare_text` copies them), and
-/// as the store binds and writes them (measured: one 24 MB `<sms>` took
-/// about 6 × 24 MB beyond its parsing).
-const TEXT_COPIES: usize = 6;
+/// Copies of all numbers and texts that live at once while a request is
+/// built and checked ([`request::Expansion::text_bytes`]): the recipients
+/// as written, and as checked (`rules::prepare_text` copies each text).
+const TEXT_COPIES: usize = 2;
+
+/// More copies of the longest text ([`request::Expansion::longest_text`]):
+/// the store binds and writes one text at a time (measured: one 24 MB
+/// `<sms>` took about 6 × 24 MB beyond its parsing, in all).
+const LONGEST_TEXT_COPIES: usize = 4;
 
 /// Bytes of memory each recipient takes beyond its number and text while
 /// its request is built, checked and stored (measured: a 100 000-line
@@ -290,6 +293,7 @@ impl Pipeline {
         };
         let needed = TEXT_COPIES
             .saturating_mul(bound.text_bytes)
+            .saturating_add(LONGEST_TEXT_COPIES.saturating_mul(bound.longest_text))
             .saturating_add(RECIPIENT_COST.saturating_mul(bound.recipients));
         if let Err(e) = share.try_grow(needed) {
             tracing::warn!(account = %account.name, needed, error = %e, "request too large to build now");

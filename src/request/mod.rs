@@ -199,6 +199,9 @@ pub struct Expansion {
     pub recipients: usize,
     /// Bytes of numbers and texts at most: what is copied along the way.
     pub text_bytes: usize,
+    /// Bytes of the longest text at most: what is copied most at once (a
+    /// text is checked, bound and written while others wait).
+    pub longest_text: usize,
 }
 
 /// The [`Expansion`] of `head` with `mail`'s attachments. Linear in the
@@ -209,8 +212,10 @@ pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> Expan
         let numbers = head.envoi.nums.len().min(MAX_NUMBERS + 1);
         let own: usize = head.envoi.smss.values().map(String::len).sum();
         let tels: usize = head.envoi.nums.values().map(String::len).sum();
+        let longest_own = head.envoi.smss.values().map(String::len).max();
         return Expansion {
             recipients: numbers,
+            longest_text: longest_own.unwrap_or(0).max(sms),
             text_bytes: numbers
                 .saturating_mul(sms)
                 .saturating_add(own)
@@ -229,8 +234,12 @@ pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> Expan
         .saturating_add(1)
         .min(limits.max_csv_lines);
     let text = template.len().max(sms.len());
+    let longest_line = mobiles.text.split(['\r', '\n']).map(str::len).max();
     Expansion {
         recipients: lines,
+        longest_text: placeholders
+            .saturating_mul(longest_line.unwrap_or(0))
+            .saturating_add(text),
         text_bytes: lines.saturating_mul(text).saturating_add(
             placeholders
                 .saturating_add(1)
