@@ -62,7 +62,8 @@ pub struct SmtpConfig {
     /// could make the daemon buffer gigabytes. Beyond it, messages get a
     /// transient `452 4.3.1` and their senders retry later. It also pays for
     /// handling: each finished message takes `HANDLING_FACTOR` times its size
-    /// more while it is parsed, and buffers leave room for one such share.
+    /// more while it is handled, and buffers leave `HANDLING_FACTOR` + 1
+    /// maximal messages of it to handling.
     pub max_buffered_bytes: usize,
     /// Most recipients in one transaction; more get a 452.
     pub max_recipients: usize,
