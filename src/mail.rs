@@ -18,7 +18,9 @@ use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 /// An email reduced to what the request parser needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,6 +49,15 @@ pub struct Attachment {
     pub text: String,
 }
 
+/// An email whose MIME structure is parsed but whose attachments are not
+/// read yet ([`Mime::attachments`]): a request refused on its keyid or
+/// sender costs no attachment decoding (issue 8).
+pub struct Mime<'x> {
+    /// The parsed message (parts decoded by mail-parser, bodies borrowed
+    /// from the raw bytes where no decoding was needed).
+    message: Message<'x>,
+}
+
 /// Why bytes cannot be read as an email.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
@@ -56,10 +67,22 @@ pub enum MailError {
     /// The bytes do not start with RFC 5322 header fields.
     #[error("not an email message: no header fields found")]
     NotAMessage,
+    /// More than one `From:` header: which one is the sender would be a
+    /// guess (RFC 5322 allows one), and a guess is what a forger wants.
+    #[error("more than one From: header")]
+    SeveralFrom,
 }
 
-/// Parses a raw email.
+/// Parses a raw email, attachments included.
 pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
+    let (mut mail, mime) = read(raw)?;
+    mail.attachments = mime.attachments();
+    Ok(mail)
+}
+
+/// Parses a raw email but leaves its attachments for later: the returned
+/// [`ParsedMail`] has none yet.
+pub fn read(raw: &[u8]) -> Result<(ParsedMail, Mime<'_>), MailError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(MailError::Empty);
     }
@@ -71,6 +94,9 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
         .is_some_and(|root| root.headers().iter().any(|h| is_field_name(h.name())));
     if !has_headers {
         return Err(MailError::NotAMessage);
+    }
+    if message.header_values(HeaderName::From).nth(1).is_some() {
+        return Err(MailError::SeveralFrom);
     }
 
     let from = message
@@ -103,21 +129,77 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
             .text_bodies()
             .any(|p| !p.is_text_html() && !is_named_file(p));
 
-    // Files sent "inline" (Apple Mail does) are body parts for mail-parser.
-    let inline_files = message.text_bodies().filter(|p| is_named_file(p));
-    let attachments = message
-        .attachments()
-        .chain(inline_files)
-        .filter_map(|part| attachment(&message, part))
-        .collect();
-
-    Ok(ParsedMail {
+    let mail = ParsedMail {
         from,
         message_id,
         text,
-        attachments,
+        attachments: Vec::new(),
         html_only,
-    })
+    };
+    Ok((mail, Mime { message }))
+}
+
+impl Mime<'_> {
+    /// The attachments decoded to text (their decoded bytes are moved, not
+    /// copied, when mail-parser already owns them).
+    pub fn attachments(mut self) -> Vec<Attachment> {
+        let message = &self.message;
+        // Files sent "inline" (Apple Mail does) are body parts for mail-parser.
+        let inline_files = message
+            .text_body
+            .iter()
+            .filter(|&&id| message.part(id).is_some_and(is_named_file));
+        let ids: Vec<u32> = message
+            .attachments
+            .iter()
+            .chain(inline_files)
+            .copied()
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.attachment(id))
+            .collect()
+    }
+
+    /// Part `id` as an attachment worth reading as text, or `None`.
+    fn attachment(&mut self, id: u32) -> Option<Attachment> {
+        let part = self.message.part(id)?;
+        let name = part.attachment_name().unwrap_or("").trim().to_owned();
+        let text = match &part.body {
+            PartType::Text(_) | PartType::Html(_) => self.take_text(id)?,
+            PartType::Binary(_) | PartType::InlineBinary(_) if is_text_file_name(&name) => {
+                match self.take_body(id)? {
+                    PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+                        decode_owned(bytes.into_owned())
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(Attachment {
+            name,
+            text: strip_bom(text),
+        })
+    }
+
+    /// The text of text part `id`, moved out of the message when it need
+    /// not be decoded again (see [`part_text`]).
+    fn take_text(&mut self, id: u32) -> Option<String> {
+        let part = self.message.part(id)?;
+        if needs_redecoding(part) {
+            return Some(part_text(&self.message, part));
+        }
+        match self.take_body(id)? {
+            PartType::Text(text) | PartType::Html(text) => Some(text.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Moves part `id`'s body out of the message.
+    fn take_body(&mut self, id: u32) -> Option<PartType<'_>> {
+        let part = self.message.parts.get_mut(usize::try_from(id).ok()?)?;
+        Some(std::mem::replace(&mut part.body, PartType::Text("".into())))
+    }
 }
 
 /// Whether `name` is an RFC 5322 field name (printable ASCII but `:`);
@@ -137,9 +219,16 @@ fn is_text_file_name(name: &str) -> bool {
     lower.ends_with(".csv") || lower.ends_with(".txt")
 }
 
-/// Joins body texts with a line break.
-fn join(texts: impl Iterator<Item = String>) -> String {
-    texts.collect::<Vec<_>>().join("\n")
+/// Joins body texts with a line break (a single one is not copied).
+fn join(mut texts: impl Iterator<Item = String>) -> String {
+    let Some(mut joined) = texts.next() else {
+        return String::new();
+    };
+    for text in texts {
+        joined.push('\n');
+        joined.push_str(&text);
+    }
+    joined
 }
 
 /// Whether `text` contains an `<envoi` opening (ASCII case-insensitive).
@@ -159,37 +248,34 @@ fn body_text(message: &Message<'_>, part: &MessagePart<'_>) -> String {
     }
 }
 
-/// An attachment worth reading as text, or `None`.
-fn attachment(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Attachment> {
-    let name = part.attachment_name().unwrap_or("").trim().to_owned();
-    let text = match &part.body {
-        PartType::Text(_) | PartType::Html(_) => part_text(message, part),
-        PartType::Binary(bytes) | PartType::InlineBinary(bytes) if is_text_file_name(&name) => {
-            decode_bytes(bytes)
-        }
-        _ => return None,
+/// `text` without its leading byte-order mark (removed in place).
+fn strip_bom(mut text: String) -> String {
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    text
+}
+
+/// Whether mail-parser may have put U+FFFD in place of a part's bytes (see
+/// the module documentation).
+fn needs_redecoding(part: &MessagePart<'_>) -> bool {
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
+    let lossy_possible = match charset {
+        None => true,
+        Some(c) => is_utf8_label(c) || charset_decoder(c.as_bytes()).is_none(),
     };
-    let text = text
-        .strip_prefix('\u{feff}')
-        .map(str::to_owned)
-        .unwrap_or(text);
-    Some(Attachment { name, text })
+    lossy_possible && part.text_contents().unwrap_or("").contains('\u{fffd}')
 }
 
 /// The text of a text/* part, re-decoded from its raw bytes when
 /// mail-parser could not (see the module documentation).
 fn part_text(message: &Message<'_>, part: &MessagePart<'_>) -> String {
     let decoded = part.text_contents().unwrap_or("");
-    let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
-    let lossy_possible = match charset {
-        None => true,
-        Some(c) => is_utf8_label(c) || charset_decoder(c.as_bytes()).is_none(),
-    };
-    if !(lossy_possible && decoded.contains('\u{fffd}')) {
+    if !needs_redecoding(part) {
         return decoded.to_owned();
     }
     match raw_body(message, part) {
-        Some(bytes) => decode_bytes(&bytes),
+        Some(bytes) => decode_owned(bytes),
         None => decoded.to_owned(),
     }
 }
@@ -214,13 +300,15 @@ fn raw_body(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
 }
 
 /// Bytes of unknown charset to text: UTF-8 (BOM removed) if valid, else
-/// Windows-1252.
-fn decode_bytes(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252
-            .decode_without_bom_handling(bytes)
+/// Windows-1252. Valid UTF-8 is not copied.
+fn decode_owned(mut bytes: Vec<u8>) -> String {
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        bytes.drain(..3);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(e.as_bytes())
             .0
             .into_owned(),
     }
@@ -583,8 +671,32 @@ Content-Type: text/html; charset=utf-8\r\n\
 
     #[test]
     fn decode_bytes_fallbacks() {
-        assert_eq!(decode_bytes(b"\xef\xbb\xbfabc"), "abc");
-        assert_eq!(decode_bytes(b"caf\xc3\xa9"), "café");
-        assert_eq!(decode_bytes(b"caf\xe9 \x80"), "café €");
+        let decode = |bytes: &[u8]| decode_owned(bytes.to_vec());
+        assert_eq!(decode(b"\xef\xbb\xbfabc"), "abc");
+        assert_eq!(decode(b"caf\xc3\xa9"), "café");
+        assert_eq!(decode(b"caf\xe9 \x80"), "café €");
+    }
+
+    /// Issue 8: with two `From:`, which one was checked was the last one;
+    /// such a message is now refused.
+    #[test]
+    fn several_from_headers_are_refused() {
+        let raw = mail(
+            "From: evil@evil.test\nFrom: ops@acme.test\nContent-Type: text/plain",
+            b"<envoi><keyid>k</keyid></envoi>",
+        );
+        assert_eq!(parse(&raw), Err(MailError::SeveralFrom));
+        let one = mail("From: ops@acme.test\nSender: a@b.fr\nSender: c@d.fr", b"x");
+        assert_eq!(parse(&one).unwrap().from.as_deref(), Some("ops@acme.test"));
+    }
+
+    /// Issue 8: the attachments are only decoded when asked for.
+    #[test]
+    fn attachments_are_read_on_demand() {
+        let (mail, mime) = read(MIXED).unwrap();
+        assert!(mail.attachments.is_empty());
+        assert!(mail.text.contains("<keyid>a296464ce012b8ab710a</keyid>"));
+        let names: Vec<String> = mime.attachments().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["mobiles.csv", "MESSAGE.CSV"]);
     }
 }

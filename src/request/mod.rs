@@ -195,15 +195,24 @@ fn sms_tag(index: u64) -> String {
 }
 
 /// Reads the request of an email: its `<envoi>` block and, if attached,
-/// `mobiles.csv` / `message.csv`.
-///
-/// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
-/// numbers are ignored (and logged); its template is `message.csv`'s first
-/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors
-/// (values over their caps, [`limits`], among them), keyid, attachments
-/// (merged texts over their cap too), then the request-level codes 34, 23, 6,
-/// and last a number without message.
+/// `mobiles.csv` / `message.csv` ([`head`] then [`build`]).
 pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
+    build(head(mail)?, mail, limits)
+}
+
+/// What is read of a request before its account is checked: the `<envoi>`
+/// block, whose keyid names the account (issue 8: nothing costly is done
+/// for an unknown keyid or sender).
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// `<keyid>`: identifies the account (never empty).
+    pub keyid: String,
+    /// The block's values, interpreted by [`build`].
+    envoi: envoi::Envoi,
+}
+
+/// Reads the `<envoi>` block of the body and its keyid.
+pub fn head(mail: &ParsedMail) -> Result<Head, RequestError> {
     let envoi = envoi::scan(&mail.text).map_err(|e| match e {
         RequestError::NoEnvoi if mail.html_only => RequestError::HtmlOnly,
         other => other,
@@ -213,6 +222,83 @@ pub fn parse(mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError
         .clone()
         .filter(|k| !k.is_empty())
         .ok_or(RequestError::MissingKeyid)?;
+    Ok(Head { keyid, envoi })
+}
+
+/// Upper bounds of what [`build`] makes of a request: a short
+/// `mobiles.csv` can expand into a large request (`message.csv`'s text
+/// copied for each of its lines), so the caller admits the memory before
+/// building (issue 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// Recipients at most: what costs per recipient (structures, rows).
+    pub recipients: usize,
+    /// Bytes of numbers and texts at most: what is copied along the way.
+    pub text_bytes: usize,
+    /// Bytes of the longest text at most: what is copied most at once (a
+    /// text is checked, bound and written while others wait).
+    pub longest_text: usize,
+}
+
+/// The [`Expansion`] of `head` with `mail`'s attachments. Linear in the
+/// input, allocates nothing but `message.csv`'s template.
+pub fn expansion_bound(head: &Head, mail: &ParsedMail, limits: &Limits) -> Expansion {
+    let Some(mobiles) = find_attachment(&mail.attachments, "mobiles.csv") else {
+        let sms = head.envoi.sms.as_ref().map_or(0, String::len);
+        let numbers = head.envoi.nums.len().min(MAX_NUMBERS + 1);
+        let own: usize = head.envoi.smss.values().map(String::len).sum();
+        let tels: usize = head.envoi.nums.values().map(String::len).sum();
+        let longest_own = head.envoi.smss.values().map(String::len).max();
+        return Expansion {
+            recipients: numbers,
+            longest_text: longest_own.unwrap_or(0).max(sms),
+            text_bytes: numbers
+                .saturating_mul(sms)
+                .saturating_add(own)
+                .saturating_add(tels),
+        };
+    };
+    let template = find_attachment(&mail.attachments, "message.csv")
+        .and_then(|m| csv::template(&m.text).ok().flatten())
+        .unwrap_or_default();
+    let sms = head.envoi.sms.as_deref().unwrap_or("");
+    // Each line's text is at most the template with every `[` replaced by
+    // a field of that line: `[`s × the whole file bounds the substitutions
+    // (and the file bounds the numbers).
+    let placeholders = count(template.as_bytes(), b"[").max(count(sms.as_bytes(), b"["));
+    let lines = count(mobiles.text.as_bytes(), b"\r\n")
+        .saturating_add(1)
+        .min(limits.max_csv_lines);
+    let text = template.len().max(sms.len());
+    let longest_line = mobiles.text.split(['\r', '\n']).map(str::len).max();
+    Expansion {
+        recipients: lines,
+        longest_text: placeholders
+            .saturating_mul(longest_line.unwrap_or(0))
+            .saturating_add(text),
+        text_bytes: lines.saturating_mul(text).saturating_add(
+            placeholders
+                .saturating_add(1)
+                .saturating_mul(mobiles.text.len()),
+        ),
+    }
+}
+
+/// How many bytes of `bytes` are one of `any`.
+fn count(bytes: &[u8], any: &[u8]) -> usize {
+    bytes.iter().filter(|b| any.contains(b)).count()
+}
+
+/// Interprets the `<envoi>` block of [`head`] with `mail`'s attachments.
+///
+/// Attachments replace `numX`/`smsX` (spec §3): with `mobiles.csv`, body
+/// numbers are ignored (and logged); its template is `message.csv`'s first
+/// line, or `<sms>` when `message.csv` is absent. Refusal order: block errors
+/// (values over their caps, [`limits`], among them), keyid, attachments
+/// (merged texts over their cap too), then the request-level codes 34, 23, 6,
+/// and last a number without message.
+pub fn build(head: Head, mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
+    let Head { keyid, envoi } = head;
     // The scanner already made it a message text (Ö, control characters).
     let sms = envoi.sms.as_deref().filter(|s| !s.is_empty());
 

@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
+use super::budget::{Budget, BufferPermit};
 use super::line::find_lf;
 
 /// Where the receiver stands with respect to the terminator.
@@ -45,7 +44,7 @@ pub(super) struct Message {
     /// The message content.
     pub(super) bytes: Vec<u8>,
     /// The budget taken for `bytes`' capacity; `None` if it needed none.
-    pub(super) reserved: Option<OwnedSemaphorePermit>,
+    pub(super) reserved: Option<BufferPermit>,
 }
 
 /// Receives one message body, keeping at most `limit` bytes of it, in a
@@ -62,13 +61,13 @@ pub(super) struct DataReceiver {
     /// The content kept so far.
     message: Vec<u8>,
     /// The budget taken for `message`'s capacity.
-    reserved: Option<OwnedSemaphorePermit>,
+    reserved: Option<BufferPermit>,
     /// The budget shared by all sessions (one permit per byte).
-    budget: Arc<Semaphore>,
+    budget: Arc<Budget>,
 }
 
 impl DataReceiver {
-    pub(super) fn new(limit: usize, budget: Arc<Semaphore>) -> Self {
+    pub(super) fn new(limit: usize, budget: Arc<Budget>) -> Self {
         Self {
             state: State::LineStart,
             limit,
@@ -195,7 +194,8 @@ impl DataReceiver {
             return false;
         };
         // Never wait: a session that cannot have the memory now is refused.
-        let Ok(permit) = self.budget.clone().try_acquire_many_owned(more) else {
+        // Buffers cannot take the headroom kept for handling (see budget.rs).
+        let Some(permit) = self.budget.try_buffer(more) else {
             return false;
         };
         match &mut self.reserved {
@@ -224,8 +224,8 @@ mod tests {
     use super::*;
 
     /// A budget nothing in these tests comes close to.
-    fn unlimited() -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))
+    fn unlimited() -> Arc<Budget> {
+        Arc::new(Budget::new(usize::MAX, 1 << 20))
     }
 
     /// Feeds `input` in pieces of `step` bytes to `receiver`; returns what
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_buffer_capacity_is_paid_from_the_budget() {
-        let budget = Arc::new(Semaphore::new(100_000));
+        let budget = Arc::new(Budget::new(100_000, 1 << 20));
         let mut receiver = DataReceiver::new(1 << 20, budget.clone());
         let line = "x".repeat(98) + "\r\n";
         let input = line.repeat(500) + ".\r\nQUIT\r\n";
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn message_over_the_budget_is_dropped_but_read_to_its_end() {
-        let budget = Arc::new(Semaphore::new(100_000));
+        let budget = Arc::new(Budget::new(100_000, 1 << 20));
         let mut receiver = DataReceiver::new(1 << 20, budget.clone());
         let line = "x".repeat(98) + "\r\n";
         let input = line.repeat(2000) + ".\r\nQUIT\r\n";

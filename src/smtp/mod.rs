@@ -7,6 +7,7 @@
 //! it over one connection. This module holds the configuration, the public
 //! types and the accept loop.
 
+mod budget;
 mod data;
 mod line;
 mod protocol;
@@ -26,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use budget::Budget;
+pub use budget::{GrowError, HANDLING_FACTOR, Share};
 use session::Session;
 
 /// How long [`run`] waits for sessions in progress once shutdown is asked.
@@ -77,7 +80,10 @@ pub struct SmtpConfig {
     /// still being received and those being handled). `max_message_size`
     /// only bounds one connection: without this, `max_connections` clients
     /// could make the daemon buffer gigabytes. Beyond it, messages get a
-    /// transient `452 4.3.1` and their senders retry later.
+    /// transient `452 4.3.1` and their senders retry later. It also pays for
+    /// handling: each finished message takes `HANDLING_FACTOR` times its size
+    /// more while it is handled, and buffers leave `HANDLING_FACTOR` + 1
+    /// maximal messages of it to handling.
     pub max_buffered_bytes: usize,
     /// Most recipients in one transaction; more get a 452.
     pub max_recipients: usize,
@@ -151,6 +157,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Called once per message at end of DATA (after dot-unstuffing), with the
     /// complete message bytes. The session sends exactly the returned reply.
     async fn message(&self, envelope: &Envelope, data: Vec<u8>) -> Reply;
+
+    /// What the session calls: [`Handler::message`] with the share of the
+    /// byte budget taken for this message's handling, which a handler whose
+    /// work can grow beyond it (a request expanded per recipient) grows with
+    /// [`Share::try_grow`] (issue 8). The default ignores the share.
+    async fn message_within(&self, envelope: &Envelope, data: Vec<u8>, share: &mut Share) -> Reply {
+        let _ = share;
+        self.message(envelope, data).await
+    }
 }
 
 /// What every session of one server shares.
@@ -169,10 +184,11 @@ struct Shared {
     data_timeout: Duration,
     /// How long a session may last before its next command closes it.
     max_session: Duration,
-    /// The bytes of message buffers still free to take, out of
-    /// `max_buffered_bytes` (one permit per byte); sessions take them as
-    /// their buffer grows and give them back when the message is dropped.
-    budget: Arc<Semaphore>,
+    /// The bytes of message buffers and handling shares still free to take,
+    /// out of `max_buffered_bytes` (one permit per byte); sessions take them
+    /// as their buffer grows and at end of DATA, and give them back when the
+    /// message is handled or dropped.
+    budget: Arc<Budget>,
 }
 
 impl Shared {
@@ -191,8 +207,9 @@ impl Shared {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             data_timeout: Duration::from_secs(config.data_timeout_secs),
             max_session: Duration::from_secs(config.max_session_secs),
-            budget: Arc::new(Semaphore::new(
-                config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
+            budget: Arc::new(Budget::new(
+                config.max_buffered_bytes,
+                config.max_message_size,
             )),
             config,
             handler,

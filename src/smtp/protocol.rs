@@ -11,7 +11,7 @@ use std::sync::Arc;
 use smtp_proto::{Error as ParseError, Request};
 
 use super::data::{DataReceiver, Dropped};
-use super::{Envelope, Shared};
+use super::{Envelope, Reply, Shared};
 use crate::logsafe::Safe;
 
 /// Whether the session goes on after a command.
@@ -25,6 +25,10 @@ pub(super) enum Flow {
 
 /// The text of the `452 4.3.1` given when the buffer budget is out.
 const INSUFFICIENT_STORAGE: &str = "insufficient system storage, try again later";
+
+/// The text of the `451 4.3.1` given when a finished message did not get
+/// its handling share of the budget in time.
+const HANDLING_BUSY: &str = "too many messages being handled, try again later";
 
 /// The protocol state of one session.
 pub(super) struct Protocol {
@@ -156,7 +160,7 @@ impl Protocol {
                     self.reply(503, "5.5.1", "sender already given");
                 } else if from.size > self.shared.config.max_message_size {
                     self.reply(552, "5.3.4", "message size exceeds fixed limit");
-                } else if from.size > self.shared.budget.available_permits() {
+                } else if from.size > self.shared.budget.available_for_buffers() {
                     // Only a check: the budget is taken as the message comes.
                     tracing::warn!(peer = %self.peer, size = from.size, "SMTP buffer budget exhausted");
                     self.reply(452, "4.3.1", INSUFFICIENT_STORAGE);
@@ -263,8 +267,8 @@ impl Protocol {
             }
             Ok(message) => {
                 // The handler owns the bytes until it returns: their budget is
-                // given back only then.
-                let reply = self.shared.handler.message(&envelope, message.bytes).await;
+                // given back only then, with the handling share.
+                let reply = self.handle(&envelope, message.bytes).await;
                 drop(message.reserved);
                 if (200..=599).contains(&reply.code) {
                     (
@@ -283,18 +287,31 @@ impl Protocol {
         };
         tracing::info!(
             peer = %self.peer,
-            helo = %envelope.helo,
-            mail_from = %envelope.mail_from,
+            helo = %Safe(&envelope.helo),
+            mail_from = %Safe(&envelope.mail_from),
             rcpts = envelope.rcpt_to.len(),
             size,
             code,
-            reply = %text,
+            reply = %Safe(&text),
             "SMTP message"
         );
         self.reply(code, &enhanced, &text);
         // Keep the recipient list's allocation for the next transaction.
         self.rcpt_to = envelope.rcpt_to;
         self.rcpt_to.clear();
+    }
+
+    /// Takes the message's handling share of the budget (waiting its turn)
+    /// and hands the message to the handler; `451 4.3.1` if the share did
+    /// not come in time.
+    async fn handle(&self, envelope: &Envelope, bytes: Vec<u8>) -> Reply {
+        let size = bytes.len();
+        let Some(mut share) = self.shared.budget.share(size).await else {
+            tracing::warn!(peer = %self.peer, size, "SMTP handling share not available in time");
+            return Reply::new(451, "4.3.1", HANDLING_BUSY);
+        };
+        let handler = &self.shared.handler;
+        handler.message_within(envelope, bytes, &mut share).await
     }
 
     /// Aborts the open transaction, if any.
