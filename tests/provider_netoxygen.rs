@@ -170,7 +170,7 @@ fn provider(server: &MockServer) -> Netoxygen {
 }
 
 fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms::new(format!("abcd1234-{n}"), i64::from(n), to, text)
+    test_sms(format!("abcd1234-{n}"), i64::from(n), to, text)
 }
 
 fn kind_code(r: &Result<String, SendError>) -> (FailureKind, Code) {

@@ -266,7 +266,7 @@ fn provider(server: &MockServer) -> Smseco {
 }
 
 fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms::new(format!("0123456789abcdef-{i}"), i, to, text).with_sender(Some("MaSociete"))
+    test_sms(format!("0123456789abcdef-{i}"), i, to, text).with_sender(Some("MaSociete"))
 }
 
 fn assert_error(

@@ -234,7 +234,7 @@ fn adapter(mock: &MockServer) -> Smsfactor {
 }
 
 fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms::new(format!("0a1b2c3d-{n}"), n.into(), to, text).with_sender(Some("MaSociete"))
+    test_sms(format!("0a1b2c3d-{n}"), n.into(), to, text).with_sender(Some("MaSociete"))
 }
 
 fn error(result: &Result<String, SendError>) -> (FailureKind, Code) {

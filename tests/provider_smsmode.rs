@@ -293,7 +293,7 @@ fn provider(server: &MockServer) -> Smsmode {
 }
 
 fn sms(reference: &str, to: &str, text: &str, sender: Option<&str>) -> OutgoingSms {
-    OutgoingSms::new(reference, 1, to, text).with_sender(sender)
+    test_sms(reference, 1, to, text).with_sender(sender)
 }
 
 fn ok(id: &str) -> Result<String, SendError> {

@@ -398,7 +398,8 @@ mod tests {
     use super::*;
 
     fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-        OutgoingSms::new(format!("a1b2c3d4-{i}"), i, to, text).with_sender(Some("MaSociete"))
+        crate::providers::test_sms(format!("a1b2c3d4-{i}"), i, to, text)
+            .with_sender(Some("MaSociete"))
     }
 
     /// The document's structure (§I-1-1) with its whitespace removed.
