@@ -90,6 +90,7 @@ use super::settings::{self, ProviderSettings};
 use super::{FailureKind, OutgoingSms, Provider, SendError, http};
 use crate::clock::Clock;
 use crate::codes::Code;
+use crate::xml;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -387,8 +388,9 @@ impl Provider for Netoxygen {
 }
 
 /// The password in every form it may come back in: as given, as this
-/// adapter's XML-RPC writer escapes it ([`xmlrpc::escape`]: `&`, `<`, `>`,
-/// CR), and as [`http::xml_escape`] does (quotes too); longest first, so
+/// adapter's XML-RPC writer escapes it ([`xmlrpc::STYLE`]: `&`, `<`, `>`,
+/// CR), and with quotes escaped too (with or without CR as `&#13;`), as
+/// another writer or the gateway may; longest first, so
 /// that one containing another is masked whole.
 fn password_forms(password: &str) -> Vec<String> {
     if password.is_empty() {
@@ -396,9 +398,15 @@ fn password_forms(password: &str) -> Vec<String> {
     }
     let mut forms = vec![
         password.to_string(),
-        xmlrpc::escape(password),
-        http::xml_escape(password),
-        http::xml_escape(password).replace('\r', "&#13;"),
+        xml::escape(password, xmlrpc::STYLE),
+        xml::escape(password, xml::Style::MARKUP),
+        xml::escape(
+            password,
+            xml::Style {
+                cr_reference: true,
+                ..xml::Style::MARKUP
+            },
+        ),
     ];
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms.dedup();

@@ -241,8 +241,11 @@ impl Smsfactor {
     pub fn new(config: &SmsfactorConfig) -> Result<Self, String> {
         Ok(Smsfactor {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?
-                .with_secrets([config.password.clone(), http::xml_escape(&config.password)]),
+            client: http::client(config.timeout_ms, config.rate_limit)?.with_secrets([
+                config.password.clone(),
+                crate::xml::escape(&config.password, wire::STYLE),
+                crate::xml::escape(&config.password, crate::xml::Style::MARKUP),
+            ]),
             send_url: http::endpoint(&config.url, wire::SEND_PATH),
             report_url: http::endpoint(&config.url, wire::REPORT_PATH),
         })

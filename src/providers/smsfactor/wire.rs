@@ -4,7 +4,7 @@
 use super::xml::{self, Token};
 use crate::codes::Code;
 use crate::providers::SendError;
-use crate::providers::http::xml_escape;
+use crate::xml as escaping;
 
 /// The send call, appended to the configured `url` (document §1.1).
 pub const SEND_PATH: &str = "apiV2.php";
@@ -59,19 +59,20 @@ pub struct Recipient<'a> {
     pub gsmsmsid: &'a str,
 }
 
-/// A value ready to go between tags or in an attribute: characters XML 1.0
+/// How values go between tags or in an attribute: the characters XML 1.0
 /// cannot carry at all (control characters other than tab, line feed and
 /// carriage return) are dropped, since one of them would make smsfactor
-/// refuse the whole request as malformed (status -2); the rest is escaped.
+/// refuse the whole request as malformed (status -2); the rest is escaped,
+/// quotes too (values also stand in attributes).
+pub const STYLE: escaping::Style = escaping::Style {
+    quotes: true,
+    cr_reference: false,
+    forbidden: escaping::Forbidden::Drop,
+};
+
+/// A value ready to go between tags or in an attribute ([`STYLE`]).
 fn value(text: &str) -> String {
-    let kept: String = text
-        .chars()
-        .filter(|&c| {
-            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-                || c >= '\u{10000}'
-        })
-        .collect();
-    xml_escape(&kept)
+    escaping::escape(text, STYLE)
 }
 
 /// The `<authentication>` element.
