@@ -9,10 +9,8 @@ mod common;
 use common::http_mock::{MockResponse, MockServer, Recorded};
 use common::*;
 use mail2sms::codes::Code;
-use mail2sms::providers::netoxygen::{
-    Cancellation, Credits, DeliveryStatus, ErrorCode, MessageStatus, Netoxygen, NetoxygenConfig,
-};
-use mail2sms::providers::{FailureKind, OutgoingSms, Provider, SendError};
+use mail2sms::providers::netoxygen::{Cancellation, Credits, Netoxygen, NetoxygenConfig};
+use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};
 use std::time::Duration;
 
 const USER: &str = "user33";
@@ -733,19 +731,20 @@ async fn status_cancel_and_credits_calls() {
     })
     .await;
     let provider = provider(&server);
+    let statuses = provider.get_status(&["id-1", "id-2"]).await.unwrap();
+    let seen: Vec<_> = statuses
+        .iter()
+        .map(|s| (s.id.as_str(), &s.state, s.provider_code.as_str()))
+        .collect();
     assert_eq!(
-        provider.get_status(&["id-1", "id-2"]).await.unwrap(),
-        vec![
-            MessageStatus {
-                id: "id-1".into(),
-                error: ErrorCode::Ok,
-                status: DeliveryStatus::DeliveredToDevice
-            },
-            MessageStatus {
-                id: "id-2".into(),
-                error: ErrorCode::Canceled,
-                status: DeliveryStatus::Scheduled
-            },
+        seen,
+        [
+            ("id-1", &DeliveryState::Delivered, "1/1"),
+            (
+                "id-2",
+                &DeliveryState::undelivered("Message scheduled: Message canceled"),
+                "10/9"
+            ),
         ]
     );
     assert_eq!(

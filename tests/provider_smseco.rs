@@ -9,8 +9,8 @@ mod common;
 use common::http_mock::{MockResponse, MockServer, Recorded};
 use common::*;
 use mail2sms::codes::Code;
-use mail2sms::providers::smseco::{DlrStatus, Smseco, SmsecoConfig, SmsecoFormat};
-use mail2sms::providers::{FailureKind, OutgoingSms, Provider};
+use mail2sms::providers::smseco::{Smseco, SmsecoConfig, SmsecoFormat};
+use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -843,12 +843,17 @@ async fn delivery_reports_are_read() {
         .await
         .expect("reports");
     assert_eq!(reports.len(), 2);
-    assert_eq!(reports[0].smsfid, "F-33601020304");
-    assert_eq!(reports[0].status, DlrStatus::Delivered);
-    assert_eq!(reports[0].status.billed(), Some(true));
-    assert_eq!(reports[0].libelle, "Accusé de Réception");
-    assert_eq!(reports[1].status, DlrStatus::CreditError);
-    assert_eq!(reports[1].status.billed(), Some(false));
+    assert_eq!(reports[0].id, "F-33601020304");
+    assert_eq!(reports[0].number.as_deref(), Some("33601020304"));
+    assert_eq!(reports[0].state, DeliveryState::Delivered);
+    assert_eq!(reports[0].provider_code, "56");
+    assert_eq!(reports[0].provider_text, "Accusé de Réception: Livré");
+    assert_eq!(reports[0].at.as_deref(), Some("2025-06-15 16:07:12"));
+    assert_eq!(
+        reports[1].state,
+        DeliveryState::undelivered("Erreur Crédits")
+    );
+    assert_eq!(reports[1].provider_text, "Erreur Crédits");
     let req = &server.requests()[0];
     assert_eq!(req.path, "/api/xml/getdlrs/");
     let (field, xml) = form_field(req);

@@ -8,10 +8,8 @@ mod common;
 use common::http_mock::{MockResponse, MockServer, Recorded};
 use common::*;
 use mail2sms::codes::Code;
-use mail2sms::providers::smsfactor::{
-    CHECK_OK, DeliveryReport, DeliveryStatus, Smsfactor, SmsfactorConfig,
-};
-use mail2sms::providers::{FailureKind, OutgoingSms, Provider, SendError};
+use mail2sms::providers::smsfactor::{CHECK_OK, Smsfactor, SmsfactorConfig};
+use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};
 use quick_xml::events::Event;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -914,19 +912,32 @@ async fn delivery_reports_are_asked_and_read() {
         .delivery_reports("8812", Some("0a1b2c3d-1"))
         .await
         .expect("reports");
+    let seen: Vec<_> = reports
+        .iter()
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.number.as_deref(),
+                &s.state,
+                s.provider_code.as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        reports.reports,
-        vec![
-            DeliveryReport {
-                number: "33601020304".into(),
-                gsmsmsid: "0a1b2c3d-1".into(),
-                status: Some(DeliveryStatus::Delivered),
-            },
-            DeliveryReport {
-                number: "33601020305".into(),
-                gsmsmsid: "0a1b2c3d-2".into(),
-                status: Some(DeliveryStatus::InvalidDestinationAddress),
-            },
+        seen,
+        [
+            (
+                "0a1b2c3d-1",
+                Some("33601020304"),
+                &DeliveryState::Delivered,
+                "DELIVERED"
+            ),
+            (
+                "0a1b2c3d-2",
+                Some("33601020305"),
+                &DeliveryState::undelivered("Le numéro indiqué n'est pas valide"),
+                "INVALID_DESTINATION_ADDRESS"
+            ),
         ]
     );
     let (u, pw, ticket, gsmsmsid) = parse_report(&mock.requests()[0]).unwrap();
@@ -935,8 +946,11 @@ async fn delivery_reports_are_asked_and_read() {
         (USER, PASSWORD, "8812", "0a1b2c3d-1")
     );
     let pending = p.delivery_reports("9000", None).await.expect("reports");
-    assert_eq!(pending.reports.len(), 1);
-    assert_eq!(pending.reports[0].status, None);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (&pending[0].state, pending[0].provider_code.as_str()),
+        (&DeliveryState::Accepted, "")
+    );
 
     let mock = MockServer::start(|_| {
         MockResponse::ok(

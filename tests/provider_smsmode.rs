@@ -10,9 +10,8 @@ mod common;
 use common::http_mock::{MockResponse, MockServer, Recorded, parse_form};
 use common::*;
 use mail2sms::codes::Code;
-use mail2sms::providers::smsmode::status::{RecipientStatus, Status};
 use mail2sms::providers::smsmode::{Smsmode, SmsmodeConfig};
-use mail2sms::providers::{FailureKind, OutgoingSms, Provider, SendError};
+use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -964,22 +963,39 @@ async fn delivery_reports_and_statuses() {
     })
     .await;
     let provider = provider(&server);
+    let report = provider.delivery_report("12345678").await.unwrap();
+    let seen: Vec<_> = report
+        .iter()
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.number.as_deref(),
+                &s.state,
+                s.provider_code.as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        provider.delivery_report("12345678").await,
-        Ok(vec![
-            RecipientStatus {
-                number: "33600000000".into(),
-                status: Status::Received
-            },
-            RecipientStatus {
-                number: "33611111111".into(),
-                status: Status::DeliveredToOperator
-            },
-        ])
+        seen,
+        [
+            (
+                "12345678",
+                Some("33600000000"),
+                &DeliveryState::Delivered,
+                "11"
+            ),
+            (
+                "12345678",
+                Some("33611111111"),
+                &DeliveryState::Accepted,
+                "13"
+            ),
+        ]
     );
     let status = provider.sms_status("12345678").await.unwrap();
-    assert_eq!(status.status, Status::Sent);
-    assert_eq!(status.description, "Envoyé");
+    assert_eq!(status.state, DeliveryState::Accepted);
+    assert_eq!(status.provider_code, "0");
+    assert_eq!(status.provider_text, "Envoyé");
     for e in [
         provider.delivery_report("999").await.unwrap_err(),
         provider.sms_status("999").await.unwrap_err(),

@@ -6,6 +6,7 @@
 //! that etatNot will report. The dispatcher decides what to do with that
 //! (`dispatch::classify`); adapters only describe what happened.
 
+pub mod delivery;
 pub mod http;
 pub mod netoxygen;
 pub mod outbox;
@@ -17,6 +18,7 @@ pub mod smsmode;
 use crate::clock::Clock;
 use crate::codes::Code;
 use async_trait::async_trait;
+pub use delivery::{DeliveryState, DeliveryStatus};
 use serde::{Deserialize, Serialize};
 pub use settings::ProviderSettings;
 use std::collections::BTreeMap;

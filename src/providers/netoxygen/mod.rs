@@ -83,11 +83,11 @@
 pub mod wire;
 pub mod xmlrpc;
 
-pub use wire::{Cancellation, Credits, DeliveryStatus, ErrorCode, MessageStatus, Progress};
+pub use wire::{Cancellation, Credits, ErrorCode, MessageStatus, Progress, StatusCode};
 
 use super::ProviderError;
 use super::settings::{self, ProviderSettings};
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
 use crate::clock::Clock;
 use crate::codes::Code;
 use crate::xml;
@@ -224,16 +224,19 @@ impl Netoxygen {
     }
 
     /// `get_status(user, pass, ids)`: per message id (as `send` returned
-    /// it), its error code and delivery status. No call for no ids.
-    pub async fn get_status(&self, ids: &[&str]) -> Result<Vec<MessageStatus>, SendError> {
+    /// it), its error code and delivery status, as
+    /// [`MessageStatus::delivery`] reads them. No call for no ids.
+    pub async fn get_status(&self, ids: &[&str]) -> Result<Vec<DeliveryStatus>, SendError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let body = wire::encode_get_status(&self.config.user, &self.config.password, ids);
-        self.call(body)
+        let entries = self
+            .call(body)
             .await
             .and_then(|text| wire::decode_get_status(&text, ids))
-            .map_err(|e| self.client.scrub(e))
+            .map_err(|e| self.client.scrub(e))?;
+        Ok(entries.iter().map(MessageStatus::delivery).collect())
     }
 
     /// `cancel_message(user, pass, ids)`: cancels scheduled messages; per

@@ -88,7 +88,7 @@ pub use response::{Balance, DeliveryReport, DlrStatus};
 
 use super::ProviderError;
 use super::settings::{self, ProviderSettings};
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
 use crate::clock::Clock;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -254,13 +254,14 @@ impl Smseco {
         &self,
         msgfid: Option<&str>,
         smsfid: Option<&str>,
-    ) -> Result<Vec<DeliveryReport>, SendError> {
+    ) -> Result<Vec<DeliveryStatus>, SendError> {
         let xml = request::encode_dlrs(&self.config.login, &self.config.password, msgfid, smsfid);
         let text = self
             .post("xml/getdlrs/", "XML", &xml)
             .await
             .map_err(|e| self.client.scrub(e))?;
-        response::decode_dlrs(&text).map_err(|e| self.client.scrub(e))
+        let reports = response::decode_dlrs(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(reports.iter().map(DeliveryReport::delivery).collect())
     }
 }
 

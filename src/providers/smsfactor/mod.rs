@@ -98,12 +98,12 @@
 pub mod wire;
 mod xml;
 
-pub use wire::{DeliveryReport, DeliveryReports, DeliveryStatus};
+pub use wire::{DeliveryReport, DeliveryReports, ReportStatus};
 
 use super::ProviderError;
 use super::http;
 use super::settings::{self, ProviderSettings};
-use super::{FailureKind, OutgoingSms, Provider, SendError};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError};
 use crate::clock::Clock;
 use crate::codes::Code;
 use async_trait::async_trait;
@@ -389,12 +389,13 @@ impl Smsfactor {
     /// (the provider id a send returned) and, to narrow it to one SMS, its
     /// `gsmsmsid` (our reference). Credentials refused → unusable 3; an
     /// unreadable answer → transient; other statuses as
-    /// [`wire::report_outcome`] says.
+    /// [`wire::report_outcome`] says. Each `<gsm>` as
+    /// [`wire::DeliveryReport::delivery`] reads it.
     pub async fn delivery_reports(
         &self,
         ticket: &str,
         gsmsmsid: Option<&str>,
-    ) -> Result<DeliveryReports, SendError> {
+    ) -> Result<Vec<DeliveryStatus>, SendError> {
         let body = wire::encode_report_request(self.credentials(), ticket, gsmsmsid);
         let text = self.post(&self.report_url, body).await?;
         let reports = wire::decode_delivery_reports(&text).map_err(|e| {
@@ -402,7 +403,8 @@ impl Smsfactor {
                 "unreadable delivery-report answer from smsfactor: {e}"
             )))
         })?;
-        wire::report_outcome(reports).map_err(|e| self.client.scrub(e))
+        let reports = wire::report_outcome(reports).map_err(|e| self.client.scrub(e))?;
+        Ok(reports.reports.iter().map(|r| r.delivery()).collect())
     }
 }
 

@@ -81,11 +81,10 @@ pub mod wire;
 
 use super::ProviderError;
 use super::settings::{self, ProviderSettings};
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
 use crate::clock::Clock;
 use async_trait::async_trait;
 use serde::Deserialize;
-use status::{RecipientStatus, SmsStatus};
 use std::sync::Arc;
 use wire::{Endpoint, PlannedRequest, SendAnswer};
 
@@ -278,22 +277,24 @@ impl Smsmode {
     }
 
     /// The delivery report of an SMS (`compteRendu.do`): each recipient's
-    /// status. `sms_id` is the id a send returned; SMS older than 30 days
-    /// are not found.
-    pub async fn delivery_report(&self, sms_id: &str) -> Result<Vec<RecipientStatus>, SendError> {
+    /// status ([`status::RecipientStatus::delivery`]). `sms_id` is the id a send
+    /// returned; SMS older than 30 days are not found.
+    pub async fn delivery_report(&self, sms_id: &str) -> Result<Vec<DeliveryStatus>, SendError> {
         let text = self
             .query(status::COMPTE_RENDU_PATH, &[("smsID", sms_id)])
             .await?;
-        status::decode_compte_rendu(&text).map_err(|e| self.client.scrub(e))
+        let report = status::decode_compte_rendu(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(report.iter().map(|r| r.delivery(sms_id)).collect())
     }
 
     /// The status of an SMS (`smsStatus.do`; a campaign's status if it had
-    /// several recipients).
-    pub async fn sms_status(&self, sms_id: &str) -> Result<SmsStatus, SendError> {
+    /// several recipients; [`status::SmsStatus::delivery`]).
+    pub async fn sms_status(&self, sms_id: &str) -> Result<DeliveryStatus, SendError> {
         let text = self
             .query(status::SMS_STATUS_PATH, &[("smsID", sms_id)])
             .await?;
-        status::decode_sms_status(&text).map_err(|e| self.client.scrub(e))
+        let status = status::decode_sms_status(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(status.delivery(sms_id))
     }
 }
 
