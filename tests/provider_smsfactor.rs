@@ -438,6 +438,7 @@ async fn the_password_never_appears_in_details() {
             content_type: Some("text/plain".into()),
             body: format!("denied: {PASSWORD}").into_bytes(),
             delay: None,
+            location: None,
         },
         MockResponse::ok("text/html", format!("<html>{escaped}</html>")),
     ] {
