@@ -329,11 +329,14 @@ async fn redirects_are_never_followed() {
 /// A log sink for the current thread: every event of the crate, at every
 /// level, written to a buffer.
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+struct LogBuffer {
+    /// What was logged, shared by the subscriber's writers and the test.
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
 
 impl std::io::Write for LogBuffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
+        self.bytes.lock().unwrap().extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -343,19 +346,27 @@ impl std::io::Write for LogBuffer {
 }
 
 impl LogBuffer {
-    /// Collects the crate's events (all levels) until the guard is dropped.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let sink = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("mail2sms=trace"))
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// The crate's events (all levels, from every test of this binary),
+    /// collected by a global subscriber installed on first use: a
+    /// thread-scoped one can miss events whose callsites other test
+    /// threads registered first.
+    fn global() -> &'static LogBuffer {
+        static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = LogBuffer::default();
+            let sink = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("mail2sms=trace"))
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+            logs
+        })
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
     }
 }
 
@@ -380,8 +391,7 @@ fn echoes(req: &Recorded) -> [MockResponse; 3] {
 
 #[tokio::test]
 async fn secrets_never_reach_errors_or_logs() {
-    let logs = LogBuffer::default();
-    let _guard = logs.install();
+    let logs = LogBuffer::global();
     for fixture in &FIXTURES {
         for which in 0..3 {
             let (results, requests) =
