@@ -648,6 +648,25 @@ async fn scheduled_send_carries_datesend_in_utc() {
 }
 
 #[tokio::test]
+async fn whether_a_send_is_ahead_is_judged_by_the_providers_clock() {
+    // In 2000 by the provider's clock, a send at 2001-01-01 09:30 UTC is
+    // still ahead, so it carries its datesend.
+    let server = smseco_mock(&[]).await;
+    let clock = mail2sms::clock::Clock::manual("2000-06-01T00:00:00Z".parse().unwrap());
+    let mut s = sms(1, "+33601020304", "Rappel");
+    s.send_at = Some(
+        "2001-01-01T09:30:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond(),
+    );
+    let results = provider(&server).with_clock(clock).send(&[s]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let p = assert_send_request(&server.requests()[0], "xml");
+    assert_eq!(p.datesend.as_deref(), Some("2001-01-01 09:30"));
+}
+
+#[tokio::test]
 async fn json_form() {
     let server = smseco_mock(&["33600000001"]).await;
     let mut c = config(&server.base);

@@ -575,6 +575,26 @@ async fn scheduled_sms_carry_date_envoi_in_french_time() {
 }
 
 #[tokio::test]
+async fn whether_a_send_is_ahead_is_judged_by_the_providers_clock() {
+    // In 2000 by the provider's clock, a send at 2001-01-01 is still ahead.
+    let server = mock(|_| None).await;
+    let clock = mail2sms::clock::Clock::manual("2000-06-01T00:00:00Z".parse().unwrap());
+    let provider = provider(&server).with_clock(clock);
+    let mut later = sms("r1", "+33601020304", "Later", None);
+    later.send_at = Some(
+        "2001-01-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond(),
+    );
+    assert!(provider.send(&[later]).await[0].is_ok());
+    let date = calls(&server)[0]
+        .get("date_envoi")
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    assert_eq!(date.as_deref(), Some("01012001-01:00"));
+}
+
+#[tokio::test]
 async fn every_documented_send_code_is_mapped() {
     let rows = [
         // Not called temporary by the document, and the request may have

@@ -286,6 +286,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lines_are_stamped_with_the_outboxs_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = jiff::Timestamp::from_millisecond(1_750_000_000_000).unwrap();
+        let outbox = Outbox::open(&config(&dir))
+            .unwrap()
+            .with_clock(Clock::manual(at));
+        assert!(outbox.send(&[sms(1)]).await[0].is_ok());
+        let text = std::fs::read_to_string(dir.path().join("sub/outbox.jsonl")).unwrap();
+        let line: OutboxLine = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line.at_ms, 1_750_000_000_000);
+    }
+
+    #[tokio::test]
     async fn appends_one_json_line_per_sms() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(&dir)).unwrap();
