@@ -104,7 +104,7 @@ pub async fn start_with_listener(
         source,
     })?;
     let core = Core::open(&config).await?;
-    let providers = crate::providers::build(&config.providers)?;
+    let providers = crate::providers::build_with_clock(&config.providers, &config.clock)?;
     let mailer = Arc::new(Mailer::new(&config.replies)?);
     let (trigger, listen) = shutdown::channel();
     let mut tasks = JoinSet::new();

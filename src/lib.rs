@@ -24,3 +24,4 @@ pub mod rules;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;
+pub mod xml;

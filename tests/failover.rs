@@ -270,7 +270,7 @@ async fn rate_limit_counts_every_http_request() {
     // Five different Unicode texts: five requests in one batch.
     let batch: Vec<OutgoingSms> = (0..5)
         .map(|i| {
-            OutgoingSms::new(
+            test_sms(
                 format!("r{i}"),
                 i,
                 format!("+3360102030{i}"),

@@ -9,11 +9,10 @@ mod common;
 use common::http_mock::{MockResponse, MockServer, Recorded};
 use common::*;
 use mail2sms::codes::Code;
-use mail2sms::providers::smseco::{DlrStatus, Smseco, SmsecoConfig, SmsecoFormat};
-use mail2sms::providers::{FailureKind, OutgoingSms, Provider};
+use mail2sms::providers::smseco::{Smseco, SmsecoConfig, SmsecoFormat};
+use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 const LOGIN: &str = "ops@masociete.ci";
 const PASSWORD: &str = "pw&<s3cr3t>";
@@ -266,7 +265,7 @@ fn provider(server: &MockServer) -> Smseco {
 }
 
 fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-    OutgoingSms::new(format!("0123456789abcdef-{i}"), i, to, text).with_sender(Some("MaSociete"))
+    test_sms(format!("0123456789abcdef-{i}"), i, to, text).with_sender(Some("MaSociete"))
 }
 
 fn assert_error(
@@ -485,12 +484,12 @@ async fn a_failing_request_stops_the_batch() {
             s
         })
         .collect();
-    let failures = [
-        MockResponse::status(503),
-        MockResponse::status(429),
-        MockResponse::ok("text/html", "<html>Maintenance</html>"),
-        MockResponse::ok("text/xml", error_xml(-4, "Echec de l'Authentification")),
-    ];
+    // SMSECO's own refusal of the account stops a batch like HTTP
+    // failures do (those are in provider_contract.rs).
+    let failures = [MockResponse::ok(
+        "text/xml",
+        error_xml(-4, "Echec de l'Authentification"),
+    )];
     for failure in failures {
         let answer = failure.clone();
         let server = MockServer::start(move |_| answer.clone()).await;
@@ -619,72 +618,13 @@ async fn a_refused_sender_does_not_stop_other_senders() {
 
 #[tokio::test]
 async fn malformed_answers_are_transient() {
-    for body in [
-        "<html><body>Service indisponible</body></html>",
-        "<REPONSE><statut>2</statut><messages><sms>",
-        "",
-    ] {
+    // A <REPONSE> cut short (HTML and empty bodies are in
+    // provider_contract.rs).
+    for body in ["<REPONSE><statut>2</statut><messages><sms>"] {
         let server = MockServer::start(move |_| MockResponse::ok("text/html", body)).await;
         let results = provider(&server).send(&[sms(1, "+33601020304", "A")]).await;
         assert_error(&results[0], FailureKind::Transient, Code::INTERNAL);
     }
-}
-
-#[tokio::test]
-async fn http_errors() {
-    for (status, kind, code) in [
-        (500, FailureKind::Transient, Code::INTERNAL),
-        (503, FailureKind::Transient, Code::INTERNAL),
-        (401, FailureKind::ProviderUnusable, Code::BAD_CREDENTIALS),
-        (404, FailureKind::ProviderUnusable, Code::INTERNAL),
-    ] {
-        let server = MockServer::start(move |_| MockResponse::status(status)).await;
-        let results = provider(&server)
-            .send(&[sms(1, "+33601020304", "A"), sms(2, "+33601020305", "A")])
-            .await;
-        assert_eq!(results.len(), 2);
-        for r in &results {
-            assert_error(r, kind, code);
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_timeout_is_transient() {
-    let server = MockServer::start(|req| {
-        MockResponse::ok("text/xml", answer_xml(&parse_send(req), &[]))
-            .delayed(Duration::from_secs(3))
-    })
-    .await;
-    let mut c = config(&server.base);
-    c.timeout_ms = 200;
-    let started = std::time::Instant::now();
-    let results = Smseco::new(&c)
-        .unwrap()
-        .send(&[sms(1, "+33601020304", "A")])
-        .await;
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_error(&results[0], FailureKind::Transient, Code::INTERNAL);
-    assert!(
-        results[0]
-            .as_ref()
-            .unwrap_err()
-            .detail
-            .contains("timed out")
-    );
-}
-
-#[tokio::test]
-async fn connection_refused_is_transient() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let results = Smseco::new(&config(&format!("http://127.0.0.1:{port}")))
-        .unwrap()
-        .send(&[sms(1, "+33601020304", "A")])
-        .await;
-    assert_error(&results[0], FailureKind::Transient, Code::INTERNAL);
 }
 
 #[tokio::test]
@@ -705,6 +645,25 @@ async fn scheduled_send_carries_datesend_in_utc() {
         .to_string();
     assert!(expected.ends_with(" 09:30"), "{expected}");
     assert_eq!(p.datesend.as_deref(), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn whether_a_send_is_ahead_is_judged_by_the_providers_clock() {
+    // In 2000 by the provider's clock, a send at 2001-01-01 09:30 UTC is
+    // still ahead, so it carries its datesend.
+    let server = smseco_mock(&[]).await;
+    let clock = mail2sms::clock::Clock::manual("2000-06-01T00:00:00Z".parse().unwrap());
+    let mut s = sms(1, "+33601020304", "Rappel");
+    s.send_at = Some(
+        "2001-01-01T09:30:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond(),
+    );
+    let results = provider(&server).with_clock(clock).send(&[s]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let p = assert_send_request(&server.requests()[0], "xml");
+    assert_eq!(p.datesend.as_deref(), Some("2001-01-01 09:30"));
 }
 
 #[tokio::test]
@@ -843,12 +802,17 @@ async fn delivery_reports_are_read() {
         .await
         .expect("reports");
     assert_eq!(reports.len(), 2);
-    assert_eq!(reports[0].smsfid, "F-33601020304");
-    assert_eq!(reports[0].status, DlrStatus::Delivered);
-    assert_eq!(reports[0].status.billed(), Some(true));
-    assert_eq!(reports[0].libelle, "Accusé de Réception");
-    assert_eq!(reports[1].status, DlrStatus::CreditError);
-    assert_eq!(reports[1].status.billed(), Some(false));
+    assert_eq!(reports[0].id, "F-33601020304");
+    assert_eq!(reports[0].number.as_deref(), Some("33601020304"));
+    assert_eq!(reports[0].state, DeliveryState::Delivered);
+    assert_eq!(reports[0].provider_code, "56");
+    assert_eq!(reports[0].provider_text, "Accusé de Réception: Livré");
+    assert_eq!(reports[0].at.as_deref(), Some("2025-06-15 16:07:12"));
+    assert_eq!(
+        reports[1].state,
+        DeliveryState::undelivered("Erreur Crédits")
+    );
+    assert_eq!(reports[1].provider_text, "Erreur Crédits");
     let req = &server.requests()[0];
     assert_eq!(req.path, "/api/xml/getdlrs/");
     let (field, xml) = form_field(req);

@@ -408,23 +408,6 @@ fn xml_declared_encoding(body: &[u8]) -> Option<String> {
     Some(value[..value.find(quote)?].to_owned())
 }
 
-/// Escapes text for an XML element or attribute value (`&`, `<`, `>`,
-/// `"`, `'`).
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// An E.164 number without its `+` (`+33601020304` → `33601020304`): the
 /// international form smsfactor, SMSECO and sMsmode take.
 pub fn digits(e164: &str) -> &str {

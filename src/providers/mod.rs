@@ -6,17 +6,23 @@
 //! that etatNot will report. The dispatcher decides what to do with that
 //! (`dispatch::classify`); adapters only describe what happened.
 
+pub mod delivery;
 pub mod http;
 pub mod netoxygen;
 pub mod outbox;
+pub mod settings;
 pub mod smseco;
 pub mod smsfactor;
 pub mod smsmode;
 
+use crate::clock::Clock;
 use crate::codes::Code;
 use async_trait::async_trait;
+pub use delivery::{DeliveryState, DeliveryStatus};
 use serde::{Deserialize, Serialize};
+pub use settings::ProviderSettings;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 /// One SMS handed to a provider (serialised as the outbox writes it).
@@ -50,15 +56,16 @@ pub struct OutgoingSms {
 }
 
 impl OutgoingSms {
-    /// An SMS to send now, without sender id or tracker, for the account
-    /// `masociete` and emailId `1548` (the spec's examples): for tools and
-    /// tests that drive an adapter directly. The dispatcher builds its own
-    /// from the store's jobs.
+    /// An SMS to send now, without sender id or tracker, for `account`'s
+    /// request `email_id`: for tools that drive an adapter directly. The
+    /// dispatcher builds its own from the store's jobs.
     pub fn new(
         reference: impl Into<String>,
         job_id: i64,
         to: impl Into<String>,
         text: impl Into<String>,
+        account: impl Into<String>,
+        email_id: impl Into<String>,
     ) -> OutgoingSms {
         OutgoingSms {
             reference: reference.into(),
@@ -66,8 +73,8 @@ impl OutgoingSms {
             to: to.into(),
             text: text.into(),
             sender_id: None,
-            account: "masociete".into(),
-            email_id: "1548".into(),
+            account: account.into(),
+            email_id: email_id.into(),
             tracker: None,
             send_at: None,
         }
@@ -78,6 +85,18 @@ impl OutgoingSms {
         self.sender_id = sender_id.map(str::to_owned);
         self
     }
+}
+
+/// An SMS for the adapters' unit tests: account `masociete`, emailId
+/// `1548` (the spec's examples).
+#[cfg(test)]
+pub(crate) fn test_sms(
+    reference: impl Into<String>,
+    job_id: i64,
+    to: impl Into<String>,
+    text: impl Into<String>,
+) -> OutgoingSms {
+    OutgoingSms::new(reference, job_id, to, text, "masociete", "1548")
 }
 
 /// How a failure should be handled.
@@ -212,10 +231,32 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
-/// A `[providers.NAME]` table: its `type` picks the adapter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum ProviderConfig {
+/// The provider registry: each line registers one provider type, its
+/// `type = "…"` name (the variant in lower case) and its settings, which
+/// implement [`ProviderSettings`]. It generates [`ProviderConfig`], the
+/// `[providers.NAME]` table deserialized by its `type`, and its one match,
+/// [`ProviderConfig::settings`]. A new provider is its folder and one line.
+macro_rules! registry {
+    ($($(#[$doc:meta])* $variant:ident($settings:ty),)+) => {
+        /// A `[providers.NAME]` table: its `type` picks the adapter.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type", rename_all = "lowercase")]
+        pub enum ProviderConfig {
+            $($(#[$doc])* $variant($settings),)+
+        }
+
+        impl ProviderConfig {
+            /// The table's settings, whatever the provider type.
+            pub fn settings(&self) -> &dyn ProviderSettings {
+                match self {
+                    $(ProviderConfig::$variant(settings) => settings,)+
+                }
+            }
+        }
+    };
+}
+
+registry! {
     /// Appends each SMS as a JSON line to a local file.
     Outbox(outbox::OutboxConfig),
     /// sMsmode HTTP API (`sendSMS.do`).
@@ -232,64 +273,23 @@ impl ProviderConfig {
     /// A one-line description for `check-config` (never secrets), without
     /// opening anything.
     pub fn describe(&self) -> String {
-        match self {
-            ProviderConfig::Outbox(c) => format!("outbox → {}", c.path.display()),
-            ProviderConfig::Smsmode(c) => c.describe(),
-            ProviderConfig::Smsfactor(c) => c.describe(),
-            ProviderConfig::Smseco(c) => c.describe(),
-            ProviderConfig::Netoxygen(c) => c.describe(),
-        }
+        self.settings().describe()
     }
 
     /// The most requests per second this provider may be sent, if limited.
-    pub fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
-        match self {
-            ProviderConfig::Outbox(c) => c.rate_limit,
-            ProviderConfig::Smsmode(c) => c.rate_limit,
-            ProviderConfig::Smsfactor(c) => c.rate_limit,
-            ProviderConfig::Smseco(c) => c.rate_limit,
-            ProviderConfig::Netoxygen(c) => c.rate_limit,
-        }
+    pub fn rate_limit(&self) -> Option<NonZeroU32> {
+        self.settings().rate_limit()
     }
 
-    /// The rate limit the dispatcher applies per batch: only for providers
-    /// that make one request per batch (the outbox); the HTTP adapters
-    /// limit each of their requests themselves (`http::Client`).
-    pub fn batch_rate_limit(&self) -> Option<std::num::NonZeroU32> {
-        match self {
-            ProviderConfig::Outbox(c) => c.rate_limit,
-            _ => None,
-        }
+    /// The rate limit the dispatcher applies per batch (see
+    /// [`ProviderSettings::batch_rate_limit`]).
+    pub fn batch_rate_limit(&self) -> Option<NonZeroU32> {
+        self.settings().batch_rate_limit()
     }
 
     /// Checks the values; the error is (key under the provider's table, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let http = |url: &str, timeout_ms: u64| http::validate(url, timeout_ms);
-        let set = |credentials: &[(&str, &str)]| -> Result<(), (String, String)> {
-            match credentials.iter().find(|(_, v)| v.trim().is_empty()) {
-                Some((key, _)) => Err((key.to_string(), "must not be empty".into())),
-                None => Ok(()),
-            }
-        };
-        match self {
-            ProviderConfig::Outbox(_) => Ok(()),
-            ProviderConfig::Smsmode(c) => {
-                set(&[("access_token", &c.access_token)])?;
-                http(&c.url, c.timeout_ms)
-            }
-            ProviderConfig::Smsfactor(c) => {
-                set(&[("username", &c.username), ("password", &c.password)])?;
-                http(&c.url, c.timeout_ms)
-            }
-            ProviderConfig::Smseco(c) => {
-                set(&[("login", &c.login), ("password", &c.password)])?;
-                http(&c.url, c.timeout_ms)
-            }
-            ProviderConfig::Netoxygen(c) => {
-                set(&[("user", &c.user), ("password", &c.password)])?;
-                http(&c.url, c.timeout_ms)
-            }
-        }
+        self.settings().validate()
     }
 }
 
@@ -317,33 +317,77 @@ pub enum ProviderError {
 /// The configured providers, by name.
 pub type Providers = BTreeMap<String, Arc<dyn Provider>>;
 
-/// Builds every configured provider.
+/// Builds every configured provider, reading the system clock.
 pub fn build(configs: &BTreeMap<String, ProviderConfig>) -> Result<Providers, ProviderError> {
-    let mut providers = Providers::new();
-    for (name, config) in configs {
-        let http_error = |reason: String| ProviderError::Http {
-            name: name.clone(),
-            reason,
-        };
-        let provider: Arc<dyn Provider> = match config {
-            ProviderConfig::Outbox(c) => {
-                Arc::new(
-                    outbox::Outbox::open(c).map_err(|source| ProviderError::Outbox {
-                        name: name.clone(),
-                        source,
-                    })?,
-                )
-            }
-            ProviderConfig::Smsmode(c) => Arc::new(smsmode::Smsmode::new(c).map_err(http_error)?),
-            ProviderConfig::Smsfactor(c) => {
-                Arc::new(smsfactor::Smsfactor::new(c).map_err(http_error)?)
-            }
-            ProviderConfig::Smseco(c) => Arc::new(smseco::Smseco::new(c).map_err(http_error)?),
-            ProviderConfig::Netoxygen(c) => {
-                Arc::new(netoxygen::Netoxygen::new(c).map_err(http_error)?)
-            }
-        };
-        providers.insert(name.clone(), provider);
+    build_with_clock(configs, &Clock::default())
+}
+
+/// Builds every configured provider; adapters that read the time (the
+/// outbox's `at_ms`, scheduled sends) read `clock`.
+pub fn build_with_clock(
+    configs: &BTreeMap<String, ProviderConfig>,
+    clock: &Clock,
+) -> Result<Providers, ProviderError> {
+    configs
+        .iter()
+        .map(|(name, config)| Ok((name.clone(), config.settings().build(name, clock)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every registered type is read from its `type` name and answers
+    /// through its own settings.
+    #[test]
+    fn each_registered_type_is_read_by_its_name() {
+        let tables = [
+            ("outbox", "path = \"/tmp/o\"\nrate_limit = 3"),
+            (
+                "smsmode",
+                "url = \"http://h.test/\"\naccess_token = \"t\"\nrate_limit = 3",
+            ),
+            (
+                "smsfactor",
+                "url = \"http://h.test/\"\nusername = \"u\"\npassword = \"p\"\nrate_limit = 3",
+            ),
+            (
+                "smseco",
+                "url = \"http://h.test/\"\nlogin = \"l\"\npassword = \"p\"\nrate_limit = 3",
+            ),
+            (
+                "netoxygen",
+                "url = \"http://h.test/\"\nuser = \"u\"\npassword = \"p\"\nrate_limit = 3",
+            ),
+        ];
+        for (kind, rest) in tables {
+            let config: ProviderConfig =
+                toml::from_str(&format!("type = \"{kind}\"\n{rest}")).unwrap();
+            assert!(
+                config.describe().starts_with(kind),
+                "{kind}: {}",
+                config.describe()
+            );
+            assert_eq!(config.rate_limit(), NonZeroU32::new(3), "{kind}");
+            assert_eq!(config.validate(), Ok(()), "{kind}");
+            assert_eq!(
+                config.batch_rate_limit().is_some(),
+                kind == "outbox",
+                "{kind}"
+            );
+        }
     }
-    Ok(providers)
+
+    #[test]
+    fn an_empty_credential_is_named() {
+        let config: ProviderConfig = toml::from_str(
+            "type = \"smsfactor\"\nurl = \"http://h.test/\"\nusername = \"u\"\npassword = \" \"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.validate(),
+            Err(("password".into(), "must not be empty".into()))
+        );
+    }
 }

@@ -9,7 +9,10 @@
 //! is there the job is sent, otherwise it is queued again. A line cut short by
 //! a crash mid-write is removed when the file is opened, so it never counts.
 
+use super::ProviderError;
+use super::settings::ProviderSettings;
 use super::{OutgoingSms, Provider, Reconciled, SendError};
+use crate::clock::Clock;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -38,6 +41,33 @@ fn default_true() -> bool {
     true
 }
 
+impl ProviderSettings for OutboxConfig {
+    fn describe(&self) -> String {
+        format!("outbox → {}", self.path.display())
+    }
+
+    fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    /// The outbox writes one batch at a time, so its limit is per batch.
+    fn batch_rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
+    fn build(&self, name: &str, clock: &Clock) -> Result<Arc<dyn super::Provider>, ProviderError> {
+        let outbox = Outbox::open(self).map_err(|source| ProviderError::Outbox {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Arc::new(outbox.with_clock(clock.clone())))
+    }
+}
+
 /// One line of the outbox file: the SMS as handed to the provider, and
 /// when it was written.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -58,6 +88,8 @@ pub struct Outbox {
     file: Arc<Mutex<OutboxFile>>,
     /// Whether to fsync after each batch.
     fsync: bool,
+    /// Stamps each line's `at_ms`: the daemon's clock, settable by tests.
+    clock: Clock,
 }
 
 /// The open file and what a failed write left behind.
@@ -87,7 +119,14 @@ impl Outbox {
             path: config.path.clone(),
             file: Arc::new(Mutex::new(OutboxFile { file, cut_to: None })),
             fsync: config.fsync,
+            clock: Clock::default(),
         })
+    }
+
+    /// The same outbox, stamping lines with `clock`'s time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -155,7 +194,7 @@ impl Provider for Outbox {
     }
 
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
-        let at_ms = crate::store::now_millis();
+        let at_ms = self.clock.now().as_millisecond();
         let mut bytes = Vec::with_capacity(batch.len() * 200);
         for sms in batch {
             let line = OutboxLine {
@@ -229,7 +268,7 @@ mod tests {
     use super::*;
 
     fn sms(job_id: i64) -> OutgoingSms {
-        OutgoingSms::new(
+        crate::providers::test_sms(
             format!("abcd1234-{job_id}"),
             job_id,
             "+33601020304",
@@ -244,6 +283,19 @@ mod tests {
             fsync: true,
             rate_limit: None,
         }
+    }
+
+    #[tokio::test]
+    async fn lines_are_stamped_with_the_outboxs_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = jiff::Timestamp::from_millisecond(1_750_000_000_000).unwrap();
+        let outbox = Outbox::open(&config(&dir))
+            .unwrap()
+            .with_clock(Clock::manual(at));
+        assert!(outbox.send(&[sms(1)]).await[0].is_ok());
+        let text = std::fs::read_to_string(dir.path().join("sub/outbox.jsonl")).unwrap();
+        let line: OutboxLine = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line.at_ms, 1_750_000_000_000);
     }
 
     #[tokio::test]

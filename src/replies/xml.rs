@@ -8,21 +8,20 @@
 //! annex's messages ("L'adresse IP n'est pas autorisée") read as the spec
 //! writes them.
 
-/// Escapes `&`, `<` and `>`, and replaces the control characters
-/// XML 1.0 forbids (all of C0 but tab, LF and CR) with `?`.
+use crate::xml::{Forbidden, Style};
+
+/// How reply values are escaped: element content only (quotes stay), and
+/// what XML 1.0 cannot carry becomes `?` so the reader still sees a place.
+const REPLY: Style = Style {
+    quotes: false,
+    cr_reference: false,
+    forbidden: Forbidden::Replace('?'),
+};
+
+/// Escapes `&`, `<` and `>`, and replaces the characters XML 1.0 forbids
+/// (all of C0 but tab, LF and CR, and U+FFFE/U+FFFF) with `?`.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::xml::escape(s, REPLY)
 }
 
 #[cfg(test)]

@@ -95,6 +95,8 @@ pub struct MockResponse {
     pub body: Vec<u8>,
     /// Wait this long before answering (to provoke timeouts).
     pub delay: Option<Duration>,
+    /// A `Location` header, for redirects.
+    pub location: Option<String>,
 }
 
 impl MockResponse {
@@ -105,6 +107,7 @@ impl MockResponse {
             content_type: Some(content_type.to_string()),
             body: body.into(),
             delay: None,
+            location: None,
         }
     }
 
@@ -115,6 +118,18 @@ impl MockResponse {
             content_type: Some("text/plain".into()),
             body: format!("status {status}").into_bytes(),
             delay: None,
+            location: None,
+        }
+    }
+
+    /// A redirect (`status` 3xx) to `location`, with a small HTML body.
+    pub fn redirect(status: u16, location: &str) -> MockResponse {
+        MockResponse {
+            status,
+            content_type: Some("text/html".into()),
+            body: b"<html>Moved</html>".to_vec(),
+            delay: None,
+            location: Some(location.to_string()),
         }
     }
 
@@ -182,6 +197,9 @@ impl MockServer {
                         .status(StatusCode::from_u16(response.status).unwrap());
                     if let Some(ct) = &response.content_type {
                         builder = builder.header("content-type", ct);
+                    }
+                    if let Some(location) = &response.location {
+                        builder = builder.header("location", location);
                     }
                     builder.body(axum::body::Body::from(response.body)).unwrap()
                 }

@@ -662,3 +662,14 @@ pub fn repeats_per_round(deliveries: &[Delivery], rounds: usize) -> Vec<usize> {
     }
     repeats
 }
+
+/// An SMS to hand an adapter directly: sent now, no sender id or tracker,
+/// for the account `masociete` and emailId `1548` (the spec's examples).
+pub fn test_sms(
+    reference: impl Into<String>,
+    job_id: i64,
+    to: impl Into<String>,
+    text: impl Into<String>,
+) -> mail2sms::providers::OutgoingSms {
+    mail2sms::providers::OutgoingSms::new(reference, job_id, to, text, "masociete", "1548")
+}

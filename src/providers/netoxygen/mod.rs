@@ -83,12 +83,17 @@
 pub mod wire;
 pub mod xmlrpc;
 
-pub use wire::{Cancellation, Credits, DeliveryStatus, ErrorCode, MessageStatus, Progress};
+pub use wire::{Cancellation, Credits, ErrorCode, MessageStatus, Progress, StatusCode};
 
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::ProviderError;
+use super::settings::{self, ProviderSettings};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
+use crate::clock::Clock;
 use crate::codes::Code;
+use crate::xml;
 use async_trait::async_trait;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The gateway's endpoint, as the document gives it.
 pub const DEFAULT_URL: &str = "https://sms.netoxygen.ch/api2/";
@@ -142,16 +147,35 @@ impl std::fmt::Debug for NetoxygenConfig {
     }
 }
 
-impl NetoxygenConfig {
+impl ProviderSettings for NetoxygenConfig {
     /// A one-line description without secrets: the endpoint, the user, and
     /// whether a password is set.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let password = if self.password.is_empty() {
             "no password"
         } else {
             "password set"
         };
         format!("netoxygen → {} (user {}, {password})", self.url, self.user)
+    }
+
+    fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        settings::validate_http(
+            &[("user", &self.user), ("password", &self.password)],
+            &self.url,
+            self.timeout_ms,
+        )
+    }
+
+    /// The adapter reads no time (its document's dates are computed from
+    /// each SMS's own `send_at`), so it takes no clock.
+    fn build(&self, name: &str, _clock: &Clock) -> Result<Arc<dyn Provider>, ProviderError> {
+        let provider = Netoxygen::new(self).map_err(|reason| settings::http_error(name, reason))?;
+        Ok(Arc::new(provider))
     }
 }
 
@@ -180,23 +204,13 @@ impl Netoxygen {
         Ok(reply.text())
     }
 
-    /// The error with the password replaced by `***` in its detail, in
-    /// every form it may come back in: as given, as this adapter's XML-RPC
-    /// writer escapes it ([`xmlrpc::escape`]: `&`, `<`, `>`, CR), and as
-    /// [`http::xml_escape`] does (quotes too). A fault string or an error
-    /// page may quote what it was sent. Longer forms go first, so that one
-    /// containing another is masked whole.
-    fn scrub(&self, error: SendError) -> SendError {
-        self.client.scrub(error)
-    }
-
     /// `auth(user, pass)`: whether the gateway accepts our credentials.
     pub async fn auth(&self) -> Result<bool, SendError> {
         let body = wire::encode_auth(&self.config.user, &self.config.password);
         self.call(body)
             .await
             .and_then(|text| wire::decode_auth(&text))
-            .map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))
     }
 
     /// `get_credits(user, pass)`: the credits left, or
@@ -206,20 +220,23 @@ impl Netoxygen {
         self.call(body)
             .await
             .and_then(|text| wire::decode_get_credits(&text))
-            .map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))
     }
 
     /// `get_status(user, pass, ids)`: per message id (as `send` returned
-    /// it), its error code and delivery status. No call for no ids.
-    pub async fn get_status(&self, ids: &[&str]) -> Result<Vec<MessageStatus>, SendError> {
+    /// it), its error code and delivery status, as
+    /// [`MessageStatus::delivery`] reads them. No call for no ids.
+    pub async fn get_status(&self, ids: &[&str]) -> Result<Vec<DeliveryStatus>, SendError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let body = wire::encode_get_status(&self.config.user, &self.config.password, ids);
-        self.call(body)
+        let entries = self
+            .call(body)
             .await
             .and_then(|text| wire::decode_get_status(&text, ids))
-            .map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))?;
+        Ok(entries.iter().map(MessageStatus::delivery).collect())
     }
 
     /// `cancel_message(user, pass, ids)`: cancels scheduled messages; per
@@ -232,7 +249,7 @@ impl Netoxygen {
         self.call(body)
             .await
             .and_then(|text| wire::decode_cancel_message(&text, ids))
-            .map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))
     }
 
     /// One `send_message` for the SMS of `batch` at `members` (same text,
@@ -282,7 +299,7 @@ impl Netoxygen {
                     );
                     Ok(batch[i].reference.clone())
                 }
-                Err(e) => Err(self.scrub(e)),
+                Err(e) => Err(self.client.scrub(e)),
             })
             .collect()
     }
@@ -374,8 +391,9 @@ impl Provider for Netoxygen {
 }
 
 /// The password in every form it may come back in: as given, as this
-/// adapter's XML-RPC writer escapes it ([`xmlrpc::escape`]: `&`, `<`, `>`,
-/// CR), and as [`http::xml_escape`] does (quotes too); longest first, so
+/// adapter's XML-RPC writer escapes it ([`xmlrpc::STYLE`]: `&`, `<`, `>`,
+/// CR), and with quotes escaped too (with or without CR as `&#13;`), as
+/// another writer or the gateway may; longest first, so
 /// that one containing another is masked whole.
 fn password_forms(password: &str) -> Vec<String> {
     if password.is_empty() {
@@ -383,9 +401,15 @@ fn password_forms(password: &str) -> Vec<String> {
     }
     let mut forms = vec![
         password.to_string(),
-        xmlrpc::escape(password),
-        http::xml_escape(password),
-        http::xml_escape(password).replace('\r', "&#13;"),
+        xml::escape(password, xmlrpc::STYLE),
+        xml::escape(password, xml::Style::MARKUP),
+        xml::escape(
+            password,
+            xml::Style {
+                cr_reference: true,
+                ..xml::Style::MARKUP
+            },
+        ),
     ];
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms.dedup();
@@ -397,7 +421,7 @@ mod tests {
     use super::*;
 
     fn sms(n: u32, to: &str, text: &str) -> OutgoingSms {
-        OutgoingSms::new(format!("ref-{n}"), i64::from(n), to, text)
+        crate::providers::test_sms(format!("ref-{n}"), i64::from(n), to, text)
     }
 
     fn config(password: &str) -> NetoxygenConfig {
@@ -450,7 +474,9 @@ mod tests {
         let provider = Netoxygen::new(&config("a\\\"b<c&d é")).unwrap();
         assert_eq!(provider.config.password, "a\"b<c&d é");
         for form in ["a\"b<c&d é", "a\"b&lt;c&amp;d é", "a&quot;b&lt;c&amp;d é"] {
-            let e = provider.scrub(SendError::transient(format!("echo [{form}] end")));
+            let e = provider
+                .client
+                .scrub(SendError::transient(format!("echo [{form}] end")));
             assert_eq!(e.detail, "echo [***] end", "{form}");
         }
     }
@@ -458,7 +484,7 @@ mod tests {
     #[test]
     fn the_password_is_scrubbed_from_details() {
         let provider = Netoxygen::new(&config("p&w<1>")).unwrap();
-        let e = provider.scrub(SendError::unusable(
+        let e = provider.client.scrub(SendError::unusable(
             Code::BAD_CREDENTIALS,
             "fault: bad password p&w<1> (was p&amp;w&lt;1&gt;)",
         ));

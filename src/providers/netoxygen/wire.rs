@@ -10,6 +10,7 @@
 use super::xmlrpc::{self, Fault, Response, Value};
 use crate::codes::Code;
 use crate::providers::SendError;
+use crate::providers::delivery as common;
 use crate::providers::http;
 
 /// `send_message`: the one call that sends.
@@ -145,7 +146,7 @@ impl ErrorCode {
     }
 }
 
-/// Where a message stands, in broad terms (from [`DeliveryStatus`]).
+/// Where a message stands, in broad terms (from [`StatusCode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     /// Received by the phone.
@@ -161,7 +162,7 @@ pub enum Progress {
 /// One row of the document's "Codes de statut" table: the second code of a
 /// `get_status` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
+pub enum StatusCode {
     /// 1 Delivered to the recipient device.
     DeliveredToDevice,
     /// 2 Delivered to the recipient network (waiting there).
@@ -184,52 +185,52 @@ pub enum DeliveryStatus {
     Other(i64),
 }
 
-impl DeliveryStatus {
+impl StatusCode {
     /// The row of a numeric code.
-    pub fn from_code(code: i64) -> DeliveryStatus {
+    pub fn from_code(code: i64) -> StatusCode {
         match code {
-            1 => DeliveryStatus::DeliveredToDevice,
-            2 => DeliveryStatus::DeliveredToNetwork,
-            3 => DeliveryStatus::Submitted,
-            4 => DeliveryStatus::MessageError,
-            5 => DeliveryStatus::RoutingError,
-            6 => DeliveryStatus::Expired,
-            7 => DeliveryStatus::GatewayError,
-            8 => DeliveryStatus::InQueue,
-            9 => DeliveryStatus::Scheduled,
-            other => DeliveryStatus::Other(other),
+            1 => StatusCode::DeliveredToDevice,
+            2 => StatusCode::DeliveredToNetwork,
+            3 => StatusCode::Submitted,
+            4 => StatusCode::MessageError,
+            5 => StatusCode::RoutingError,
+            6 => StatusCode::Expired,
+            7 => StatusCode::GatewayError,
+            8 => StatusCode::InQueue,
+            9 => StatusCode::Scheduled,
+            other => StatusCode::Other(other),
         }
     }
 
     /// The numeric code.
     pub fn code(self) -> i64 {
         match self {
-            DeliveryStatus::DeliveredToDevice => 1,
-            DeliveryStatus::DeliveredToNetwork => 2,
-            DeliveryStatus::Submitted => 3,
-            DeliveryStatus::MessageError => 4,
-            DeliveryStatus::RoutingError => 5,
-            DeliveryStatus::Expired => 6,
-            DeliveryStatus::GatewayError => 7,
-            DeliveryStatus::InQueue => 8,
-            DeliveryStatus::Scheduled => 9,
-            DeliveryStatus::Other(code) => code,
+            StatusCode::DeliveredToDevice => 1,
+            StatusCode::DeliveredToNetwork => 2,
+            StatusCode::Submitted => 3,
+            StatusCode::MessageError => 4,
+            StatusCode::RoutingError => 5,
+            StatusCode::Expired => 6,
+            StatusCode::GatewayError => 7,
+            StatusCode::InQueue => 8,
+            StatusCode::Scheduled => 9,
+            StatusCode::Other(code) => code,
         }
     }
 
     /// The document's description.
     pub fn description(self) -> &'static str {
         match self {
-            DeliveryStatus::DeliveredToDevice => "Delivered to the recipient device",
-            DeliveryStatus::DeliveredToNetwork => "Delivered to the recipient network",
-            DeliveryStatus::Submitted => "Message submitted",
-            DeliveryStatus::MessageError => "Message error, delivery failed",
-            DeliveryStatus::RoutingError => "Routing error, delivery failed",
-            DeliveryStatus::Expired => "Message expired, delivery cancelled",
-            DeliveryStatus::GatewayError => "Gateway error",
-            DeliveryStatus::InQueue => "Message in queue",
-            DeliveryStatus::Scheduled => "Message scheduled",
-            DeliveryStatus::Other(_) => "status not in the document",
+            StatusCode::DeliveredToDevice => "Delivered to the recipient device",
+            StatusCode::DeliveredToNetwork => "Delivered to the recipient network",
+            StatusCode::Submitted => "Message submitted",
+            StatusCode::MessageError => "Message error, delivery failed",
+            StatusCode::RoutingError => "Routing error, delivery failed",
+            StatusCode::Expired => "Message expired, delivery cancelled",
+            StatusCode::GatewayError => "Gateway error",
+            StatusCode::InQueue => "Message in queue",
+            StatusCode::Scheduled => "Message scheduled",
+            StatusCode::Other(_) => "status not in the document",
         }
     }
 
@@ -238,16 +239,16 @@ impl DeliveryStatus {
     /// failures.
     pub fn progress(self) -> Progress {
         match self {
-            DeliveryStatus::DeliveredToDevice => Progress::Delivered,
-            DeliveryStatus::DeliveredToNetwork => Progress::InProgress,
-            DeliveryStatus::Submitted => Progress::InProgress,
-            DeliveryStatus::MessageError => Progress::Failed,
-            DeliveryStatus::RoutingError => Progress::Failed,
-            DeliveryStatus::Expired => Progress::Failed,
-            DeliveryStatus::GatewayError => Progress::Failed,
-            DeliveryStatus::InQueue => Progress::InProgress,
-            DeliveryStatus::Scheduled => Progress::InProgress,
-            DeliveryStatus::Other(_) => Progress::Unknown,
+            StatusCode::DeliveredToDevice => Progress::Delivered,
+            StatusCode::DeliveredToNetwork => Progress::InProgress,
+            StatusCode::Submitted => Progress::InProgress,
+            StatusCode::MessageError => Progress::Failed,
+            StatusCode::RoutingError => Progress::Failed,
+            StatusCode::Expired => Progress::Failed,
+            StatusCode::GatewayError => Progress::Failed,
+            StatusCode::InQueue => Progress::InProgress,
+            StatusCode::Scheduled => Progress::InProgress,
+            StatusCode::Other(_) => Progress::Unknown,
         }
     }
 }
@@ -261,7 +262,39 @@ pub struct MessageStatus {
     /// The error code ("Codes d'erreur").
     pub error: ErrorCode,
     /// The delivery status ("Codes de statut").
-    pub status: DeliveryStatus,
+    pub status: StatusCode,
+}
+
+impl MessageStatus {
+    /// The common status. The status code decides (1 delivered; 2, 3, 8,
+    /// 9 on their way; 6 expired; 4, 5, 7 failed), except that error 10
+    /// (cancelled before sending) is undelivered whatever the status says;
+    /// a failure's reason is the status's words, with the error's when it
+    /// is not OK. The provider's code is `error/status`.
+    pub fn delivery(&self) -> common::DeliveryStatus {
+        let reason = match self.error {
+            ErrorCode::Ok => self.status.description().to_owned(),
+            error => format!("{}: {}", self.status.description(), error.description()),
+        };
+        let state = match (self.error, self.status.progress()) {
+            (ErrorCode::Canceled, _) => common::DeliveryState::undelivered(reason.clone()),
+            (_, Progress::Delivered) => common::DeliveryState::Delivered,
+            (_, Progress::InProgress) => common::DeliveryState::Accepted,
+            (_, Progress::Failed) if self.status == StatusCode::Expired => {
+                common::DeliveryState::Expired
+            }
+            (_, Progress::Failed) => common::DeliveryState::undelivered(reason.clone()),
+            (_, Progress::Unknown) => common::DeliveryState::Unknown,
+        };
+        common::DeliveryStatus {
+            id: self.id.clone(),
+            number: None,
+            state,
+            provider_code: format!("{}/{}", self.error.code(), self.status.code()),
+            provider_text: reason,
+            at: None,
+        }
+    }
 }
 
 /// One `cancel_message` entry.
@@ -692,7 +725,7 @@ pub fn decode_get_status(text: &str, ids: &[&str]) -> Result<Vec<MessageStatus>,
                             .as_int()
                             .ok_or_else(|| malformed("error code not a number", text))?,
                     ),
-                    status: DeliveryStatus::from_code(
+                    status: StatusCode::from_code(
                         status
                             .as_int()
                             .ok_or_else(|| malformed("status code not a number", text))?,
@@ -1182,7 +1215,7 @@ mod tests {
             (11, Unknown, "status not in the document"),
         ];
         for (code, progress, description) in cases {
-            let status = DeliveryStatus::from_code(code);
+            let status = StatusCode::from_code(code);
             assert_eq!(status.progress(), progress, "{code}");
             assert_eq!(status.description(), description);
             assert_eq!(status.code(), code);
@@ -1203,12 +1236,12 @@ mod tests {
                 MessageStatus {
                     id: "id-1".into(),
                     error: ErrorCode::Ok,
-                    status: DeliveryStatus::DeliveredToDevice
+                    status: StatusCode::DeliveredToDevice
                 },
                 MessageStatus {
                     id: "id-2".into(),
                     error: ErrorCode::InvalidDestination,
-                    status: DeliveryStatus::MessageError
+                    status: StatusCode::MessageError
                 },
             ]
         );
@@ -1221,7 +1254,7 @@ mod tests {
             vec![MessageStatus {
                 id: "id-3".into(),
                 error: ErrorCode::Pending,
-                status: DeliveryStatus::Scheduled
+                status: StatusCode::Scheduled
             }]
         );
         assert!(
@@ -1291,5 +1324,41 @@ mod tests {
             xmlrpc::parse_call(std::str::from_utf8(&encode_get_credits("u", "p")).unwrap())
                 .unwrap();
         assert_eq!(name, "get_credits");
+    }
+
+    #[test]
+    fn every_status_has_a_common_state() {
+        use common::DeliveryState as S;
+        let entry = |error: i64, status: i64| MessageStatus {
+            id: "id".into(),
+            error: ErrorCode::from_code(error),
+            status: StatusCode::from_code(status),
+        };
+        let failed = |status: i64| S::undelivered(StatusCode::from_code(status).description());
+        let rows = [
+            (1, 1, S::Delivered),
+            (1, 2, S::Accepted),
+            (1, 3, S::Accepted),
+            (1, 4, failed(4)),
+            (1, 5, failed(5)),
+            (1, 6, S::Expired),
+            (1, 7, failed(7)),
+            (1, 8, S::Accepted),
+            (1, 9, S::Accepted),
+            (1, 11, S::Unknown),
+            (9, 8, S::Accepted),
+            (10, 9, S::undelivered("Message scheduled: Message canceled")),
+            (
+                5,
+                5,
+                S::undelivered("Routing error, delivery failed: Invalid destination number"),
+            ),
+        ];
+        for (error, status, state) in rows {
+            let common = entry(error, status).delivery();
+            assert_eq!(common.state, state, "{error}/{status}");
+            assert_eq!(common.provider_code, format!("{error}/{status}"));
+            assert_eq!(common.id, "id");
+        }
     }
 }

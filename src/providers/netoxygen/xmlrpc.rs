@@ -17,6 +17,7 @@
 //! ([`crate::providers::http::Reply::text`]), so an `encoding="ISO-8859-1"`
 //! declaration is fine: it is read, and ignored.
 
+use crate::xml;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -205,22 +206,18 @@ pub fn method_call(method: &str, params: &[Value]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// `&`, `<` and `>` escaped (enough for element content).
-/// Escapes text for a `<string>` (or a name) as this writer sends it: `&`,
-/// `<`, `>`, and CR as `&#13;`; quotes are left as they are.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            // A bare CR would be read back as LF by any XML parser.
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// How this writer escapes a `<string>` or a name: `&`, `<`, `>`, and CR
+/// as `&#13;`; quotes left as they are; every other character kept (the
+/// strings are credentials and method names, which must go as given).
+pub(crate) const STYLE: xml::Style = xml::Style {
+    quotes: false,
+    cr_reference: true,
+    forbidden: xml::Forbidden::Keep,
+};
+
+/// `text` escaped as this writer sends it ([`STYLE`]).
+fn escape(text: &str) -> String {
+    xml::escape(text, STYLE)
 }
 
 fn write_value(out: &mut String, value: &Value) {

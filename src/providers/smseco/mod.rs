@@ -86,9 +86,13 @@ pub mod response;
 
 pub use response::{Balance, DeliveryReport, DlrStatus};
 
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::ProviderError;
+use super::settings::{self, ProviderSettings};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
+use crate::clock::Clock;
 use async_trait::async_trait;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The content type of every request.
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -146,9 +150,9 @@ impl std::fmt::Debug for SmsecoConfig {
     }
 }
 
-impl SmsecoConfig {
+impl ProviderSettings for SmsecoConfig {
     /// A one-line description without secrets.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let format = match self.format {
             SmsecoFormat::Xml => "xml",
             SmsecoFormat::Json => "json",
@@ -158,6 +162,23 @@ impl SmsecoConfig {
             self.url
         )
     }
+
+    fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        settings::validate_http(
+            &[("login", &self.login), ("password", &self.password)],
+            &self.url,
+            self.timeout_ms,
+        )
+    }
+
+    fn build(&self, name: &str, clock: &Clock) -> Result<Arc<dyn Provider>, ProviderError> {
+        let provider = Smseco::new(self).map_err(|reason| settings::http_error(name, reason))?;
+        Ok(Arc::new(provider.with_clock(clock.clone())))
+    }
 }
 
 /// The `smseco` provider.
@@ -166,6 +187,9 @@ pub struct Smseco {
     config: SmsecoConfig,
     /// The HTTP client, with the configured timeout.
     client: http::Client,
+    /// What "now" is when deciding whether a `send_at` is far enough ahead
+    /// to need a `datesend`: the daemon's clock, settable by tests.
+    clock: Clock,
 }
 
 impl Smseco {
@@ -175,14 +199,14 @@ impl Smseco {
             config: config.clone(),
             client: http::client(config.timeout_ms, config.rate_limit)?
                 .with_secrets(request::secret_forms(&config.password)),
+            clock: Clock::default(),
         })
     }
 
-    /// Masks the password in a detail (SMSECO could echo it back in a
-    /// `texte` or an error page), in every form it travels in
-    /// ([`request::secret_forms`]).
-    fn scrub(&self, error: SendError) -> SendError {
-        self.client.scrub(error)
+    /// The same provider, reading "now" from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// POSTs `field=value` to `path` and returns the decoded body.
@@ -218,8 +242,8 @@ impl Smseco {
         let text = self
             .post("xml/getbalance/", "XML", &xml)
             .await
-            .map_err(|e| self.scrub(e))?;
-        response::decode_balance(&text).map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))?;
+        response::decode_balance(&text).map_err(|e| self.client.scrub(e))
     }
 
     /// Delivery reports (`xml/getdlrs/`, §III-2): of one send (`msgfid`),
@@ -230,13 +254,14 @@ impl Smseco {
         &self,
         msgfid: Option<&str>,
         smsfid: Option<&str>,
-    ) -> Result<Vec<DeliveryReport>, SendError> {
+    ) -> Result<Vec<DeliveryStatus>, SendError> {
         let xml = request::encode_dlrs(&self.config.login, &self.config.password, msgfid, smsfid);
         let text = self
             .post("xml/getdlrs/", "XML", &xml)
             .await
-            .map_err(|e| self.scrub(e))?;
-        response::decode_dlrs(&text).map_err(|e| self.scrub(e))
+            .map_err(|e| self.client.scrub(e))?;
+        let reports = response::decode_dlrs(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(reports.iter().map(DeliveryReport::delivery).collect())
     }
 }
 
@@ -247,7 +272,7 @@ impl Provider for Smseco {
     }
 
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
-        let requests = request::plan(batch, crate::store::now_millis());
+        let requests = request::plan(batch, self.clock.now().as_millisecond());
         let mut results: Vec<Option<Result<String, SendError>>> = vec![None; batch.len()];
         // Set once a request fails in a way that stops the batch (transient,
         // or the account cannot send): the rest of the batch is answered
@@ -259,7 +284,7 @@ impl Provider for Smseco {
                 None => match self.send_request(req).await {
                     Ok(answer) => response::results(req, &answer),
                     Err(e) => {
-                        let e = self.scrub(e);
+                        let e = self.client.scrub(e);
                         tracing::warn!(
                             recipients = req.recipients.len(),
                             error = %e.detail,
@@ -274,7 +299,7 @@ impl Provider for Smseco {
             };
             for (recipient, result) in req.recipients.iter().zip(outcome) {
                 if let Some(slot) = results.get_mut(recipient.index) {
-                    *slot = Some(result.map_err(|e| self.scrub(e)));
+                    *slot = Some(result.map_err(|e| self.client.scrub(e)));
                 }
             }
         }
@@ -350,7 +375,7 @@ mod tests {
     fn scrub_masks_the_password() {
         let c = config("url = \"http://h/\"\nlogin = \"l\"\npassword = \"s3cr3t-pw\"\n").unwrap();
         let p = Smseco::new(&c).unwrap();
-        let e = p.scrub(SendError::transient("echo: s3cr3t-pw!"));
+        let e = p.client.scrub(SendError::transient("echo: s3cr3t-pw!"));
         assert_eq!(e.detail, "echo: ***!");
     }
 
@@ -368,7 +393,9 @@ mod tests {
             "a%26quot%3Bb%26lt%3Bc%26amp%3Bd+%C3%A9",
             "a%5C%22b%3Cc%26d+%C3%A9",
         ] {
-            let e = p.scrub(SendError::transient(format!("echo [{form}] end")));
+            let e = p
+                .client
+                .scrub(SendError::transient(format!("echo [{form}] end")));
             assert_eq!(e.detail, "echo [***] end", "{form}");
         }
     }

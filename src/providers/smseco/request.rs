@@ -4,6 +4,7 @@
 
 use crate::gsm;
 use crate::providers::{OutgoingSms, http};
+use crate::xml;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -147,19 +148,20 @@ fn xml_account(out: &mut String, login: &str, password: &str) {
     out.push_str("</compte>");
 }
 
-/// Whether XML 1.0 can carry `c` at all (even as a character reference).
-fn xml_allowed(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
+/// How values are escaped for an element: the characters XML 1.0 cannot
+/// carry (C0 controls other than tab, LF and CR; U+FFFE, U+FFFF) are
+/// dropped, since SMSECO would refuse the whole request as invalid XML
+/// (statut -1); CR is written `&#13;` so that the parser's end-of-line
+/// normalisation does not turn it into LF.
+const STYLE: xml::Style = xml::Style {
+    quotes: true,
+    cr_reference: true,
+    forbidden: xml::Forbidden::Drop,
+};
 
-/// `value` escaped for an element: the characters XML 1.0 cannot carry
-/// (C0 controls other than tab, LF and CR; U+FFFE, U+FFFF) are dropped,
-/// since SMSECO would refuse the whole request as invalid XML (statut -1);
-/// CR is written `&#13;` so that the parser's end-of-line normalisation
-/// does not turn it into LF.
+/// `value` escaped for an element ([`STYLE`]).
 fn xml_text(value: &str) -> String {
-    let clean: String = value.chars().filter(|&c| xml_allowed(c)).collect();
-    http::xml_escape(&clean).replace('\r', "&#13;")
+    xml::escape(value, STYLE)
 }
 
 /// Appends `<name>escaped value</name>`.
@@ -333,7 +335,7 @@ pub fn form_body(field: &str, value: &str) -> String {
 
 /// Every form a secret (the password) travels in, for masking it in what
 /// SMSECO echoes back: as given, XML-escaped (as [`encode_xml`] writes it,
-/// and plain [`http::xml_escape`]), JSON-escaped (as [`encode_json`] writes
+/// and with every character kept, [`xml::Style::MARKUP`]), JSON-escaped (as [`encode_json`] writes
 /// it), and each of these percent-encoded as [`form_body`] sends it, also
 /// with `%20` for a space and with lower-case hex, as a server may
 /// re-encode it. Longest first, so that a form containing another is
@@ -351,7 +353,7 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
     let bases = [
         secret.to_owned(),
         xml_text(secret),
-        http::xml_escape(secret),
+        xml::escape(secret, xml::Style::MARKUP),
         json,
     ];
     let mut forms: Vec<String> = Vec::new();
@@ -398,7 +400,8 @@ mod tests {
     use super::*;
 
     fn sms(i: i64, to: &str, text: &str) -> OutgoingSms {
-        OutgoingSms::new(format!("a1b2c3d4-{i}"), i, to, text).with_sender(Some("MaSociete"))
+        crate::providers::test_sms(format!("a1b2c3d4-{i}"), i, to, text)
+            .with_sender(Some("MaSociete"))
     }
 
     /// The document's structure (§I-1-1) with its whitespace removed.

@@ -10,7 +10,7 @@
 
 use super::request::SendRequest;
 use crate::codes::Code;
-use crate::providers::{SendError, http};
+use crate::providers::{DeliveryState, DeliveryStatus, SendError, http};
 use quick_xml::events::Event;
 
 // ---------------------------------------------------------------------------
@@ -598,6 +598,41 @@ impl DlrStatus {
         }
     }
 
+    /// The table's "Signification".
+    pub fn meaning(self) -> &'static str {
+        match self {
+            DlrStatus::Pending => "en Attente",
+            DlrStatus::Rejected => "Rejeté",
+            DlrStatus::LocalQueue => "File d'attente locale",
+            DlrStatus::NotSent => "non envoyé",
+            DlrStatus::SentToOperator => "Transmis à l'Opérateur",
+            DlrStatus::OperatorQueue => "File d'attente Opérateur",
+            DlrStatus::Delivered => "Accusé de Réception",
+            DlrStatus::NotDelivered => "Non Délivré par l'Opérateur",
+            DlrStatus::OperatorNetworkError => "Erreur réseau opérateur",
+            DlrStatus::CreditError => "Erreur Crédits",
+            DlrStatus::Other(_) => "statut absent du document",
+        }
+    }
+
+    /// The common state: waiting and queued (50, 65, 55, 61) accepted, 56
+    /// delivered, the five failures (62, 54, 59, 60, 49) undelivered.
+    pub fn state(self) -> DeliveryState {
+        match self {
+            DlrStatus::Pending
+            | DlrStatus::LocalQueue
+            | DlrStatus::SentToOperator
+            | DlrStatus::OperatorQueue => DeliveryState::Accepted,
+            DlrStatus::Delivered => DeliveryState::Delivered,
+            DlrStatus::Rejected
+            | DlrStatus::NotSent
+            | DlrStatus::NotDelivered
+            | DlrStatus::OperatorNetworkError
+            | DlrStatus::CreditError => DeliveryState::undelivered(self.meaning()),
+            DlrStatus::Other(_) => DeliveryState::Unknown,
+        }
+    }
+
     /// Whether the status is an end state (delivered or failed for good)
     /// rather than a step on the way (waiting, queued, handed over).
     pub fn is_final(self) -> bool {
@@ -629,6 +664,29 @@ pub struct DeliveryReport {
     pub libelle: String,
     /// `texte`: a longer explanation.
     pub texte: String,
+}
+
+impl DeliveryReport {
+    /// The common status, with SMSECO's `libelle` (and `texte`, when it
+    /// says more) as the provider's words.
+    pub fn delivery(&self) -> DeliveryStatus {
+        let libelle = match self.libelle.trim() {
+            "" => self.status.meaning(),
+            libelle => libelle,
+        };
+        let text = match self.texte.trim() {
+            "" => libelle.to_owned(),
+            texte => format!("{libelle}: {texte}"),
+        };
+        DeliveryStatus {
+            id: self.smsfid.clone(),
+            number: Some(self.destination.clone()),
+            state: self.status.state(),
+            provider_code: self.status.code().to_string(),
+            provider_text: text,
+            at: Some(self.date.clone()).filter(|d| !d.trim().is_empty()),
+        }
+    }
 }
 
 /// Decodes a `getdlrs` answer (§III-1 XML, §III-3-2 JSON): `statut` 0 gives
@@ -1083,5 +1141,56 @@ mod tests {
         }
         assert_eq!(DlrStatus::from_code(7), DlrStatus::Other(7));
         assert_eq!(DlrStatus::Other(7).billed(), None);
+    }
+
+    #[test]
+    fn every_dlr_status_has_a_common_state() {
+        let undelivered = |s: DlrStatus| DeliveryState::undelivered(s.meaning());
+        let rows = [
+            (50, DeliveryState::Accepted),
+            (62, undelivered(DlrStatus::Rejected)),
+            (65, DeliveryState::Accepted),
+            (54, undelivered(DlrStatus::NotSent)),
+            (55, DeliveryState::Accepted),
+            (61, DeliveryState::Accepted),
+            (56, DeliveryState::Delivered),
+            (59, undelivered(DlrStatus::NotDelivered)),
+            (60, undelivered(DlrStatus::OperatorNetworkError)),
+            (49, undelivered(DlrStatus::CreditError)),
+            (7, DeliveryState::Unknown),
+        ];
+        for (code, state) in rows {
+            let status = DlrStatus::from_code(code);
+            assert_eq!(status.state(), state, "{code}");
+            // Final in SMSECO's sense is final in the common one.
+            assert_eq!(status.state().is_final(), status.is_final(), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_dlr_as_a_common_status() {
+        let body = "<REPONSE><statut>0</statut><messages><message><msgfid>m1</msgfid><dlrs>\
+            <dlr><smsfid>s1</smsfid><destination>33601020304</destination><date>2025-06-15 16:07:12</date>\
+            <statut>59</statut><libelle>Non Délivré par l'Opérateur</libelle><texte>Absent</texte></dlr>\
+            <dlr><smsfid>s2</smsfid><destination>33601020305</destination><date></date>\
+            <statut>56</statut><libelle></libelle><texte></texte></dlr>\
+            </dlrs></message></messages></REPONSE>";
+        let reports = decode_dlrs(body).unwrap();
+        assert_eq!(
+            reports[0].delivery(),
+            DeliveryStatus {
+                id: "s1".into(),
+                number: Some("33601020304".into()),
+                state: DeliveryState::undelivered("Non Délivré par l'Opérateur"),
+                provider_code: "59".into(),
+                provider_text: "Non Délivré par l'Opérateur: Absent".into(),
+                at: Some("2025-06-15 16:07:12".into()),
+            }
+        );
+        let second = reports[1].delivery();
+        assert_eq!(
+            (second.state, second.provider_text.as_str(), second.at),
+            (DeliveryState::Delivered, "Accusé de Réception", None)
+        );
     }
 }

@@ -98,14 +98,18 @@
 pub mod wire;
 mod xml;
 
-pub use wire::{DeliveryReport, DeliveryReports, DeliveryStatus};
+pub use wire::{DeliveryReport, DeliveryReports, ReportStatus};
 
+use super::ProviderError;
 use super::http;
-use super::{FailureKind, OutgoingSms, Provider, SendError};
+use super::settings::{self, ProviderSettings};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError};
+use crate::clock::Clock;
 use crate::codes::Code;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use wire::{Credentials, Message, Recipient, SendResponse};
 
 /// `type = "smsfactor"`: the smsfactor XML API v2.2.
@@ -152,10 +156,10 @@ impl std::fmt::Debug for SmsfactorConfig {
     }
 }
 
-impl SmsfactorConfig {
+impl ProviderSettings for SmsfactorConfig {
     /// A one-line description without secrets: the URL, and whether the
     /// credentials are set.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let set = |v: &str| if v.is_empty() { "missing" } else { "set" };
         format!(
             "smsfactor → {} (username {}, password {})",
@@ -163,6 +167,25 @@ impl SmsfactorConfig {
             set(&self.username),
             set(&self.password)
         )
+    }
+
+    fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        settings::validate_http(
+            &[("username", &self.username), ("password", &self.password)],
+            &self.url,
+            self.timeout_ms,
+        )
+    }
+
+    /// The adapter reads no time (its document's dates are computed from
+    /// each SMS's own `send_at`), so it takes no clock.
+    fn build(&self, name: &str, _clock: &Clock) -> Result<Arc<dyn Provider>, ProviderError> {
+        let provider = Smsfactor::new(self).map_err(|reason| settings::http_error(name, reason))?;
+        Ok(Arc::new(provider))
     }
 }
 
@@ -218,8 +241,11 @@ impl Smsfactor {
     pub fn new(config: &SmsfactorConfig) -> Result<Self, String> {
         Ok(Smsfactor {
             config: config.clone(),
-            client: http::client(config.timeout_ms, config.rate_limit)?
-                .with_secrets([config.password.clone(), http::xml_escape(&config.password)]),
+            client: http::client(config.timeout_ms, config.rate_limit)?.with_secrets([
+                config.password.clone(),
+                crate::xml::escape(&config.password, wire::STYLE),
+                crate::xml::escape(&config.password, crate::xml::Style::MARKUP),
+            ]),
             send_url: http::endpoint(&config.url, wire::SEND_PATH),
             report_url: http::endpoint(&config.url, wire::REPORT_PATH),
         })
@@ -233,17 +259,11 @@ impl Smsfactor {
         }
     }
 
-    /// Removes the password from an error's detail, should an answer or an
-    /// error page ever echo it (raw or XML-escaped).
-    fn scrub(&self, error: SendError) -> SendError {
-        self.client.scrub(error)
-    }
-
     /// POSTs an XML body to `url` and returns the answer's text.
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<String, SendError> {
         let reply = http::post(&self.client, url, wire::CONTENT_TYPE, body)
             .await
-            .map_err(|e| self.scrub(e))?;
+            .map_err(|e| self.client.scrub(e))?;
         Ok(reply.text())
     }
 
@@ -265,7 +285,7 @@ impl Smsfactor {
         let body = wire::encode_send(self.credentials(), message, &recipients);
         let text = self.post(&self.send_url, body).await?;
         wire::decode_send_response(&text).map_err(|e| {
-            self.scrub(SendError::transient(format!(
+            self.client.scrub(SendError::transient(format!(
                 "unreadable answer from smsfactor: {e}"
             )))
         })
@@ -312,7 +332,7 @@ impl Smsfactor {
                         recipients = part.len(),
                         "smsfactor refused a recipient list (status -5); too many requests already made for this batch to split it further"
                     );
-                    Err(self.scrub(SendError::permanent(
+                    Err(self.client.scrub(SendError::permanent(
                         Code::BAD_NUMBER,
                         format!(
                             "{}; refused together in a list of {} numbers, not split further (the batch's limit of extra requests is reached): this number itself may be valid",
@@ -322,7 +342,7 @@ impl Smsfactor {
                     )))
                 }
                 Ok(response) => {
-                    let outcome = wire::send_outcome(&response).map_err(|e| self.scrub(e));
+                    let outcome = wire::send_outcome(&response).map_err(|e| self.client.scrub(e));
                     match &outcome {
                         Ok(ticket) => tracing::info!(
                             ticket = %ticket,
@@ -369,20 +389,22 @@ impl Smsfactor {
     /// (the provider id a send returned) and, to narrow it to one SMS, its
     /// `gsmsmsid` (our reference). Credentials refused → unusable 3; an
     /// unreadable answer → transient; other statuses as
-    /// [`wire::report_outcome`] says.
+    /// [`wire::report_outcome`] says. Each `<gsm>` as
+    /// [`wire::DeliveryReport::delivery`] reads it.
     pub async fn delivery_reports(
         &self,
         ticket: &str,
         gsmsmsid: Option<&str>,
-    ) -> Result<DeliveryReports, SendError> {
+    ) -> Result<Vec<DeliveryStatus>, SendError> {
         let body = wire::encode_report_request(self.credentials(), ticket, gsmsmsid);
         let text = self.post(&self.report_url, body).await?;
         let reports = wire::decode_delivery_reports(&text).map_err(|e| {
-            self.scrub(SendError::transient(format!(
+            self.client.scrub(SendError::transient(format!(
                 "unreadable delivery-report answer from smsfactor: {e}"
             )))
         })?;
-        wire::report_outcome(reports).map_err(|e| self.scrub(e))
+        let reports = wire::report_outcome(reports).map_err(|e| self.client.scrub(e))?;
+        Ok(reports.reports.iter().map(|r| r.delivery()).collect())
     }
 }
 
@@ -491,12 +513,12 @@ impl Provider for Smsfactor {
         let body = wire::encode_report_request(self.credentials(), "0", None);
         let text = self.post(&self.report_url, body).await?;
         let reports = wire::decode_delivery_reports(&text).map_err(|e| {
-            self.scrub(SendError::transient(format!(
+            self.client.scrub(SendError::transient(format!(
                 "unreadable answer from smsfactor getDr.php: {e}"
             )))
         })?;
         match reports.status {
-            -1 => Err(self.scrub(SendError::unusable(
+            -1 => Err(self.client.scrub(SendError::unusable(
                 Code::BAD_CREDENTIALS,
                 format!(
                     "smsfactor refused the username/password (status -1: {})",
@@ -523,7 +545,7 @@ mod tests {
     }
 
     fn sms(i: i64, text: &str, sender: Option<&str>) -> OutgoingSms {
-        OutgoingSms::new(format!("abcd-{i}"), i, format!("+3360102030{i}"), text)
+        crate::providers::test_sms(format!("abcd-{i}"), i, format!("+3360102030{i}"), text)
             .with_sender(sender)
     }
 
@@ -566,7 +588,7 @@ mod tests {
     #[test]
     fn scrub_removes_raw_and_escaped_password() {
         let p = Smsfactor::new(&config()).unwrap();
-        let e = p.scrub(SendError::unusable(
+        let e = p.client.scrub(SendError::unusable(
             Code::BAD_CREDENTIALS,
             "echo hunter2&< and hunter2&amp;&lt;",
         ));

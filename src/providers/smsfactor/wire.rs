@@ -3,8 +3,10 @@
 
 use super::xml::{self, Token};
 use crate::codes::Code;
+use crate::providers::DeliveryState;
 use crate::providers::SendError;
-use crate::providers::http::xml_escape;
+use crate::providers::delivery as common;
+use crate::xml as escaping;
 
 /// The send call, appended to the configured `url` (document §1.1).
 pub const SEND_PATH: &str = "apiV2.php";
@@ -59,19 +61,20 @@ pub struct Recipient<'a> {
     pub gsmsmsid: &'a str,
 }
 
-/// A value ready to go between tags or in an attribute: characters XML 1.0
+/// How values go between tags or in an attribute: the characters XML 1.0
 /// cannot carry at all (control characters other than tab, line feed and
 /// carriage return) are dropped, since one of them would make smsfactor
-/// refuse the whole request as malformed (status -2); the rest is escaped.
+/// refuse the whole request as malformed (status -2); the rest is escaped,
+/// quotes too (values also stand in attributes).
+pub const STYLE: escaping::Style = escaping::Style {
+    quotes: true,
+    cr_reference: false,
+    forbidden: escaping::Forbidden::Drop,
+};
+
+/// A value ready to go between tags or in an attribute ([`STYLE`]).
 fn value(text: &str) -> String {
-    let kept: String = text
-        .chars()
-        .filter(|&c| {
-            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-                || c >= '\u{10000}'
-        })
-        .collect();
-    xml_escape(&kept)
+    escaping::escape(text, STYLE)
 }
 
 /// The `<authentication>` element.
@@ -298,7 +301,7 @@ fn describe(response: &SendResponse) -> String {
 
 /// A delivery report's status (§2.3.1.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryStatus {
+pub enum ReportStatus {
     /// `NOT_SENT`: stored at smsfactor but not sent yet; sent as soon as
     /// possible.
     NotSent,
@@ -316,18 +319,61 @@ pub enum DeliveryStatus {
     Other(String),
 }
 
-impl DeliveryStatus {
+impl ReportStatus {
     /// Reads a status word (ASCII case ignored, surrounding blanks too).
-    pub fn from_wire(word: &str) -> DeliveryStatus {
+    pub fn from_wire(word: &str) -> ReportStatus {
         let word = word.trim();
         match word.to_ascii_uppercase().as_str() {
-            "NOT_SENT" => DeliveryStatus::NotSent,
-            "SENT" => DeliveryStatus::Sent,
-            "NOT_DELIVERED" => DeliveryStatus::NotDelivered,
-            "DELIVERED" => DeliveryStatus::Delivered,
-            "NOT_ALLOWED" => DeliveryStatus::NotAllowed,
-            "INVALID_DESTINATION_ADDRESS" => DeliveryStatus::InvalidDestinationAddress,
-            _ => DeliveryStatus::Other(word.to_owned()),
+            "NOT_SENT" => ReportStatus::NotSent,
+            "SENT" => ReportStatus::Sent,
+            "NOT_DELIVERED" => ReportStatus::NotDelivered,
+            "DELIVERED" => ReportStatus::Delivered,
+            "NOT_ALLOWED" => ReportStatus::NotAllowed,
+            "INVALID_DESTINATION_ADDRESS" => ReportStatus::InvalidDestinationAddress,
+            _ => ReportStatus::Other(word.to_owned()),
+        }
+    }
+}
+
+impl ReportStatus {
+    /// The word as smsfactor writes it.
+    pub fn word(&self) -> &str {
+        match self {
+            ReportStatus::NotSent => "NOT_SENT",
+            ReportStatus::Sent => "SENT",
+            ReportStatus::NotDelivered => "NOT_DELIVERED",
+            ReportStatus::Delivered => "DELIVERED",
+            ReportStatus::NotAllowed => "NOT_ALLOWED",
+            ReportStatus::InvalidDestinationAddress => "INVALID_DESTINATION_ADDRESS",
+            ReportStatus::Other(word) => word,
+        }
+    }
+
+    /// The document's meaning of the status (§2.3.1.2).
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            ReportStatus::NotSent => "Le message est enregistré mais n'a pas encore été envoyé",
+            ReportStatus::Sent => {
+                "Le message a été envoyé mais aucun accusé de réception n'est disponible"
+            }
+            ReportStatus::NotDelivered => "Le message ne peut pas être remis au destinataire",
+            ReportStatus::Delivered => "Le message a été envoyé et reçu",
+            ReportStatus::NotAllowed => "Aucun message ne peut être envoyé vers ce numéro",
+            ReportStatus::InvalidDestinationAddress => "Le numéro indiqué n'est pas valide",
+            ReportStatus::Other(_) => "statut absent du document",
+        }
+    }
+
+    /// The common state: `NOT_SENT` (sent as soon as possible) and `SENT`
+    /// (no receipt yet) are accepted; the three refusals undelivered.
+    pub fn state(&self) -> DeliveryState {
+        match self {
+            ReportStatus::NotSent | ReportStatus::Sent => DeliveryState::Accepted,
+            ReportStatus::Delivered => DeliveryState::Delivered,
+            ReportStatus::NotDelivered
+            | ReportStatus::NotAllowed
+            | ReportStatus::InvalidDestinationAddress => DeliveryState::undelivered(self.meaning()),
+            ReportStatus::Other(_) => DeliveryState::Unknown,
         }
     }
 }
@@ -342,7 +388,27 @@ pub struct DeliveryReport {
     pub gsmsmsid: String,
     /// The status; `None` when smsfactor has none yet ("si aucun statut
     /// n'est disponible merci de réessayer plus tard").
-    pub status: Option<DeliveryStatus>,
+    pub status: Option<ReportStatus>,
+}
+
+impl DeliveryReport {
+    /// The common status. A report without a status yet ("si aucun statut
+    /// n'est disponible merci de réessayer plus tard") is accepted: the
+    /// send was.
+    pub fn delivery(&self) -> common::DeliveryStatus {
+        let (state, code, text) = match &self.status {
+            Some(status) => (status.state(), status.word(), status.meaning()),
+            None => (DeliveryState::Accepted, "", "aucun statut disponible"),
+        };
+        common::DeliveryStatus {
+            id: self.gsmsmsid.clone(),
+            number: Some(self.number.clone()),
+            state,
+            provider_code: code.to_owned(),
+            provider_text: text.to_owned(),
+            at: None,
+        }
+    }
 }
 
 /// The answer to a delivery-report request (§2.3).
@@ -372,7 +438,7 @@ pub fn decode_delivery_reports(text: &str) -> Result<DeliveryReports, DecodeErro
             DeliveryReport {
                 number: t.attr("number").unwrap_or("").trim().to_owned(),
                 gsmsmsid: t.attr("gsmsmsid").unwrap_or("").trim().to_owned(),
-                status: (!word.is_empty()).then(|| DeliveryStatus::from_wire(&word)),
+                status: (!word.is_empty()).then(|| ReportStatus::from_wire(&word)),
             }
         })
         .collect();
@@ -671,22 +737,22 @@ mod tests {
             "<response><status>1</status><message>OK</ message ><gsm number=\"336\" gsmsmsid=\"x\" />DELIVERED</gsm></response>",
         )
         .unwrap();
-        assert_eq!(r.reports[0].status, Some(DeliveryStatus::Delivered));
+        assert_eq!(r.reports[0].status, Some(ReportStatus::Delivered));
     }
 
     #[test]
     fn delivery_answer_clean_with_every_status() {
         let words = [
-            ("NOT_SENT", DeliveryStatus::NotSent),
-            ("SENT", DeliveryStatus::Sent),
-            ("NOT_DELIVERED", DeliveryStatus::NotDelivered),
-            ("DELIVERED", DeliveryStatus::Delivered),
-            ("NOT_ALLOWED", DeliveryStatus::NotAllowed),
+            ("NOT_SENT", ReportStatus::NotSent),
+            ("SENT", ReportStatus::Sent),
+            ("NOT_DELIVERED", ReportStatus::NotDelivered),
+            ("DELIVERED", ReportStatus::Delivered),
+            ("NOT_ALLOWED", ReportStatus::NotAllowed),
             (
                 "INVALID_DESTINATION_ADDRESS",
-                DeliveryStatus::InvalidDestinationAddress,
+                ReportStatus::InvalidDestinationAddress,
             ),
-            ("EXPIRED", DeliveryStatus::Other("EXPIRED".into())),
+            ("EXPIRED", ReportStatus::Other("EXPIRED".into())),
         ];
         let gsm: String = words
             .iter()
@@ -706,8 +772,8 @@ mod tests {
             assert_eq!(report.status.as_ref(), Some(status));
         }
         assert_eq!(
-            DeliveryStatus::from_wire(" delivered\n"),
-            DeliveryStatus::Delivered
+            ReportStatus::from_wire(" delivered\n"),
+            ReportStatus::Delivered
         );
     }
 
@@ -731,5 +797,44 @@ mod tests {
             assert!(e.detail.contains(&format!("status {status}: m")));
         }
         assert!(decode_delivery_reports("<response></response>").is_err());
+    }
+
+    #[test]
+    fn every_report_status_has_a_common_state() {
+        use crate::providers::DeliveryState as S;
+        let undelivered = |s: ReportStatus| S::undelivered(s.meaning());
+        let rows = [
+            ("NOT_SENT", S::Accepted),
+            ("SENT", S::Accepted),
+            ("NOT_DELIVERED", undelivered(ReportStatus::NotDelivered)),
+            ("DELIVERED", S::Delivered),
+            ("NOT_ALLOWED", undelivered(ReportStatus::NotAllowed)),
+            (
+                "INVALID_DESTINATION_ADDRESS",
+                undelivered(ReportStatus::InvalidDestinationAddress),
+            ),
+            ("EXPIRED", S::Unknown),
+        ];
+        for (word, state) in rows {
+            let status = ReportStatus::from_wire(word);
+            assert_eq!(status.state(), state, "{word}");
+            assert_eq!(status.word(), word);
+        }
+        // §2.3's example, as the document writes it: no status yet.
+        let r = decode_delivery_reports(
+            "<response>\n  <status>1</status>\n  <message></ message >\n  <gsm number=\"33601020304\" gsmsmsid=\"0a1b-1\" /></gsm>\n</response>",
+        )
+        .unwrap();
+        assert_eq!(
+            r.reports[0].delivery(),
+            common::DeliveryStatus {
+                id: "0a1b-1".into(),
+                number: Some("33601020304".into()),
+                state: S::Accepted,
+                provider_code: String::new(),
+                provider_text: "aucun statut disponible".into(),
+                at: None,
+            }
+        );
     }
 }

@@ -79,10 +79,13 @@ pub mod charset;
 pub mod status;
 pub mod wire;
 
-use super::{FailureKind, OutgoingSms, Provider, SendError, http};
+use super::ProviderError;
+use super::settings::{self, ProviderSettings};
+use super::{DeliveryStatus, FailureKind, OutgoingSms, Provider, SendError, http};
+use crate::clock::Clock;
 use async_trait::async_trait;
 use serde::Deserialize;
-use status::{RecipientStatus, SmsStatus};
+use std::sync::Arc;
 use wire::{Endpoint, PlannedRequest, SendAnswer};
 
 /// `type = "smsmode"`: an sMsmode account.
@@ -125,16 +128,33 @@ impl std::fmt::Debug for SmsmodeConfig {
     }
 }
 
-impl SmsmodeConfig {
+impl ProviderSettings for SmsmodeConfig {
     /// A one-line description without secrets: the type, the URL, and
     /// whether the access token is set.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let token = if self.access_token.is_empty() {
             "access token missing"
         } else {
             "access token set"
         };
         format!("smsmode → {} ({token})", self.url)
+    }
+
+    fn rate_limit(&self) -> Option<std::num::NonZeroU32> {
+        self.rate_limit
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        settings::validate_http(
+            &[("access_token", &self.access_token)],
+            &self.url,
+            self.timeout_ms,
+        )
+    }
+
+    fn build(&self, name: &str, clock: &Clock) -> Result<Arc<dyn Provider>, ProviderError> {
+        let provider = Smsmode::new(self).map_err(|reason| settings::http_error(name, reason))?;
+        Ok(Arc::new(provider.with_clock(clock.clone())))
     }
 }
 
@@ -146,6 +166,9 @@ pub struct Smsmode {
     client: http::Client,
     /// Europe/Paris, the time zone of `date_envoi`.
     paris: jiff::tz::TimeZone,
+    /// What "now" is when deciding whether a `send_at` is still ahead
+    /// (and so needs a `date_envoi`): the daemon's clock, settable by tests.
+    clock: Clock,
 }
 
 impl Smsmode {
@@ -166,18 +189,19 @@ impl Smsmode {
                     .to_string(),
             ]),
             paris,
+            clock: Clock::default(),
         })
+    }
+
+    /// The same provider, reading "now" from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The URL of a call.
     fn url(&self, path: &str) -> String {
         http::endpoint(&self.config.url, path)
-    }
-
-    /// Blanks the access token out of an error's detail (a provider may echo
-    /// what it was sent).
-    fn scrub(&self, error: SendError) -> SendError {
-        self.client.scrub(error)
     }
 
     /// POSTs a form of `(name, value)` pairs (UTF-8/ASCII values) to a
@@ -194,7 +218,7 @@ impl Smsmode {
             body,
         )
         .await
-        .map_err(|e| self.scrub(e))?;
+        .map_err(|e| self.client.scrub(e))?;
         Ok(reply.text())
     }
 
@@ -227,8 +251,8 @@ impl Smsmode {
         }
         let reply = http::post(&self.client, &url, &encoded.content_type, encoded.body)
             .await
-            .map_err(|e| self.scrub(e))?;
-        let answer = wire::decode_send(&reply.text()).map_err(|e| self.scrub(e))?;
+            .map_err(|e| self.client.scrub(e))?;
+        let answer = wire::decode_send(&reply.text()).map_err(|e| self.client.scrub(e))?;
         match answer {
             SendAnswer::Accepted(id) => {
                 if id.is_empty() {
@@ -240,7 +264,7 @@ impl Smsmode {
                 Ok(id)
             }
             SendAnswer::Refused { code, description } => {
-                Err(self.scrub(wire::send_error(code, &description)))
+                Err(self.client.scrub(wire::send_error(code, &description)))
             }
         }
     }
@@ -249,26 +273,28 @@ impl Smsmode {
     /// post-paid account).
     pub async fn balance(&self) -> Result<f64, SendError> {
         let text = self.query(wire::CREDIT_PATH, &[]).await?;
-        wire::decode_credit(&text).map_err(|e| self.scrub(e))
+        wire::decode_credit(&text).map_err(|e| self.client.scrub(e))
     }
 
     /// The delivery report of an SMS (`compteRendu.do`): each recipient's
-    /// status. `sms_id` is the id a send returned; SMS older than 30 days
-    /// are not found.
-    pub async fn delivery_report(&self, sms_id: &str) -> Result<Vec<RecipientStatus>, SendError> {
+    /// status ([`status::RecipientStatus::delivery`]). `sms_id` is the id a send
+    /// returned; SMS older than 30 days are not found.
+    pub async fn delivery_report(&self, sms_id: &str) -> Result<Vec<DeliveryStatus>, SendError> {
         let text = self
             .query(status::COMPTE_RENDU_PATH, &[("smsID", sms_id)])
             .await?;
-        status::decode_compte_rendu(&text).map_err(|e| self.scrub(e))
+        let report = status::decode_compte_rendu(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(report.iter().map(|r| r.delivery(sms_id)).collect())
     }
 
     /// The status of an SMS (`smsStatus.do`; a campaign's status if it had
-    /// several recipients).
-    pub async fn sms_status(&self, sms_id: &str) -> Result<SmsStatus, SendError> {
+    /// several recipients; [`status::SmsStatus::delivery`]).
+    pub async fn sms_status(&self, sms_id: &str) -> Result<DeliveryStatus, SendError> {
         let text = self
             .query(status::SMS_STATUS_PATH, &[("smsID", sms_id)])
             .await?;
-        status::decode_sms_status(&text).map_err(|e| self.scrub(e))
+        let status = status::decode_sms_status(&text).map_err(|e| self.client.scrub(e))?;
+        Ok(status.delivery(sms_id))
     }
 }
 
@@ -279,7 +305,7 @@ impl Provider for Smsmode {
     }
 
     async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
-        let now = jiff::Timestamp::now().as_millisecond();
+        let now = self.clock.now().as_millisecond();
         let mut results: Vec<Option<Result<String, SendError>>> = vec![None; batch.len()];
         // Set once a request fails in a way that stops the batch (transient
         // or unusable): the rest get a copy without being sent.
@@ -357,7 +383,7 @@ mod tests {
     #[test]
     fn errors_are_scrubbed_of_the_token() {
         let provider = Smsmode::new(&config("S3cr3tT0k3n")).unwrap();
-        let e = provider.scrub(SendError::transient(
+        let e = provider.client.scrub(SendError::transient(
             "HTTP 500: bad accessToken=S3cr3tT0k3n",
         ));
         assert_eq!(e.detail, "HTTP 500: bad accessToken=***");

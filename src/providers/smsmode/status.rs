@@ -9,7 +9,7 @@
 
 use super::wire::{malformed, split_answer};
 use crate::codes::Code;
-use crate::providers::SendError;
+use crate::providers::{DeliveryState, DeliveryStatus, SendError};
 
 /// The delivery report call.
 pub const COMPTE_RENDU_PATH: &str = "compteRendu.do";
@@ -230,6 +230,66 @@ impl Status {
         }
     }
 
+    /// The annex's words for the status.
+    pub fn label(self) -> &'static str {
+        use Status::*;
+        match self {
+            Sent => "Envoyé",
+            InProgress => "En cours",
+            InternalError => "Erreur interne",
+            Scheduled => "Programmé",
+            Received => "Reçu",
+            PartiallyDelivered => "Partiellement délivré",
+            DeliveredToOperator => "Délivré opérateur (statut temporaire)",
+            Delivered => "Délivré",
+            PartiallyReceived => "Partiellement reçu",
+            Listened => "Ecouté",
+            Undeliverable => "Non délivrable",
+            Rejected => "Rejeté",
+            NoCredit => "Non envoyé - crédit insuffisant",
+            RoutingError => "Erreur routage",
+            ReceptionError | ReceptionError39 => "Erreur réception",
+            MessageError => "Erreur message",
+            Expired => "Message expiré",
+            TooLong => "Message trop long",
+            Template => "Modèle",
+            NotDelivered => "Non délivré",
+            Read => "Lu",
+            Unread => "Non lu",
+            Undefined => "Indéfini",
+            TemporaryOperator => "Erreur temporaire opérateur",
+            TemporaryAbsence => "Erreur temporaire absence",
+            TemporaryHandset => "Erreur temporaire téléphone",
+            TemporaryPortability => "Erreur temporaire portabilité",
+            PermanentOperator => "Erreur permanente opérateur",
+            PermanentAbsence => "Erreur permanente absence",
+            PermanentHandset => "Erreur permanente téléphone",
+            PermanentAntiSpam => "Erreur permanente anti spam",
+            PermanentContent => "Erreur permanente contenu",
+            PermanentPortability => "Erreur permanente portabilité",
+            PermanentRoaming => "Erreur permanente roaming",
+            NotRoutable => "Erreur non routable",
+            OtherError => "Erreur autre",
+            InvalidRecipient => "Destinataire invalide",
+            Blacklisted => "Destinataire blacklisté",
+            Unknown(_) => "statut absent du document",
+        }
+    }
+
+    /// The common delivery state: pending statuses are accepted, 37 is
+    /// expired, the other failures undelivered (with the annex's words); a
+    /// campaign delivered to some recipients only is undelivered (not every
+    /// SMS of it arrived); 40, 999 and unlisted codes are unknown.
+    pub fn delivery_state(self) -> DeliveryState {
+        match self.kind() {
+            StatusKind::Pending => DeliveryState::Accepted,
+            StatusKind::Delivered => DeliveryState::Delivered,
+            _ if self == Status::Expired => DeliveryState::Expired,
+            StatusKind::Partial | StatusKind::Failed => DeliveryState::undelivered(self.label()),
+            StatusKind::Unknown => DeliveryState::Unknown,
+        }
+    }
+
     /// The iSendPro code a failed SMS would be reported with (`None` unless
     /// [`StatusKind::Failed`]).
     pub fn failure_code(self) -> Option<Code> {
@@ -252,6 +312,20 @@ pub struct RecipientStatus {
     pub number: String,
     /// Its status (item 4's table: 0, 2, 11, 13, 34, 35; any annex code).
     pub status: Status,
+}
+
+impl RecipientStatus {
+    /// The common status of this line of the report of SMS `sms_id`.
+    pub fn delivery(&self, sms_id: &str) -> DeliveryStatus {
+        DeliveryStatus {
+            id: sms_id.to_owned(),
+            number: Some(self.number.clone()),
+            state: self.status.delivery_state(),
+            provider_code: self.status.code().to_string(),
+            provider_text: self.status.label().to_owned(),
+            at: None,
+        }
+    }
 }
 
 /// Reads a `compteRendu.do` answer: `numéro statut | numéro statut | …`, or
@@ -316,6 +390,26 @@ pub struct SmsStatus {
     pub status: Status,
     /// sMsmode's description, as given (`Envoyé`).
     pub description: String,
+}
+
+impl SmsStatus {
+    /// The common status of SMS `sms_id`, with sMsmode's own description
+    /// (else the annex's words).
+    pub fn delivery(&self, sms_id: &str) -> DeliveryStatus {
+        let text = if self.description.trim().is_empty() {
+            self.status.label().to_owned()
+        } else {
+            self.description.trim().to_owned()
+        };
+        DeliveryStatus {
+            id: sms_id.to_owned(),
+            number: None,
+            state: self.status.delivery_state(),
+            provider_code: self.status.code().to_string(),
+            provider_text: text,
+            at: None,
+        }
+    }
 }
 
 /// Reads a `smsStatus.do` answer, `statut | description`; the codes item
@@ -398,6 +492,87 @@ mod tests {
             assert_eq!(report[0].status, status, "{code}");
             assert_eq!(status.kind(), kind, "{code}");
         }
+    }
+
+    #[test]
+    fn every_status_has_a_common_state() {
+        use DeliveryState::{Accepted, Delivered, Expired, Unknown};
+        let undelivered = |code: u32| DeliveryState::undelivered(Status::from_code(code).label());
+        let rows = [
+            (0, Accepted),
+            (1, Accepted),
+            (2, undelivered(2)),
+            (10, Accepted),
+            (11, Delivered),
+            (12, undelivered(12)),
+            (13, Accepted),
+            (14, Delivered),
+            (15, undelivered(15)),
+            (16, Delivered),
+            (21, undelivered(21)),
+            (22, undelivered(22)),
+            (33, undelivered(33)),
+            (34, undelivered(34)),
+            (35, undelivered(35)),
+            (36, undelivered(36)),
+            (37, Expired),
+            (38, undelivered(38)),
+            (39, undelivered(39)),
+            (40, Unknown),
+            (50, undelivered(50)),
+            (100, Delivered),
+            (101, Delivered),
+            (999, Unknown),
+            (3501, Accepted),
+            (3502, Accepted),
+            (3503, Accepted),
+            (3504, Accepted),
+            (3521, undelivered(3521)),
+            (3522, undelivered(3522)),
+            (3523, undelivered(3523)),
+            (3524, undelivered(3524)),
+            (3525, undelivered(3525)),
+            (3526, undelivered(3526)),
+            (3527, undelivered(3527)),
+            (3560, undelivered(3560)),
+            (3599, undelivered(3599)),
+            (3998, undelivered(3998)),
+            (3999, undelivered(3999)),
+            (4242, Unknown),
+        ];
+        for (code, state) in rows {
+            assert_eq!(Status::from_code(code).delivery_state(), state, "{code}");
+        }
+    }
+
+    #[test]
+    fn the_documents_examples_as_common_statuses() {
+        let report = decode_compte_rendu("33600000000 11 | 33611111111 13").unwrap();
+        let common: Vec<DeliveryStatus> = report.iter().map(|r| r.delivery("12345678")).collect();
+        assert_eq!(
+            common[0],
+            DeliveryStatus {
+                id: "12345678".into(),
+                number: Some("33600000000".into()),
+                state: DeliveryState::Delivered,
+                provider_code: "11".into(),
+                provider_text: "Reçu".into(),
+                at: None,
+            }
+        );
+        assert_eq!(common[1].state, DeliveryState::Accepted);
+        assert_eq!(common[1].provider_code, "13");
+        let status = decode_sms_status("0 | Envoyé")
+            .unwrap()
+            .delivery("12345678");
+        assert_eq!(
+            (
+                status.state,
+                status.provider_code.as_str(),
+                status.provider_text.as_str()
+            ),
+            (DeliveryState::Accepted, "0", "Envoyé")
+        );
     }
 
     #[test]

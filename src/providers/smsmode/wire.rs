@@ -483,7 +483,7 @@ mod tests {
     }
 
     fn sms(reference: &str, to: &str, text: &str, sender: Option<&str>) -> OutgoingSms {
-        OutgoingSms::new(reference, 1, to, text).with_sender(sender)
+        crate::providers::test_sms(reference, 1, to, text).with_sender(sender)
     }
 
     fn pairs(body: &[u8]) -> Vec<(String, Vec<u8>)> {
