@@ -126,9 +126,15 @@ struct Args {
     #[arg(long, value_name = "ID")]
     run_id: Option<u64>,
 
-    /// Pad each `<sms>` text to BYTES bytes (a large-request run).
+    /// Pad each `<sms>` text to BYTES bytes (a large-request run; over
+    /// 10 000 characters the request is refused from the `<sms>` span).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     sms_bytes: usize,
+
+    /// Pad each message to about BYTES bytes with text after `</envoi>`:
+    /// a large message whose request is still valid (a memory run).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pad_bytes: usize,
 
     /// Write one line per measured message: emailId, index, result
     /// (`250`, `250-dup` for "already processed", another code,
@@ -188,6 +194,20 @@ struct MsgGen {
     date: String,
     /// `--sms-bytes`: pad each `<sms>` text to this many bytes (0: a short text).
     sms_bytes: usize,
+    /// `--pad-bytes`: text after `</envoi>` up to this many bytes (0: none).
+    pad_bytes: usize,
+}
+
+/// Appends lines of `y` (78 bytes with their CRLF) until `text` is about
+/// `bytes` long.
+fn pad_lines(text: &mut String, bytes: usize) {
+    if bytes > text.len() {
+        text.reserve(bytes - text.len());
+        while text.len() + 78 <= bytes {
+            text.push_str(&"y".repeat(76));
+            text.push_str("\r\n");
+        }
+    }
 }
 
 impl MsgGen {
@@ -244,6 +264,7 @@ impl MsgGen {
         }
         body.push_str(&format!("<emailId>{}</emailId>\r\n", xml_escape(email_id)));
         body.push_str("</envoi>\r\n");
+        pad_lines(&mut body, self.pad_bytes);
 
         let mut msg = String::with_capacity(1024);
         msg.push_str(&format!("From: <{}>\r\n", self.from));
@@ -1597,6 +1618,7 @@ async fn run(mut args: Args) -> Result<bool> {
         acks: args.acks,
         date: rfc5322_date(now.as_secs()),
         sms_bytes: args.sms_bytes,
+        pad_bytes: args.pad_bytes,
     });
     let plan = Plan {
         first: args.warmup,
@@ -1906,6 +1928,7 @@ mod tests {
             acks: true,
             date: rfc5322_date(0),
             sms_bytes: 0,
+            pad_bytes: 0,
         };
         let id = g.email_id(7);
         assert_eq!(id, "42-7");
@@ -1936,6 +1959,7 @@ mod tests {
             acks: false,
             date: rfc5322_date(0),
             sms_bytes: 1_000,
+            pad_bytes: 0,
         };
         let text = g.sms_text(3);
         assert_eq!(text.len(), 1_000);
