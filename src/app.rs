@@ -51,7 +51,9 @@ pub struct Core {
 impl Core {
     /// Opens the store and builds the pipeline.
     pub async fn open(config: &Config) -> Result<Core, StartError> {
-        crate::request::phone::warm_up();
+        if !crate::request::phone::warm_up() {
+            tracing::warn!("phone number metadata did not read a sample number as expected");
+        }
         let store = crate::store::open(&config.store).await?;
         let dispatch_wake = Arc::new(Notify::new());
         let replies_wake = Arc::new(Notify::new());

@@ -21,6 +21,7 @@ pub mod providers;
 pub mod replies;
 pub mod request;
 pub mod rules;
+pub mod secrets;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;

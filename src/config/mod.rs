@@ -61,7 +61,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_csv_lines: 100_000,
+            max_csv_lines: crate::request::DEFAULT_MAX_CSV_LINES,
         }
     }
 }
@@ -511,7 +511,7 @@ pub fn redact(message: &str) -> String {
     message
         .lines()
         .map(|line| {
-            let line = redact_url_passwords(line);
+            let line = crate::secrets::redact_urls_in(line);
             match line.split_once('=') {
                 Some((left, _))
                     if SECRET_KEYS.iter().any(|k| {
@@ -530,38 +530,7 @@ pub fn redact(message: &str) -> String {
         .join("\n")
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`, everywhere in
-/// `text`.
-fn redact_url_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        out.push_str(&rest[..i + 3]);
-        rest = &rest[i + 3..];
-        let end = rest
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        let authority = &rest[..end];
-        if let Some(at) = authority.rfind('@')
-            && let Some(colon) = authority[..at].find(':')
-        {
-            out.push_str(&authority[..=colon]);
-            out.push_str("***");
-            out.push_str(&authority[at..]);
-        } else {
-            out.push_str(authority);
-        }
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Shows the first four characters of a secret and hides the rest.
-pub fn mask(secret: &str) -> String {
-    let shown: String = secret.chars().take(4).collect();
-    format!("{shown}…")
-}
+pub use crate::secrets::mask;
 
 #[cfg(test)]
 mod tests {

@@ -142,31 +142,7 @@ impl TransportSpec {
     }
 }
 
-/// `url` with the password (anything between the first `:` of the userinfo
-/// and the last `@`) replaced by `***`, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let (prefix, rest) = match url.split_once("://") {
-        Some((scheme, _))
-            if scheme.eq_ignore_ascii_case("file") || scheme.eq_ignore_ascii_case("sendmail") =>
-        {
-            return url.to_owned();
-        }
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
-    if prefix.is_empty() {
-        // Not a URL at all: hide everything that could be credentials.
-        return format!("***@{host}");
-    }
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{prefix}{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use crate::secrets::redact_url;
 
 /// The part after `smtp://` or `smtps://`.
 fn parse_smtp(rest: &str, tls: bool) -> Result<SmtpSpec, ReplyError> {
