@@ -66,102 +66,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[accounts.NAME]`: one customer of the bridge.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountConfig {
-    /// The `<keyid>` that selects this account.
-    pub keyid: String,
-    /// Who may send for it: full addresses (`ops@example.com`) or whole
-    /// domains (`@example.com`), compared without case.
-    pub senders: Vec<String>,
-    /// Provider names, in failover order.
-    pub providers: Vec<String>,
-    /// The country national numbers are read in (ISO code).
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// The sender id used when an email gives no `<emetteur>`; providers
-    /// that need one (smsfactor) refuse SMS with neither (code 16).
-    #[serde(default)]
-    pub default_sender_id: Option<String>,
-    /// The sender ids an email may ask for with `<emetteur>`; empty: any
-    /// valid one (4 to 11 letters and digits, not only digits). Others get
-    /// code 33.
-    #[serde(default)]
-    pub sender_ids: Vec<String>,
-    /// Characters outside GSM-7: `auto` sends the SMS in UCS-2 (70
-    /// characters a segment), `transliterate` replaces them with the nearest
-    /// GSM-7 character (`ë` → `e`, 160 a segment).
-    #[serde(default)]
-    pub unicode: UnicodeMode,
-    /// The most segments one SMS may take when the email gives no
-    /// `<smslong>` (which may only lower it); longer texts are refused for
-    /// that recipient (code 999), never cut.
-    #[serde(default = "default_max_segments")]
-    pub max_segments: u32,
-    /// Commercial traffic: the STOP mention is appended when a sender id is
-    /// used, and quiet hours apply.
-    #[serde(default)]
-    pub commercial: bool,
-    /// The STOP mention appended to commercial SMS sent with a sender id,
-    /// e.g. `STOP SMS au 36111` (required when `commercial = true`).
-    #[serde(default)]
-    pub stop_text: Option<String>,
-    /// Whether `<nostop>1</nostop>` may remove the STOP mention (for
-    /// accounts whose traffic was approved as non-commercial in practice).
-    #[serde(default)]
-    pub nostop_allowed: bool,
-    /// Commercial SMS between 20:00 and 08:00 Paris time, on Sundays and
-    /// French public holidays: `reject` refuses them when the email arrives
-    /// (code 24, the spec's behaviour); `defer` keeps them and sends them at
-    /// the next allowed minute.
-    #[serde(default)]
-    pub quiet_hours: QuietHours,
-    /// Destination countries allowed (ISO codes); absent: all. Others get
-    /// code 27.
-    #[serde(default)]
-    pub countries: Option<Vec<String>>,
-    /// Keep a credit balance in the store, debited per segment sent
-    /// (`mail2sms credits add`); at 0, SMS are refused with code 12.
-    #[serde(default)]
-    pub credits: bool,
-    /// The most SMS accepted per rolling minute; beyond, code 29.
-    #[serde(default)]
-    pub max_per_minute: Option<u32>,
-    /// The most SMS accepted per day (Paris calendar day); beyond, code 29.
-    #[serde(default)]
-    pub max_per_day: Option<u32>,
-}
-
-/// `unicode` of an account.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnicodeMode {
-    /// Texts outside GSM-7 go in UCS-2.
-    #[default]
-    Auto,
-    /// Texts are brought to GSM-7.
-    Transliterate,
-}
-
-/// `quiet_hours` of an account.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuietHours {
-    /// Refused with code 24 when the email arrives in quiet hours.
-    #[default]
-    Reject,
-    /// Kept and sent at the next allowed minute.
-    Defer,
-}
-
-fn default_max_segments() -> u32 {
-    6
-}
-
-fn default_region() -> String {
-    "FR".into()
-}
+pub use crate::rules::account::{AccountConfig, QuietHours, UnicodeMode};
 
 /// Why a configuration cannot be used. Every message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -224,49 +129,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot: each part checks its own table,
+    /// this checks what crosses tables (keyids unique across accounts,
+    /// providers that exist).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.smtp.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "smtp.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:2525",
-                    self.smtp.listen
-                ),
-            ));
-        }
-        if self.smtp.domains.is_empty() {
-            return Err(invalid("smtp.domains", "at least one domain is needed"));
-        }
+        self.smtp.validate().map_err(|(k, r)| invalid(k, r))?;
         if let Err(crate::replies::ReplyError::Config { key, reason }) = self.replies.validate() {
             return Err(invalid(key, reason));
-        }
-        if self.smtp.idle_timeout_secs == 0 {
-            return Err(invalid("smtp.idle_timeout_secs", "must be at least 1"));
-        }
-        if self.smtp.data_timeout_secs == 0 {
-            return Err(invalid("smtp.data_timeout_secs", "must be at least 1"));
-        }
-        if self.smtp.max_message_size > u32::MAX as usize {
-            return Err(invalid(
-                "smtp.max_message_size",
-                "must be at most 4294967295",
-            ));
-        }
-        if self.smtp.max_buffered_bytes < self.smtp.max_message_size {
-            return Err(invalid(
-                "smtp.max_buffered_bytes",
-                "must be at least smtp.max_message_size, or the largest messages could never be accepted",
-            ));
-        }
-        if self.smtp.max_connections == 0 {
-            return Err(invalid("smtp.max_connections", "must be at least 1"));
-        }
-        if self.smtp.max_connections_per_ip == 0 {
-            return Err(invalid("smtp.max_connections_per_ip", "must be at least 1"));
-        }
-        if self.smtp.max_session_secs == 0 {
-            return Err(invalid("smtp.max_session_secs", "must be at least 1"));
         }
         if self.accounts.is_empty() {
             return Err(invalid("accounts", "at least one account is needed"));
@@ -281,23 +150,7 @@ impl Config {
             if !keyids.insert(account.keyid.trim()) {
                 return Err(invalid(key("keyid"), "another account has the same keyid"));
             }
-            if account.senders.is_empty() {
-                return Err(invalid(
-                    key("senders"),
-                    "at least one address or @domain is needed",
-                ));
-            }
-            for sender in &account.senders {
-                if !crate::rules::valid_sender_rule(sender) {
-                    return Err(invalid(
-                        key("senders"),
-                        format!("`{sender}` is neither an address nor @domain"),
-                    ));
-                }
-            }
-            if account.providers.is_empty() {
-                return Err(invalid(key("providers"), "at least one provider is needed"));
-            }
+            account.validate().map_err(|(k, r)| invalid(key(k), r))?;
             for provider in &account.providers {
                 if !self.providers.contains_key(provider) {
                     return Err(invalid(
@@ -305,81 +158,6 @@ impl Config {
                         format!("no provider named `{provider}` in [providers]"),
                     ));
                 }
-            }
-            if let Some(id) = &account.default_sender_id
-                && let Err(reason) = crate::rules::check_sender_id(id)
-            {
-                return Err(invalid(key("default_sender_id"), reason));
-            }
-            for id in &account.sender_ids {
-                if let Err(reason) = crate::rules::check_sender_id(id) {
-                    return Err(invalid(key("sender_ids"), format!("`{id}`: {reason}")));
-                }
-            }
-            if let Some(id) = &account.default_sender_id
-                && !account.sender_ids.is_empty()
-                && !account.sender_ids.contains(id)
-            {
-                return Err(invalid(
-                    key("default_sender_id"),
-                    "must be one of sender_ids",
-                ));
-            }
-            if !(1..=255).contains(&account.max_segments) {
-                return Err(invalid(key("max_segments"), "must be between 1 and 255"));
-            }
-            if account.commercial
-                && account
-                    .stop_text
-                    .as_deref()
-                    .is_none_or(|t| t.trim().is_empty())
-            {
-                return Err(invalid(
-                    key("stop_text"),
-                    "commercial accounts need the STOP mention, e.g. \"STOP SMS au 36111\"",
-                ));
-            }
-            if let Some(stop) = account.stop_text.as_deref().filter(|_| account.commercial) {
-                if account.unicode == UnicodeMode::Auto && !crate::gsm::is_gsm7(stop) {
-                    return Err(invalid(
-                        key("stop_text"),
-                        "has characters outside GSM-7 (curly quotes, accents like ê): every commercial SMS would go in UCS-2, 70 characters a segment; write it in GSM-7 or set unicode = \"transliterate\"",
-                    ));
-                }
-                if crate::gsm::segments(&format!("x {stop}")).count > account.max_segments {
-                    return Err(invalid(
-                        key("stop_text"),
-                        "leaves no room for the message within max_segments",
-                    ));
-                }
-            }
-            if let Some(countries) = &account.countries {
-                if countries.is_empty() {
-                    return Err(invalid(
-                        key("countries"),
-                        "an empty list would refuse every number; remove the key to allow all",
-                    ));
-                }
-                for c in countries {
-                    if !crate::request::phone::is_valid_region(c) {
-                        return Err(invalid(
-                            key("countries"),
-                            format!("`{c}` is not a country code like FR"),
-                        ));
-                    }
-                }
-            }
-            if account.max_per_minute == Some(0) {
-                return Err(invalid(key("max_per_minute"), "must be at least 1"));
-            }
-            if account.max_per_day == Some(0) {
-                return Err(invalid(key("max_per_day"), "must be at least 1"));
-            }
-            if !crate::request::phone::is_valid_region(&account.region) {
-                return Err(invalid(
-                    key("region"),
-                    format!("`{}` is not a country code like FR", account.region),
-                ));
             }
         }
         for (name, provider) in &self.providers {

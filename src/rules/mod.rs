@@ -7,12 +7,13 @@
 //! each send (`dispatch`): quiet hours in `defer` mode, the opt-out list
 //! (11) and credits (12), since those can change while an SMS waits.
 
+pub mod account;
 pub mod volume;
 
 use crate::codes::Code;
-use crate::config::{AccountConfig, UnicodeMode};
 use crate::gsm;
 use crate::logsafe::Safe;
+pub use account::{AccountConfig, QuietHours, UnicodeMode};
 
 pub use crate::address::Mailbox;
 

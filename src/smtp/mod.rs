@@ -8,6 +8,7 @@
 //! types and the accept loop.
 
 mod budget;
+mod config;
 mod data;
 mod line;
 mod protocol;
@@ -22,13 +23,13 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use budget::Budget;
 pub use budget::{GrowError, HANDLING_FACTOR, Share};
+pub use config::SmtpConfig;
 use session::Session;
 
 /// How long [`run`] waits for sessions in progress once shutdown is asked.
@@ -50,70 +51,6 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// /64 is the smallest network given to one subscriber, and one host can take
 /// as many addresses in it as it likes.
 const IPV6_PREFIX_BITS: u32 = 64;
-
-/// Configuration of the SMTP listener (the `[smtp]` table of the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
-    /// Address to listen on (used by the caller that binds the listener).
-    pub listen: String,
-    /// Our name, sent in the greeting and the HELO/EHLO replies.
-    pub hostname: String,
-    /// Recipient domains we accept mail for (case-insensitive); anything else
-    /// is refused so that we are never an open relay.
-    pub domains: Vec<String>,
-    /// Simultaneous connections; clients beyond it get a 421 at once.
-    pub max_connections: usize,
-    /// Simultaneous connections from one client address (an IPv6 /64 counts
-    /// as one address, loopback too); more get a `421 4.7.0` at once. Without
-    /// it one client could hold every `max_connections` slot (issue 8).
-    pub max_connections_per_ip: usize,
-    /// Seconds a session may last: past them its next command gets a
-    /// `421 4.4.2` and the connection is closed, so that a client cannot hold
-    /// its slots forever by sending a NOOP before each idle timeout (issue 8).
-    pub max_session_secs: u64,
-    /// Longest command line in bytes, CRLF included; longer ones get a 500.
-    pub max_line_length: usize,
-    /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
-    pub max_message_size: usize,
-    /// Most bytes of message buffers all sessions together may hold (buffers
-    /// still being received and those being handled). `max_message_size`
-    /// only bounds one connection: without this, `max_connections` clients
-    /// could make the daemon buffer gigabytes. Beyond it, messages get a
-    /// transient `452 4.3.1` and their senders retry later. It also pays for
-    /// handling: each finished message takes `HANDLING_FACTOR` times its size
-    /// more while it is handled, and buffers leave `HANDLING_FACTOR` + 1
-    /// maximal messages of it to handling.
-    pub max_buffered_bytes: usize,
-    /// Most recipients in one transaction; more get a 452.
-    pub max_recipients: usize,
-    /// Seconds a single read (or write) may wait before the client is dropped.
-    pub idle_timeout_secs: u64,
-    /// Seconds the whole DATA phase of one message may take (RFC 5321
-    /// suggests 10 minutes): a client trickling bytes would otherwise hold
-    /// its share of `max_buffered_bytes` for as long as it likes.
-    pub data_timeout_secs: u64,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:2525".into(),
-            hostname: "localhost".into(),
-            domains: vec!["localhost".into()],
-            max_connections: 1024,
-            // Above the 20 parallel connections a Postfix relay opens by default.
-            max_connections_per_ip: 100,
-            max_session_secs: 600,
-            max_line_length: 4096,
-            max_message_size: 25 * 1024 * 1024,
-            max_buffered_bytes: 256 * 1024 * 1024,
-            max_recipients: 100,
-            idle_timeout_secs: 300,
-            data_timeout_secs: 600,
-        }
-    }
-}
 
 /// The envelope of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,106 @@
+//! The `[smtp]` table: where to listen, and the limits every session
+//! keeps.
+
+use serde::Deserialize;
+
+/// Configuration of the SMTP listener (the `[smtp]` table of the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Address to listen on (used by the caller that binds the listener).
+    pub listen: String,
+    /// Our name, sent in the greeting and the HELO/EHLO replies.
+    pub hostname: String,
+    /// Recipient domains we accept mail for (case-insensitive); anything else
+    /// is refused so that we are never an open relay.
+    pub domains: Vec<String>,
+    /// Simultaneous connections; clients beyond it get a 421 at once.
+    pub max_connections: usize,
+    /// Simultaneous connections from one client address (an IPv6 /64 counts
+    /// as one address, loopback too); more get a `421 4.7.0` at once. Without
+    /// it one client could hold every `max_connections` slot (issue 8).
+    pub max_connections_per_ip: usize,
+    /// Seconds a session may last: past them its next command gets a
+    /// `421 4.4.2` and the connection is closed, so that a client cannot hold
+    /// its slots forever by sending a NOOP before each idle timeout (issue 8).
+    pub max_session_secs: u64,
+    /// Longest command line in bytes, CRLF included; longer ones get a 500.
+    pub max_line_length: usize,
+    /// Largest message in bytes (after dot-unstuffing); advertised in SIZE.
+    pub max_message_size: usize,
+    /// Most bytes of message buffers all sessions together may hold (buffers
+    /// still being received and those being handled). `max_message_size`
+    /// only bounds one connection: without this, `max_connections` clients
+    /// could make the daemon buffer gigabytes. Beyond it, messages get a
+    /// transient `452 4.3.1` and their senders retry later. It also pays for
+    /// handling: each finished message takes `HANDLING_FACTOR` times its size
+    /// more while it is handled, and buffers leave `HANDLING_FACTOR` + 1
+    /// maximal messages of it to handling.
+    pub max_buffered_bytes: usize,
+    /// Most recipients in one transaction; more get a 452.
+    pub max_recipients: usize,
+    /// Seconds a single read (or write) may wait before the client is dropped.
+    pub idle_timeout_secs: u64,
+    /// Seconds the whole DATA phase of one message may take (RFC 5321
+    /// suggests 10 minutes): a client trickling bytes would otherwise hold
+    /// its share of `max_buffered_bytes` for as long as it likes.
+    pub data_timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2525".into(),
+            hostname: "localhost".into(),
+            domains: vec!["localhost".into()],
+            max_connections: 1024,
+            // Above the 20 parallel connections a Postfix relay opens by default.
+            max_connections_per_ip: 100,
+            max_session_secs: 600,
+            max_line_length: 4096,
+            max_message_size: 25 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_recipients: 100,
+            idle_timeout_secs: 300,
+            data_timeout_secs: 600,
+        }
+    }
+}
+
+impl SmtpConfig {
+    /// Checks what the types alone cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "smtp.listen",
+                format!("`{}` is not an address like 127.0.0.1:2525", self.listen),
+            ));
+        }
+        if self.domains.is_empty() {
+            return Err(("smtp.domains", "at least one domain is needed".into()));
+        }
+        if self.max_message_size > u32::MAX as usize {
+            return Err(("smtp.max_message_size", "must be at most 4294967295".into()));
+        }
+        if self.max_buffered_bytes < self.max_message_size {
+            return Err((
+                "smtp.max_buffered_bytes",
+                "must be at least smtp.max_message_size, or the largest messages could never be accepted".into(),
+            ));
+        }
+        let at_least_one = [
+            ("smtp.idle_timeout_secs", self.idle_timeout_secs == 0),
+            ("smtp.data_timeout_secs", self.data_timeout_secs == 0),
+            ("smtp.max_connections", self.max_connections == 0),
+            (
+                "smtp.max_connections_per_ip",
+                self.max_connections_per_ip == 0,
+            ),
+            ("smtp.max_session_secs", self.max_session_secs == 0),
+        ];
+        match at_least_one.into_iter().find(|(_, zero)| *zero) {
+            Some((key, _)) => Err((key, "must be at least 1".into())),
+            None => Ok(()),
+        }
+    }
+}
