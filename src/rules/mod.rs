@@ -187,8 +187,8 @@ pub fn prepare_text(
 
 #[cfg(test)]
 mod tests {
+    use super::QuietHours;
     use super::*;
-    use crate::config::QuietHours;
 
     fn account() -> AccountConfig {
         AccountConfig {

@@ -44,8 +44,6 @@ pub(super) async fn accept_all(
     let mut results: Vec<Option<Accepted>> = vec![None; requests.len()];
     // Acks to queue: (position, code).
     let mut acks: Vec<(usize, AckCode)> = Vec::new();
-
-    // 1. The requests themselves; the unique key de-duplicates.
     let with_id: Vec<usize> = (0..requests.len())
         .filter(|&i| {
             let has_id = requests[i].email_id.is_some();
@@ -56,8 +54,49 @@ pub(super) async fn accept_all(
             has_id
         })
         .collect();
-    // (account, emailId) → id of the rows actually inserted.
-    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
+    let mut new_ids = insert_requests(conn, requests, &with_id, now).await?;
+    // Which are new (the first of each key) and which are duplicates.
+    let mut new_requests: Vec<(usize, i64)> = Vec::new();
+    for &i in &with_id {
+        let r = requests[i];
+        let key = (r.account.clone(), r.email_id.clone().unwrap_or_default());
+        let (result, ack) = match new_ids.remove(&key) {
+            Some(request_id) => {
+                new_requests.push((i, request_id));
+                let jobs = queued_count(r);
+                (Accepted::Queued { request_id, jobs }, AckCode::Processed)
+            }
+            None => (Accepted::Duplicate, AckCode::Duplicate),
+        };
+        results[i] = Some(result);
+        acks.push((i, ack));
+    }
+    insert_jobs(conn, requests, &new_requests, now).await?;
+    insert_acks(conn, requests, &acks, now).await?;
+    // etatNot at once for a request with nothing to send.
+    for &(i, request_id) in &new_requests {
+        let r = requests[i];
+        if queued_count(r) == 0
+            && let (Some(to), Some(email_id)) = (&r.email_not, &r.email_id)
+        {
+            insert_not(conn, request_id, to, email_id, now).await?;
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Accepted::Duplicate))
+        .collect())
+}
+
+/// Inserts the requests at positions `with_id`; the unique key
+/// de-duplicates. Returns (account, emailId) → id of the rows inserted.
+async fn insert_requests(
+    conn: &mut SqliteConnection,
+    requests: &[&NewRequest],
+    with_id: &[usize],
+    now: Millis,
+) -> Result<HashMap<(String, String), i64>, StoreError> {
+    let mut new_ids = HashMap::new();
     for chunk in with_id.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::new(
             "INSERT INTO requests (account, email_id, received_at, message_id, mail_from,
@@ -89,29 +128,16 @@ pub(super) async fn accept_all(
             new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
         }
     }
+    Ok(new_ids)
+}
 
-    // 2. Which are new (the first of each key) and which are duplicates.
-    let mut new_requests: Vec<(usize, i64)> = Vec::new();
-    for &i in &with_id {
-        let r = requests[i];
-        let key = (r.account.clone(), r.email_id.clone().unwrap_or_default());
-        match new_ids.remove(&key) {
-            Some(request_id) => {
-                new_requests.push((i, request_id));
-                results[i] = Some(Accepted::Queued {
-                    request_id,
-                    jobs: queued_count(r),
-                });
-                acks.push((i, AckCode::Processed));
-            }
-            None => {
-                results[i] = Some(Accepted::Duplicate);
-                acks.push((i, AckCode::Duplicate));
-            }
-        }
-    }
-
-    // 3. Their jobs, one row per recipient.
+/// Inserts the jobs of the new requests, one row per recipient.
+async fn insert_jobs(
+    conn: &mut SqliteConnection,
+    requests: &[&NewRequest],
+    new_requests: &[(usize, i64)],
+    now: Millis,
+) -> Result<(), StoreError> {
     let rows: Vec<(i64, &NewRequest, usize, &NewMessage)> = new_requests
         .iter()
         .flat_map(|&(i, request_id)| {
@@ -158,10 +184,19 @@ pub(super) async fn accept_all(
         });
         insert.build().execute(&mut *conn).await?;
     }
+    Ok(())
+}
 
-    // 4. etatAck for every email that asked for one.
+/// Queues an etatAck for every email that asked for one.
+async fn insert_acks(
+    conn: &mut SqliteConnection,
+    requests: &[&NewRequest],
+    acks: &[(usize, AckCode)],
+    now: Millis,
+) -> Result<(), StoreError> {
     let acks: Vec<(usize, AckCode)> = acks
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&(i, _)| requests[i].email_ack.is_some())
         .collect();
     for chunk in acks.chunks(ROWS_PER_INSERT) {
@@ -181,20 +216,7 @@ pub(super) async fn accept_all(
         });
         insert.build().execute(&mut *conn).await?;
     }
-
-    // 5. etatNot at once for a request with nothing to send.
-    for &(i, request_id) in &new_requests {
-        let r = requests[i];
-        if queued_count(r) == 0
-            && let (Some(to), Some(email_id)) = (&r.email_not, &r.email_id)
-        {
-            insert_not(conn, request_id, to, email_id, now).await?;
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or(Accepted::Duplicate))
-        .collect())
+    Ok(())
 }
 
 /// SMS a request queues: valid numbers, repeats excepted.
