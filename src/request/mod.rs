@@ -14,6 +14,7 @@ mod csv;
 mod envoi;
 pub mod limits;
 pub mod phone;
+mod reader;
 mod text;
 
 use crate::codes::Code;
@@ -21,6 +22,7 @@ use crate::logsafe::Safe;
 use crate::mail::{Attachment, ParsedMail};
 
 pub use phone::{PhoneNumber, is_valid_region, warm_up};
+pub use reader::{Envelope, EnvoiReader, Readers, RequestHead, RequestReader};
 
 /// At most this many `numX` in one `<envoi>` (spec §2; code 23 beyond).
 pub const MAX_NUMBERS: usize = 500;
@@ -178,6 +180,14 @@ pub enum RequestError {
         /// The line where reading failed (1-based, 0 if unknown).
         line: u64,
     },
+}
+
+impl RequestError {
+    /// The email holds no request of the kind its reader reads (rather
+    /// than a broken one): another [`RequestReader`] may read it.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, RequestError::NoEnvoi | RequestError::HtmlOnly)
+    }
 }
 
 /// `num` or `numX`, as the sender would write it.
