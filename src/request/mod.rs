@@ -1,7 +1,9 @@
 //! From a parsed email to a send request: the `<envoi>` block of the body
 //! ([`envoi`]), or its attachment form ([`csv`]), interpreted into a
 //! [`Request`]; then [`resolve`] turns the recipients into phone numbers for
-//! one account's default region ([`phone`]).
+//! one account's default region ([`phone`]). The pipeline reads requests
+//! through one interface, [`RequestReader`] (`reader.rs`, the ingress
+//! seam), of which `<envoi>` ([`EnvoiReader`]) is the first implementation.
 //!
 //! Two kinds of failure, as the protocol has them:
 //! * the email cannot be read as a request at all (no `<envoi>`, no keyid, a
