@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use mail2sms::app;
 use mail2sms::config::Config;
+use mail2sms::request::Envelope;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +25,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Process one message read on standard input, as SMTP would (for an
-    /// MTA's pipe transport or a cron job). Exit codes follow sysexits:
+    /// MTA's pipe transport or a cron job), like sendmail:
+    /// `deliver [-f SENDER] [RECIPIENT...]`. Exit codes follow sysexits:
     /// 0 accepted, 65 unreadable request, 77 not allowed, 75 try again later.
     Deliver {
         /// The configuration file.
@@ -33,6 +35,9 @@ enum Command {
         /// The envelope sender (used when the message has no From: header).
         #[arg(long, short = 'f', default_value = "")]
         from: String,
+        /// The envelope recipients, as an MTA passes them (Postfix:
+        /// `${recipient}`); optional for `<envoi>` mail.
+        recipients: Vec<String>,
     },
     /// Validate a configuration file and print a summary (no secrets).
     CheckConfig {
@@ -210,7 +215,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deliver { config, from } => {
+        Command::Deliver {
+            config,
+            from,
+            recipients,
+        } => {
             let config = load(config.as_deref())?;
             let max = config.smtp.max_message_size;
             let mut raw = Vec::new();
@@ -229,7 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(75)); // EX_TEMPFAIL: the MTA retries
                 }
             };
-            let verdict = core.pipeline.process(&from, raw).await;
+            let envelope = Envelope {
+                mail_from: from,
+                recipients,
+                ..Envelope::default()
+            };
+            let verdict = core.pipeline.process(&envelope, raw).await;
             let (code, enhanced, text) = verdict.smtp_reply();
             if verdict.exit_code() == 0 {
                 println!("{code} {enhanced} {text}");

@@ -149,6 +149,63 @@ async fn deliver_stores_the_request_for_the_daemon_to_send() {
     );
 }
 
+/// `mail2sms deliver --config FILE ARGS… < message`: sendmail's arguments.
+fn deliver_with(dir: &Path, config: &Path, args: &[&str], message: &[u8]) -> Output {
+    let mut all = vec!["deliver", "--config", config.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    mail2sms(&all, dir, message)
+}
+
+/// `email` without its `From:` header: the envelope sender stands in.
+fn without_from(email: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(email.to_vec()).expect("utf-8");
+    let (from, rest) = text.split_once("\r\n").expect("a From: line first");
+    assert!(from.starts_with("From: "), "{from}");
+    rest.as_bytes().to_vec()
+}
+
+#[test]
+fn deliver_takes_the_recipients_as_arguments_like_sendmail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    // As Postfix's pipe runs it: -f ${sender} ${recipient}.
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "rcpt-1"));
+    let args = ["-f", "ops@masociete.com", "sms@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &args, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("(1 SMS)"), "{}", describe(&out));
+    // Several recipients, and the null sender (an empty -f).
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "rcpt-2"));
+    let args = ["-f", "", "sms@sms.example.com", "other@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &args, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Recipients stay optional for <envoi> mail.
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "rcpt-3"));
+    let out = deliver_with(dir.path(), &config, &[], &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn deliver_checks_the_envelope_sender_of_f_when_there_is_no_from_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    let email = |id: &str| {
+        without_from(&plain_email(
+            "ops@masociete.com",
+            &envoi("0601020304", "x", id),
+        ))
+    };
+    let allowed = ["-f", "ops@masociete.com", "sms@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &allowed, &email("f-1"));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stranger = ["-f", "intruder@evil.example", "sms@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &stranger, &email("f-2"));
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(stderr(&out).contains("550 5.7.1"), "{}", describe(&out));
+    let out = deliver_with(dir.path(), &config, &["sms@sms.example.com"], &email("f-3"));
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+}
+
 #[test]
 fn deliver_without_envoi_exits_65() {
     let dir = tempfile::tempdir().expect("tempdir");

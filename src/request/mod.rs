@@ -1,7 +1,9 @@
 //! From a parsed email to a send request: the `<envoi>` block of the body
 //! ([`envoi`]), or its attachment form ([`csv`]), interpreted into a
 //! [`Request`]; then [`resolve`] turns the recipients into phone numbers for
-//! one account's default region ([`phone`]).
+//! one account's default region ([`phone`]). The pipeline reads requests
+//! through one interface, [`RequestReader`] (`reader.rs`, the ingress
+//! seam), of which `<envoi>` ([`EnvoiReader`]) is the first implementation.
 //!
 //! Two kinds of failure, as the protocol has them:
 //! * the email cannot be read as a request at all (no `<envoi>`, no keyid, a
@@ -14,6 +16,7 @@ mod csv;
 mod envoi;
 pub mod limits;
 pub mod phone;
+mod reader;
 mod text;
 
 use crate::codes::Code;
@@ -21,6 +24,7 @@ use crate::logsafe::Safe;
 use crate::mail::{Attachment, ParsedMail};
 
 pub use phone::{PhoneNumber, is_valid_region, warm_up};
+pub use reader::{Envelope, EnvoiReader, Readers, RequestHead, RequestReader};
 
 /// At most this many `numX` in one `<envoi>` (spec §2; code 23 beyond).
 pub const MAX_NUMBERS: usize = 500;
@@ -182,6 +186,14 @@ pub enum RequestError {
         /// The line where reading failed (1-based, 0 if unknown).
         line: u64,
     },
+}
+
+impl RequestError {
+    /// The email holds no request of the kind its reader reads (rather
+    /// than a broken one): another [`RequestReader`] may read it.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, RequestError::NoEnvoi | RequestError::HtmlOnly)
+    }
 }
 
 /// `num` or `numX`, as the sender would write it.

@@ -63,6 +63,9 @@ pub struct Envelope {
     pub helo: String,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The user the client authenticated as (SMTP AUTH), which can name an
+    /// account without a keyid; `None` without AUTH (not offered yet).
+    pub auth_user: Option<String>,
 }
 
 /// A reply the handler wants sent at end of DATA.

@@ -249,6 +249,7 @@ impl Protocol {
             rcpt_to: std::mem::take(&mut self.rcpt_to),
             helo: self.helo.clone().unwrap_or_default(),
             peer: self.peer,
+            auth_user: None,
         };
         let size = self.data.size();
         let (code, enhanced, text) = match self.data.take() {

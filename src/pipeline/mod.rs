@@ -1,0 +1,358 @@
+//! From one received email to one decision: the single path shared by SMTP
+//! and `mail2sms deliver`.
+//!
+//! The decision is made before the client gets an answer, in named stages
+//! ([`Pipeline::process_within`]): read the request (through the ingress
+//! seam, [`crate::request::RequestReader`]), check who may send, admit its
+//! memory, build it, apply the account's rules, apply its sending limits,
+//! store it; only then is it [`Verdict::Queued`] (SMTP `250`).
+
+mod admit;
+mod checks;
+mod keyring;
+mod verdict;
+
+use crate::config::Config;
+use crate::request::{Envelope, Limits, Readers, Request, RequestHead};
+use crate::rules::volume::{self, Volume};
+use crate::smtp::Share;
+use crate::store::{Accepted, NewRequest, RequestBody, Store};
+use crate::{logsafe::Safe, rules};
+use admit::{Admitted, Ingress};
+use jiff::Timestamp;
+use keyring::{Account, Keyring};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+pub use verdict::Verdict;
+
+/// Messages at least this large are parsed on the blocking pool, so a big
+/// `mobiles.csv` never stalls other SMTP sessions.
+const PARSE_INLINE_MAX: usize = 64 * 1024;
+
+/// The one refusal for an unknown keyid and for a sender not allowed for
+/// the keyid: the same bytes for both, so that a stranger cannot learn
+/// whether a keyid exists (issue 8). The log tells which.
+pub const NOT_AUTHORIZED: &str = "not authorized (keyid or sender)";
+
+/// How many characters of an unknown keyid the log shows: enough to spot a
+/// typo, too few to give a key away.
+const KEYID_SHOWN: usize = 4;
+
+/// Turns emails into stored requests.
+pub struct Pipeline {
+    /// Accounts, readers and limits (shared with the blocking pool for big
+    /// messages).
+    ingress: Arc<Ingress>,
+    /// Where requests go.
+    store: Arc<dyn Store>,
+    /// Wakes the dispatcher when new SMS are queued.
+    dispatch_wake: Arc<Notify>,
+    /// Wakes the reply sender when new replies are queued.
+    replies_wake: Arc<Notify>,
+    /// The accounts' sending limits (code 29).
+    volume: Volume,
+    /// The time rules are checked at.
+    clock: crate::clock::Clock,
+}
+
+impl Pipeline {
+    /// A pipeline for this configuration and store, reading the protocol's
+    /// requests ([`Readers::standard`]).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        dispatch_wake: Arc<Notify>,
+        replies_wake: Arc<Notify>,
+    ) -> Pipeline {
+        let readers = Readers::standard();
+        Pipeline::with_readers(config, store, dispatch_wake, replies_wake, readers)
+    }
+
+    /// [`Pipeline::new`] reading requests with `readers`, tried in order.
+    pub fn with_readers(
+        config: &Config,
+        store: Arc<dyn Store>,
+        dispatch_wake: Arc<Notify>,
+        replies_wake: Arc<Notify>,
+        readers: Readers,
+    ) -> Pipeline {
+        Pipeline {
+            ingress: Arc::new(Ingress {
+                keyring: Keyring::new(&config.accounts),
+                readers,
+                limits: Limits {
+                    max_csv_lines: config.limits.max_csv_lines,
+                },
+            }),
+            store,
+            dispatch_wake,
+            replies_wake,
+            clock: config.clock.clone(),
+            volume: Volume::new(config.accounts.iter().map(|(name, a)| {
+                (
+                    name.clone(),
+                    volume::Limits {
+                        per_minute: a.max_per_minute,
+                        per_day: a.max_per_day,
+                    },
+                )
+            })),
+        }
+    }
+
+    /// Seeds the sending-limit counters with what the store already holds
+    /// (SMS queued today and in the last minute), so a restart does not
+    /// reset them.
+    pub async fn seed_limits(&self) -> Result<(), crate::store::StoreError> {
+        if self.volume.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let day_start = Volume::day_start(now).as_millisecond();
+        let minute_start = now.as_millisecond() - 60_000;
+        let today = self.store.queued_since(day_start).await?;
+        let minute: HashMap<String, u64> = self
+            .store
+            .queued_since(minute_start.max(day_start))
+            .await?
+            .into_iter()
+            .collect();
+        for (account, day) in today {
+            let last_minute = minute.get(&account).copied().unwrap_or(0);
+            self.volume.seed(&account, last_minute, day, now);
+        }
+        Ok(())
+    }
+
+    /// Processes one email: `envelope` says how it came, `raw` is the
+    /// message as received. Its memory is not bounded: for one message at
+    /// a time (`mail2sms deliver`).
+    pub async fn process(&self, envelope: &Envelope, raw: Vec<u8>) -> Verdict {
+        self.process_within(envelope, raw, &mut Share::unbounded())
+            .await
+    }
+
+    /// [`Pipeline::process`] within `share` of the SMTP byte budget, which
+    /// already pays for parsing and grows for the request's expansion
+    /// (issue 8). Nothing but the request's head is read before the
+    /// account and the sender are checked.
+    pub async fn process_within(
+        &self,
+        envelope: &Envelope,
+        raw: Vec<u8>,
+        share: &mut Share,
+    ) -> Verdict {
+        match self.stages(envelope, raw, share).await {
+            Ok(verdict) | Err(verdict) => verdict,
+        }
+    }
+
+    /// The stages, in order; an early verdict ends them.
+    async fn stages(
+        &self,
+        envelope: &Envelope,
+        raw: Vec<u8>,
+        share: &mut Share,
+    ) -> Result<Verdict, Verdict> {
+        let big = raw.len() >= PARSE_INLINE_MAX;
+        let admitted = self.read_and_authorize(big, envelope, raw).await?;
+        admit::reserve(share, &admitted.account, admitted.bound)?;
+        let Admitted {
+            account,
+            sender,
+            mail,
+            head,
+            ..
+        } = admitted;
+        let message_id = mail.message_id.clone();
+        let mut request = self.build(big, head, mail).await?;
+        let now = self.clock.now();
+        let (sender_id, body) = self.apply_rules(big, &account, &mut request, now).await?;
+        let mut new = NewRequest {
+            account: account.name.clone(),
+            email_id: request.email_id,
+            message_id,
+            mail_from: sender,
+            sender_id,
+            tracker: request.tracker,
+            email_ack: request.email_ack,
+            email_not: request.email_not,
+            body,
+        };
+        let taken = self.apply_limits(&account, &mut new, now);
+        Ok(self.store(&account, new, taken).await)
+    }
+
+    /// Reads the request's head and checks who may send (on the blocking
+    /// pool when `big`).
+    async fn read_and_authorize(
+        &self,
+        big: bool,
+        envelope: &Envelope,
+        raw: Vec<u8>,
+    ) -> Result<Admitted, Verdict> {
+        let ingress = self.ingress.clone();
+        let envelope = envelope.clone();
+        offload(big, "reading a message", move || {
+            ingress.admit(&raw, &envelope)
+        })
+        .await?
+    }
+
+    /// Builds the whole request from its head (attachments, recipients).
+    async fn build(
+        &self,
+        big: bool,
+        head: Box<dyn RequestHead>,
+        mail: crate::mail::ParsedMail,
+    ) -> Result<Request, Verdict> {
+        let limits = self.ingress.limits;
+        offload(big, "reading a message", move || head.build(&mail, &limits))
+            .await?
+            .map_err(|e| Verdict::Unreadable(e.to_string()))
+    }
+
+    /// The account's rules: its sender id, then each recipient's number,
+    /// country and text. Takes the recipients out of `request`.
+    async fn apply_rules(
+        &self,
+        big: bool,
+        account: &Account,
+        request: &mut Request,
+        now: Timestamp,
+    ) -> Result<(Option<String>, RequestBody), Verdict> {
+        let sender_id = rules::sender_id(&account.config, request.sender_id.as_deref());
+        let refuse_all = checks::refusal_of_all(&account.config, &sender_id, now);
+        let sender_id = sender_id.unwrap_or(None);
+        let options = rules::TextOptions {
+            has_sender_id: sender_id.is_some(),
+            nostop: request.nostop,
+            smslong: request.smslong,
+        };
+        let recipients = match std::mem::replace(&mut request.recipients, Ok(Vec::new())) {
+            Err(code) => return Ok((sender_id, RequestBody::Refused(code))),
+            Ok(recipients) => recipients,
+        };
+        let config = account.config.clone();
+        // A long mobiles.csv means many number parses: off the async
+        // workers, like its parsing.
+        let messages = offload(big, "resolving numbers", move || {
+            checks::check_recipients(&config, recipients, refuse_all.as_ref(), options)
+        })
+        .await?;
+        Ok((sender_id, RequestBody::Messages(messages)))
+    }
+
+    /// The account's sending limits (29) over the SMS `new` would queue, in
+    /// order: returns how many it took.
+    fn apply_limits(&self, account: &Account, new: &mut NewRequest, now: Timestamp) -> usize {
+        let RequestBody::Messages(messages) = &mut new.body else {
+            return 0;
+        };
+        let taken = self
+            .volume
+            .take(&account.name, checks::sendable(messages).count(), now);
+        checks::refuse_over_limit(account, messages, taken);
+        checks::log_refusals(&account.name, new.email_id.as_deref(), messages);
+        taken
+    }
+
+    /// Commits `new` and gives back the `taken` sending limit it did not
+    /// use (a duplicate, a failure).
+    async fn store(&self, account: &Account, new: NewRequest, taken: usize) -> Verdict {
+        let email_id = new.email_id.clone();
+        let accepted = self.store.accept(new).await;
+        let queued = match &accepted {
+            Ok(Accepted::Queued { jobs, .. }) => *jobs,
+            _ => 0,
+        };
+        self.volume
+            .give_back(&account.name, taken.saturating_sub(queued));
+        match accepted {
+            Ok(accepted) => {
+                self.replies_wake.notify_one();
+                self.verdict_of(account, accepted, email_id)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a request");
+                Verdict::Unavailable("cannot store the request now, try again later".to_string())
+            }
+        }
+    }
+
+    /// The verdict of a stored request.
+    fn verdict_of(
+        &self,
+        account: &Account,
+        accepted: Accepted,
+        email_id: Option<String>,
+    ) -> Verdict {
+        match accepted {
+            Accepted::Queued { request_id, jobs } => {
+                if jobs > 0 {
+                    self.dispatch_wake.notify_one();
+                }
+                tracing::debug!(account = %account.name, request_id, jobs, "request queued");
+                Verdict::Queued { request_id, jobs }
+            }
+            Accepted::Duplicate => {
+                let email_id = email_id.unwrap_or_default();
+                tracing::info!(account = %account.name, email_id = %Safe(&email_id), "duplicate emailId");
+                Verdict::Duplicate { email_id }
+            }
+            Accepted::NoEmailId => Verdict::NoEmailId,
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool when `big`, else right here; a task
+/// that failed (`what` says which) is an internal error (`451 4.3.0`).
+async fn offload<T: Send + 'static>(
+    big: bool,
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Verdict> {
+    if !big {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "{what} failed");
+        Verdict::Unavailable("internal error, try again later".to_string())
+    })
+}
+
+impl From<&crate::smtp::Envelope> for Envelope {
+    fn from(smtp: &crate::smtp::Envelope) -> Envelope {
+        Envelope {
+            client: Some(smtp.peer.ip()),
+            helo: Some(smtp.helo.clone()),
+            auth_user: smtp.auth_user.clone(),
+            mail_from: smtp.mail_from.clone(),
+            recipients: smtp.rcpt_to.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::smtp::Handler for Pipeline {
+    async fn message(&self, envelope: &crate::smtp::Envelope, data: Vec<u8>) -> crate::smtp::Reply {
+        self.message_within(envelope, data, &mut Share::unbounded())
+            .await
+    }
+
+    async fn message_within(
+        &self,
+        envelope: &crate::smtp::Envelope,
+        data: Vec<u8>,
+        share: &mut Share,
+    ) -> crate::smtp::Reply {
+        let verdict = self.process_within(&envelope.into(), data, share).await;
+        let (code, enhanced, text) = verdict.smtp_reply();
+        crate::smtp::Reply::new(code, enhanced, text)
+    }
+}
+
+#[cfg(test)]
+mod tests;
