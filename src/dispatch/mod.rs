@@ -16,7 +16,6 @@
 pub mod breaker;
 pub mod classify;
 pub mod gates;
-pub mod reply_sender;
 pub mod retry;
 pub mod routing;
 mod send;
