@@ -255,3 +255,109 @@ fn log_outcome(job: &Job, outcome: &JobOutcome) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::providers::{Provider, Providers};
+    use crate::store::{NewMessage, NewRequest, RequestBody, Store, now_millis};
+    use std::path::Path;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    /// A provider whose every SMS fails for a while.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Provider for Down {
+        fn max_batch(&self) -> usize {
+            10
+        }
+
+        async fn send(&self, batch: &[OutgoingSms]) -> Vec<Result<String, SendError>> {
+            batch
+                .iter()
+                .map(|_| Err(SendError::transient("HTTP 503")))
+                .collect()
+        }
+    }
+
+    fn config(dir: &Path) -> Config {
+        let text = format!(
+            r#"
+[smtp]
+listen = "127.0.0.1:0"
+hostname = "sms.example.com"
+domains = ["sms.example.com"]
+
+[store]
+path = "{dir}/mail2sms.db"
+
+[replies]
+from = "mail2sms@sms.example.com"
+transport = "file://{dir}/replies"
+
+[dispatch]
+retry_initial_ms = 1000
+retry_max_ms = 2000
+
+[accounts.a]
+keyid = "a296464ce012b8ab710a"
+senders = ["ops@a.example"]
+providers = ["down"]
+
+[providers.down]
+type = "outbox"
+path = "{dir}/outbox.jsonl"
+"#,
+            dir = dir.display()
+        );
+        Config::parse(&text, Path::new("test")).unwrap()
+    }
+
+    fn request() -> NewRequest {
+        NewRequest {
+            account: "a".into(),
+            email_id: Some("c-1".into()),
+            message_id: None,
+            mail_from: "ops@a.example".into(),
+            sender_id: None,
+            tracker: None,
+            email_ack: None,
+            email_not: None,
+            body: RequestBody::Messages(vec![NewMessage {
+                tel: "+33600000001".into(),
+                number: Ok("+33600000001".into()),
+                text: "t".into(),
+                duplicate_of: None,
+                detail: None,
+            }]),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_times_count_on_the_dispatchers_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store: Arc<dyn Store> = crate::store::open(&config.store).await.unwrap();
+        store.accept(request()).await.unwrap();
+        let jobs = store.claim_jobs(now_millis(), 10).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let providers: Providers = [("down".to_string(), Arc::new(Down) as Arc<dyn Provider>)]
+            .into_iter()
+            .collect();
+        let wake = Arc::new(Notify::new());
+        let mut dispatcher = Dispatcher::new(&config, store.clone(), providers, wake.clone(), wake);
+        // 2000-01-01T00:00:00Z, long before the system clock.
+        let then: Millis = 946_684_800_000;
+        dispatcher.store_clock = Clock::manual(jiff::Timestamp::from_millisecond(then).unwrap());
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        dispatcher.send_batch(jobs, &shutdown).await;
+        // Due at most `retry_max_ms` after the dispatcher's time.
+        assert!(store.claim_jobs(then, 10).await.unwrap().is_empty());
+        let due = store.claim_jobs(then + 2_000, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "retried on the dispatcher's clock");
+    }
+}
