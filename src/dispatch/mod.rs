@@ -6,7 +6,7 @@
 //! - [`classify`]: the classify family, pure functions over an
 //!   [`Attempt`](classify::Attempt).
 //! - [`send`]: one claimed batch, in named stages.
-//! - [`retry`]: the backoff and [`insist`].
+//! - [`retry`]: the backoff and [`insist`](retry::insist).
 //! - [`routing`], [`breaker`], [`gates`]: which providers, which are put
 //!   aside, what the account rules hold back right before a send.
 //!
@@ -19,8 +19,6 @@ pub mod gates;
 pub mod retry;
 pub mod routing;
 mod send;
-
-pub use retry::{SHUTDOWN_RECORD_GRACE, backoff, insist};
 
 use crate::clock::Clock;
 use crate::codes::Code;
@@ -122,7 +120,7 @@ impl DispatchConfig {
 
     /// The delay before try number `attempt + 1`.
     pub(crate) fn backoff(&self, attempt: u32) -> Millis {
-        backoff(self.retry_initial_ms, self.retry_max_ms, attempt)
+        retry::backoff(self.retry_initial_ms, self.retry_max_ms, attempt)
     }
 }
 
@@ -322,7 +320,7 @@ impl Dispatcher {
 
     /// Records outcomes, insisting until the store takes them.
     async fn record(&self, outcomes: Vec<JobOutcome>, shutdown: &Shutdown) {
-        insist("SMS outcomes", shutdown, || {
+        retry::insist("SMS outcomes", shutdown, || {
             self.store.record_outcomes(outcomes.clone())
         })
         .await;
@@ -372,6 +370,8 @@ impl Dispatcher {
         }
     }
 
+    /// An interrupted send its provider cannot account for, settled by
+    /// `dispatch.unknown_outcome`.
     fn unknown(&self, job: &Job, provider: &str, now: Millis) -> JobOutcome {
         match self.config.unknown_outcome {
             UnknownOutcome::Resend => JobOutcome::Retry {

@@ -233,6 +233,7 @@ fn push_logged(outcomes: &mut Vec<JobOutcome>, job: &Job, outcome: JobOutcome) {
     outcomes.push(outcome);
 }
 
+/// Logs what becomes of a job sent (or not) this time.
 fn log_outcome(job: &Job, outcome: &JobOutcome) {
     match outcome {
         JobOutcome::Sent {

@@ -9,7 +9,7 @@
 //! server delays only its own replies.
 
 use crate::clock::Clock;
-use crate::dispatch::{backoff, insist};
+use crate::dispatch::retry::{backoff, insist};
 use crate::logsafe::Safe;
 use crate::replies::{Etat, Mailer, RepliesConfig, ReplyBody};
 use crate::shutdown::Shutdown;
