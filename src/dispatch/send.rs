@@ -31,7 +31,7 @@ impl Dispatcher {
         self.finish(claimed, outcomes, shutdown).await;
     }
 
-    /// `job`'s turn on the provider `name` at `now`.
+    /// `routed`'s turn on the provider `name` at `now`.
     fn attempt<'a>(&'a self, name: &'a str, routed: Routed<'a>, now: Millis) -> Attempt<'a> {
         Attempt {
             job: routed.job,
