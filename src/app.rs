@@ -3,9 +3,9 @@
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::reply_sender::ReplySender;
 use crate::pipeline::Pipeline;
 use crate::replies::Mailer;
+use crate::replies::sender::ReplySender;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::Store;
 use std::net::SocketAddr;

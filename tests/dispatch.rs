@@ -11,7 +11,7 @@ use mail2sms::dispatch::Dispatcher;
 use mail2sms::providers::{FailureKind, OutgoingSms, Provider, Providers, SendError};
 use mail2sms::shutdown;
 use mail2sms::store::{
-    NewMessage, NewRequest, ReplyContent, RequestBody, SqliteStore, Store, now_millis,
+    NewMessage, NewRequest, ReplyContent, RequestBody, RetryKind, SqliteStore, Store, now_millis,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -431,8 +431,11 @@ async fn untried_retries_give_the_attempt_back() {
                 at: 0,
                 provider_index: 0,
                 detail: "wait".into(),
-                untried,
-                held: false,
+                kind: if untried {
+                    RetryKind::Untried
+                } else {
+                    RetryKind::Counted
+                },
             }])
             .await
             .unwrap();
@@ -454,8 +457,11 @@ async fn untried_retries_give_the_attempt_back() {
                 at: until,
                 provider_index: 0,
                 detail: "wait".into(),
-                untried: true,
-                held,
+                kind: if held {
+                    RetryKind::Held
+                } else {
+                    RetryKind::Untried
+                },
             }])
             .await
             .unwrap();

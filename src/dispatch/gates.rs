@@ -7,7 +7,7 @@ use crate::codes::Code;
 use crate::config::Config;
 use crate::gsm;
 use crate::providers::SendError;
-use crate::store::{Job, JobOutcome, Millis, Store};
+use crate::store::{Job, JobOutcome, RetryKind, Store};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the dispatcher needs to know of each account.
@@ -54,10 +54,9 @@ impl Gates {
     /// hours wait for the next allowed minute (not counted as a try), SMS to
     /// a number on the opt-out list when claimed fail with code 11. Returns
     /// the jobs to send and the outcomes of the others.
-    pub fn screen(&self, jobs: Vec<Job>, now: Millis) -> (Vec<Job>, Vec<JobOutcome>) {
+    pub fn screen(&self, jobs: Vec<Job>, at: jiff::Timestamp) -> (Vec<Job>, Vec<JobOutcome>) {
         let mut outcomes = Vec::new();
         let mut keep = Vec::with_capacity(jobs.len());
-        let at = jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now());
         let quiet = crate::calendar::is_quiet(at);
         for job in jobs {
             if quiet && self.of(&job.account).commercial {
@@ -67,8 +66,7 @@ impl Gates {
                     at: next.as_millisecond(),
                     provider_index: job.provider_index,
                     detail: format!("commercial quiet hours: deferred to {next}"),
-                    untried: true,
-                    held: true,
+                    kind: RetryKind::Held,
                 });
             } else {
                 keep.push(job);

@@ -12,6 +12,7 @@
 //! - [`transport`]: parsing `replies.transport`.
 //! - [`spool`]: the `file://` transport's atomic writes.
 //! - [`mailer`]: sending one reply.
+//! - [`sender`]: the task that sends the queued replies, with retries.
 //! - [`error`]: what can go wrong, and whether retrying can help.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod latin1;
 pub mod mailer;
 pub mod message;
 pub mod render;
+pub mod sender;
 pub mod spool;
 pub mod transport;
 pub mod xml;

@@ -219,16 +219,37 @@ pub enum JobOutcome {
         provider_index: u32,
         /// Why the last try failed.
         detail: String,
-        /// The SMS was not handed to any provider this time (provider put
-        /// aside, rate limit, quiet hours): the claim's attempt is given
-        /// back, so waiting never uses up the retries.
-        untried: bool,
-        /// The wait is a hold of the rules (commercial quiet hours): the age
-        /// limit counts from its end, so a weekend's wait does not use up
-        /// the time the SMS has to go through. Other waits (a provider put
-        /// aside, a failed batch) keep counting from reception.
-        held: bool,
+        /// Whether the try counts and where the age limit counts from.
+        kind: RetryKind,
     },
+}
+
+/// How a retry counts against an SMS's tries and its age limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryKind {
+    /// The provider was called: the claim's attempt counts as a try.
+    Counted,
+    /// The SMS was not handed to any provider this time (provider put
+    /// aside, a failed batch, an unreadable opt-out list): the claim's
+    /// attempt is given back, so waiting never uses up the retries. The
+    /// age limit keeps counting from reception.
+    Untried,
+    /// A hold of the rules (commercial quiet hours): untried, and the age
+    /// limit counts from its end, so a weekend's wait does not use up the
+    /// time the SMS has to go through.
+    Held,
+}
+
+impl RetryKind {
+    /// Whether the claim's attempt is given back (the SMS was not tried).
+    pub fn gives_attempt_back(self) -> bool {
+        !matches!(self, RetryKind::Counted)
+    }
+
+    /// Whether the age limit counts from the end of this wait.
+    pub fn moves_age(self) -> bool {
+        matches!(self, RetryKind::Held)
+    }
 }
 
 /// A reply email waiting to be sent.

@@ -96,15 +96,14 @@ pub(super) async fn record_outcomes(
                 at,
                 provider_index,
                 detail,
-                untried,
-                held,
+                kind,
             } => retries.push(serde_json::json!([
                 job_id,
                 at,
                 provider_index,
                 detail,
-                i64::from(*untried),
-                i64::from(*held)
+                i64::from(kind.gives_attempt_back()),
+                i64::from(kind.moves_age())
             ])),
         }
     }

@@ -8,13 +8,12 @@
 //! flight go out again (with the same Message-ID), and a slow or failing
 //! server delays only its own replies.
 
-use super::{backoff, insist};
+use crate::clock::Clock;
+use crate::dispatch::retry::{backoff, insist};
 use crate::logsafe::Safe;
 use crate::replies::{Etat, Mailer, RepliesConfig, ReplyBody};
 use crate::shutdown::Shutdown;
-use crate::store::{
-    Millis, PendingReply, ReplyContent, ReplyOutcome, Store, StoreError, now_millis,
-};
+use crate::store::{Millis, PendingReply, ReplyContent, ReplyOutcome, Store, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +70,10 @@ pub struct ReplySender<Q: ?Sized = dyn Store> {
     retry_initial_ms: u64,
     /// The most replies in flight at once (`replies.concurrency`).
     concurrency: usize,
+    /// The time of the store's timeline: claims and retry times count in
+    /// it. The store stamps replies with the system clock, so this is the
+    /// system clock until the store takes a `Clock` too.
+    clock: Clock,
 }
 
 impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
@@ -87,6 +90,7 @@ impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
             wake,
             retry_initial_ms: config.retry_initial_ms.max(1),
             concurrency: config.concurrency.max(1),
+            clock: Clock::default(),
         }
     }
 
@@ -104,7 +108,8 @@ impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
         while !shutdown.is_fired() {
             let free = self.concurrency - in_flight.len();
             if pacing.due && free > 0 {
-                let claimed = self.queue.claim(now_millis(), free).await;
+                let now = self.clock.now().as_millisecond();
+                let claimed = self.queue.claim(now, free).await;
                 for reply in pacing.claimed(claimed, free) {
                     in_flight.spawn(self.deliver(reply, shutdown.clone()));
                 }
@@ -128,11 +133,11 @@ impl<Q: ReplyQueue + ?Sized> ReplySender<Q> {
         reply: PendingReply,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let (queue, mailer) = (self.queue.clone(), self.mailer.clone());
+        let (queue, mailer, clock) = (self.queue.clone(), self.mailer.clone(), self.clock.clone());
         let retry_initial_ms = self.retry_initial_ms;
         async move {
             let id = reply.id;
-            let outcome = send_one(&mailer, reply, retry_initial_ms).await;
+            let outcome = send_one(&mailer, reply, retry_initial_ms, &clock).await;
             record(&*queue, id, outcome, shutdown).await;
         }
     }
@@ -291,8 +296,14 @@ pub fn body(content: ReplyContent) -> ReplyBody {
 
 /// Sends one reply. A transient failure is retried for as long as it takes
 /// (backoff capped at one hour): a reply is never dropped. A permanent one
-/// stays in the store as failed, with its error.
-async fn send_one(mailer: &Mailer, reply: PendingReply, retry_initial_ms: u64) -> ReplyOutcome {
+/// stays in the store as failed, with its error; a retry's time is taken
+/// from `clock` when the send ends.
+async fn send_one(
+    mailer: &Mailer,
+    reply: PendingReply,
+    retry_initial_ms: u64,
+    clock: &Clock,
+) -> ReplyOutcome {
     match mailer
         .send(&reply.key, &reply.to, &body(reply.content))
         .await
@@ -301,7 +312,8 @@ async fn send_one(mailer: &Mailer, reply: PendingReply, retry_initial_ms: u64) -
         Err(e) if e.is_transient() => {
             tracing::warn!(reply = reply.id, to = %Safe(&reply.to), error = %e, "reply failed, will retry");
             ReplyOutcome::Retry {
-                at: now_millis() + backoff(retry_initial_ms, 3_600_000, reply.attempts),
+                at: clock.now().as_millisecond()
+                    + backoff(retry_initial_ms, 3_600_000, reply.attempts),
                 error: e.to_string(),
             }
         }
