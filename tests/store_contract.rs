@@ -242,8 +242,7 @@ mod cases {
                 at: later,
                 provider_index: 1,
                 detail: "quiet hours".into(),
-                untried: true,
-                held: true,
+                kind: mail2sms::store::RetryKind::Held,
             }])
             .await
             .unwrap();
@@ -259,8 +258,7 @@ mod cases {
                 at: later,
                 provider_index: 1,
                 detail: "503".into(),
-                untried: false,
-                held: false,
+                kind: mail2sms::store::RetryKind::Counted,
             }])
             .await
             .unwrap();
