@@ -112,7 +112,7 @@ pub async fn start_with_listener(
     let mut tasks = JoinSet::new();
 
     let dispatcher = Arc::new(Dispatcher::new(
-        &config,
+        config.dispatch_setup(),
         core.store.clone(),
         providers,
         core.dispatch_wake.clone(),

@@ -337,7 +337,7 @@ async fn dispatch_with(
     }
     let wake = Arc::new(Notify::new());
     let dispatcher = Arc::new(Dispatcher::new(
-        config,
+        config.dispatch_setup(),
         store,
         providers,
         wake.clone(),
@@ -605,7 +605,7 @@ async fn sms_left_unsent_by_a_failing_batch_move_with_it() {
         providers.insert("backup".into(), backup.clone());
         let wake = Arc::new(Notify::new());
         let dispatcher = Arc::new(Dispatcher::new(
-            &config,
+            config.dispatch_setup(),
             store.clone(),
             providers,
             wake.clone(),

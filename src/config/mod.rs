@@ -129,6 +129,17 @@ impl Config {
         Ok(config)
     }
 
+    /// What the dispatcher is built from (see [`crate::dispatch::Setup`]).
+    pub fn dispatch_setup(&self) -> crate::dispatch::Setup<'_> {
+        crate::dispatch::Setup {
+            dispatch: &self.dispatch,
+            accounts: &self.accounts,
+            routes: &self.routes,
+            providers: &self.providers,
+            clock: &self.clock,
+        }
+    }
+
     /// Checks what the types alone cannot: each part checks its own table,
     /// this checks what crosses tables (keyids unique across accounts,
     /// providers that exist).

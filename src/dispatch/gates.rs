@@ -4,9 +4,9 @@
 //! and the credit balance (code 12, debited per segment sent).
 
 use crate::codes::Code;
-use crate::config::Config;
 use crate::gsm;
 use crate::providers::SendError;
+use crate::rules::AccountConfig;
 use crate::store::{Job, JobOutcome, RetryKind, Store};
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,11 +27,10 @@ pub struct Gates {
 }
 
 impl Gates {
-    /// The gates of this configuration's accounts.
-    pub fn new(config: &Config) -> Gates {
+    /// The gates of these accounts.
+    pub fn new(accounts: &BTreeMap<String, AccountConfig>) -> Gates {
         Gates {
-            accounts: config
-                .accounts
+            accounts: accounts
                 .iter()
                 .map(|(name, a)| {
                     (

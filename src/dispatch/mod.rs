@@ -22,8 +22,9 @@ mod send;
 
 use crate::clock::Clock;
 use crate::codes::Code;
-use crate::config::Config;
+use crate::providers::ProviderConfig;
 use crate::providers::{OutgoingSms, Providers, Reconciled};
+use crate::rules::AccountConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{Job, JobOutcome, Millis, RetryKind, Store};
 use breaker::Breaker;
@@ -153,10 +154,27 @@ pub struct Dispatcher {
     replies_wake: Arc<Notify>,
 }
 
+/// What the dispatcher is built from: its own table, the accounts and
+/// routes it sends for, the providers' settings and the clock quiet hours
+/// are read on — never the whole configuration.
+#[derive(Clone, Copy)]
+pub struct Setup<'a> {
+    /// `[dispatch]`: retries, failover, breaker, batches.
+    pub dispatch: &'a DispatchConfig,
+    /// The accounts, by name: provider lists, default sender ids, gates.
+    pub accounts: &'a BTreeMap<String, AccountConfig>,
+    /// `[[routes]]`: prefixes whose providers go first.
+    pub routes: &'a [routing::RouteConfig],
+    /// The providers' settings, by name (their batch rate limits).
+    pub providers: &'a BTreeMap<String, ProviderConfig>,
+    /// The time quiet hours are read on.
+    pub clock: &'a Clock,
+}
+
 impl Dispatcher {
-    /// A dispatcher for this configuration.
+    /// A dispatcher for this setup.
     pub fn new(
-        config: &Config,
+        config: Setup<'_>,
         store: Arc<dyn Store>,
         providers: Providers,
         wake: Arc<Notify>,
@@ -186,8 +204,8 @@ impl Dispatcher {
                     )
                 })
                 .collect(),
-            routing: Routing::new(config),
-            gates: gates::Gates::new(config),
+            routing: Routing::new(config.accounts, config.routes),
+            gates: gates::Gates::new(config.accounts),
             clock: config.clock.clone(),
             store_clock: Clock::default(),
             default_sender_ids: config

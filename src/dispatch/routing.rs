@@ -2,8 +2,9 @@
 //! of the longest `[[routes]]` prefix matching its number, then the
 //! account's own list (without repeating a provider).
 
-use crate::config::Config;
+use crate::rules::AccountConfig;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// A `[[routes]]` entry: numbers starting with `prefix` go through
@@ -43,12 +44,11 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// Builds the lists from the config (already validated).
-    pub fn new(config: &Config) -> Routing {
-        let mut routes: Vec<&RouteConfig> = config.routes.iter().collect();
+    /// Builds the lists from the accounts and routes (already validated).
+    pub fn new(accounts: &BTreeMap<String, AccountConfig>, routes: &[RouteConfig]) -> Routing {
+        let mut routes: Vec<&RouteConfig> = routes.iter().collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let accounts = config
-            .accounts
+        let accounts = accounts
             .iter()
             .map(|(name, account)| {
                 let mut lists: Vec<(String, Vec<String>)> = routes
@@ -84,6 +84,7 @@ impl Routing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::path::Path;
 
     fn config(routes: &str) -> Config {
@@ -103,7 +104,7 @@ mod tests {
             "[[routes]]\nprefix = \"+41\"\nproviders = [\"nox\"]\n\
              [[routes]]\nprefix = \"+4179\"\nproviders = [\"backup\", \"nox\"]\n",
         );
-        let r = Routing::new(&c);
+        let r = Routing::new(&c.accounts, &c.routes);
         assert_eq!(
             r.providers("acme", "+33601020304").unwrap(),
             ["fr", "backup"]

@@ -350,7 +350,13 @@ path = "{dir}/outbox.jsonl"
             .into_iter()
             .collect();
         let wake = Arc::new(Notify::new());
-        let mut dispatcher = Dispatcher::new(&config, store.clone(), providers, wake.clone(), wake);
+        let mut dispatcher = Dispatcher::new(
+            config.dispatch_setup(),
+            store.clone(),
+            providers,
+            wake.clone(),
+            wake,
+        );
         // 2000-01-01T00:00:00Z, long before the system clock.
         let then: Millis = 946_684_800_000;
         dispatcher.store_clock = Clock::manual(jiff::Timestamp::from_millisecond(then).unwrap());
