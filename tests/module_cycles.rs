@@ -65,7 +65,11 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     for file in files {
         let relative = file.strip_prefix(&src).expect("under src");
         let first = relative.components().next().expect("a component");
-        let module = first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+        let module = first
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
         if WIRING.contains(&module.as_str()) {
             continue;
         }
@@ -106,7 +110,10 @@ fn cycle_from(
 #[test]
 fn no_import_cycle_between_modules() {
     let graph = graph();
-    assert!(graph.contains_key("store") && graph.contains_key("smtp"), "{graph:?}");
+    assert!(
+        graph.contains_key("store") && graph.contains_key("smtp"),
+        "{graph:?}"
+    );
     let mut done = BTreeSet::new();
     for module in graph.keys() {
         if let Some(cycle) = cycle_from(&graph, &mut vec![module.clone()], &mut done) {
@@ -123,16 +130,15 @@ fn no_import_cycle_between_modules() {
 fn the_checker_sees_cycles_and_groups() {
     assert_eq!(
         named_modules("use crate::{calendar, mail::x, rules};\nlet a = crate::gsm::f();"),
-        ["calendar", "gsm", "mail", "rules"].map(String::from).into()
+        ["calendar", "gsm", "mail", "rules"]
+            .map(String::from)
+            .into()
     );
-    let graph: BTreeMap<String, BTreeSet<String>> = [
-        ("a", vec!["b"]),
-        ("b", vec!["c"]),
-        ("c", vec!["a"]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
-    .collect();
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+            .collect();
     let cycle = cycle_from(&graph, &mut vec!["a".into()], &mut BTreeSet::new());
     assert_eq!(cycle, Some(["a", "b", "c", "a"].map(String::from).to_vec()));
 }

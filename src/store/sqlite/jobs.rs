@@ -67,6 +67,29 @@ pub(super) async fn record_outcomes(
     outcomes: &[JobOutcome],
 ) -> Result<(), StoreError> {
     let now = now_millis();
+    let (finals, retries) = as_json(outcomes);
+    // Debits of sends that did not end in "sent" go back to their account,
+    // in this same transaction.
+    let unsent: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            JobOutcome::Sent { .. } => None,
+            JobOutcome::Failed { job_id, .. } | JobOutcome::Retry { job_id, .. } => Some(*job_id),
+        })
+        .collect();
+    refund(conn, &unsent, now).await?;
+    requeue(conn, retries, now).await?;
+    if finals.is_empty() {
+        return Ok(());
+    }
+    let per_request = finish(conn, finals, now).await?;
+    complete_requests(conn, per_request, now).await
+}
+
+/// The final outcomes and the retries, as the JSON rows the statements
+/// read: `[id, status, code, detail, provider, provider_ref]` and
+/// `[id, at, provider_index, detail, gives_attempt_back, moves_age]`.
+fn as_json(outcomes: &[JobOutcome]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let mut finals = Vec::new();
     let mut retries = Vec::new();
     for outcome in outcomes {
@@ -107,15 +130,15 @@ pub(super) async fn record_outcomes(
             ])),
         }
     }
-    // Debits of sends that did not end in "sent" go back to their account,
-    // in this same transaction.
-    let unsent: Vec<i64> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            JobOutcome::Sent { .. } => None,
-            JobOutcome::Failed { job_id, .. } | JobOutcome::Retry { job_id, .. } => Some(*job_id),
-        })
-        .collect();
+    (finals, retries)
+}
+
+/// Gives the debits of `unsent` jobs back to their accounts.
+async fn refund(
+    conn: &mut SqliteConnection,
+    unsent: &[i64],
+    now: Millis,
+) -> Result<(), StoreError> {
     if !unsent.is_empty() {
         let ids = serde_json::to_string(&unsent).unwrap_or_else(|_| "[]".into());
         sqlx::query(
@@ -138,6 +161,15 @@ pub(super) async fn record_outcomes(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Puts retried jobs back in the queue for their time.
+async fn requeue(
+    conn: &mut SqliteConnection,
+    retries: Vec<serde_json::Value>,
+    now: Millis,
+) -> Result<(), StoreError> {
     if !retries.is_empty() {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', next_attempt_at = o.value ->> 1,
@@ -155,9 +187,16 @@ pub(super) async fn record_outcomes(
         .execute(&mut *conn)
         .await?;
     }
-    if finals.is_empty() {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// Records final outcomes of jobs being sent; returns, per request, how
+/// many of its jobs ended.
+async fn finish(
+    conn: &mut SqliteConnection,
+    finals: Vec<serde_json::Value>,
+    now: Millis,
+) -> Result<std::collections::BTreeMap<i64, i64>, StoreError> {
     let final_count = finals.len();
     let finished = sqlx::query(
         "UPDATE jobs SET status = o.value ->> 1, code = o.value ->> 2, detail = o.value ->> 3,
@@ -180,6 +219,16 @@ pub(super) async fn record_outcomes(
             "outcomes for jobs that were not being sent: ignored"
         );
     }
+    Ok(per_request)
+}
+
+/// Lowers each request's count of pending jobs; a request whose last job
+/// ended gets its etatNot queued.
+async fn complete_requests(
+    conn: &mut SqliteConnection,
+    per_request: std::collections::BTreeMap<i64, i64>,
+    now: Millis,
+) -> Result<(), StoreError> {
     let counts: Vec<[i64; 2]> = per_request.into_iter().map(|(id, n)| [id, n]).collect();
     let completed = sqlx::query(
         "UPDATE requests SET pending_jobs = pending_jobs - (d.value ->> 1),
