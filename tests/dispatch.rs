@@ -11,7 +11,7 @@ use mail2sms::dispatch::Dispatcher;
 use mail2sms::providers::{FailureKind, OutgoingSms, Provider, Providers, SendError};
 use mail2sms::shutdown;
 use mail2sms::store::{
-    NewMessage, NewRequest, ReplyContent, RequestBody, RetryKind, SqliteStore, Store, now_millis,
+    NewMessage, NewRequest, ReplyContent, RetryKind, SqliteStore, Store, now_millis,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,27 +93,10 @@ fn config(dir: &Path) -> Config {
 }
 
 fn request(numbers: &[&str]) -> NewRequest {
+    let messages = numbers.iter().map(|n| NewMessage::to(n, "t")).collect();
     NewRequest {
-        account: "masociete".into(),
-        email_id: Some("d-1".into()),
-        message_id: None,
-        mail_from: "ops@masociete.com".into(),
-        sender_id: None,
-        tracker: None,
-        email_ack: None,
         email_not: Some("not@masociete.com".into()),
-        body: RequestBody::Messages(
-            numbers
-                .iter()
-                .map(|n| NewMessage {
-                    tel: n.to_string(),
-                    number: Ok(n.to_string()),
-                    text: "t".into(),
-                    duplicate_of: None,
-                    detail: None,
-                })
-                .collect(),
-        ),
+        ..NewRequest::new("masociete", Some("d-1"), "ops@masociete.com", messages)
     }
 }
 

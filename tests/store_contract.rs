@@ -12,7 +12,7 @@
 
 use mail2sms::codes::Code;
 use mail2sms::store::{
-    Accepted, JobOutcome, NewMessage, NewRequest, ReplyContent, RequestBody, Store, now_millis,
+    Accepted, JobOutcome, NewMessage, NewRequest, ReplyContent, Store, now_millis,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,27 +65,16 @@ contract!(
 );
 
 fn request(account: &str, email_id: &str, numbers: &[&str]) -> NewRequest {
+    let messages = numbers
+        .iter()
+        .map(|n| NewMessage::to(n, &format!("to {n}")))
+        .collect();
     NewRequest {
-        account: account.into(),
-        email_id: Some(email_id.into()),
-        message_id: None,
-        mail_from: "ops@acme.test".into(),
         sender_id: Some("ACME".into()),
         tracker: Some("trk".into()),
         email_ack: Some("ack@acme.test".into()),
         email_not: Some("not@acme.test".into()),
-        body: RequestBody::Messages(
-            numbers
-                .iter()
-                .map(|n| NewMessage {
-                    tel: n.to_string(),
-                    number: Ok(n.to_string()),
-                    text: format!("to {n}"),
-                    duplicate_of: None,
-                    detail: None,
-                })
-                .collect(),
-        ),
+        ..NewRequest::new(account, Some(email_id), "ops@acme.test", messages)
     }
 }
 

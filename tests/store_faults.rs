@@ -18,8 +18,8 @@ mod common;
 use common::*;
 use mail2sms::codes::Code;
 use mail2sms::store::{
-    Accepted, JobOutcome, NewMessage, NewRequest, ReplyOutcome, RequestBody, SqliteStore, Store,
-    StoreConfig, now_millis,
+    Accepted, JobOutcome, NewMessage, NewRequest, ReplyOutcome, SqliteStore, Store, StoreConfig,
+    now_millis,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Row};
@@ -40,27 +40,14 @@ fn db(config: &StoreConfig) -> &Path {
 }
 
 fn request(email_id: &str, numbers: &[&str]) -> NewRequest {
+    let text = format!("hello {email_id}");
+    let messages = numbers.iter().map(|n| NewMessage::to(n, &text)).collect();
     NewRequest {
-        account: "acme".into(),
-        email_id: Some(email_id.into()),
-        message_id: None,
-        mail_from: "ops@acme.test".into(),
         sender_id: Some("ACME".into()),
         tracker: Some(format!("t-{email_id}")),
         email_ack: Some("ack@acme.test".into()),
         email_not: Some("not@acme.test".into()),
-        body: RequestBody::Messages(
-            numbers
-                .iter()
-                .map(|n| NewMessage {
-                    tel: n.to_string(),
-                    number: Ok(n.to_string()),
-                    text: format!("hello {email_id}"),
-                    duplicate_of: None,
-                    detail: None,
-                })
-                .collect(),
-        ),
+        ..NewRequest::new("acme", Some(email_id), "ops@acme.test", messages)
     }
 }
 

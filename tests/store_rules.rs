@@ -360,26 +360,13 @@ async fn optout_list_is_global_first_then_by_account_and_number() {
 }
 
 fn message(number: &str) -> NewMessage {
-    NewMessage {
-        tel: number.to_string(),
-        number: Ok(number.to_string()),
-        text: "hello".into(),
-        duplicate_of: None,
-        detail: None,
-    }
+    NewMessage::to(number, "hello")
 }
 
 fn request(account: &str, email_id: &str, body: RequestBody) -> NewRequest {
     NewRequest {
-        account: account.into(),
-        email_id: Some(email_id.into()),
-        message_id: None,
-        mail_from: "ops@example.com".into(),
-        sender_id: None,
-        tracker: None,
-        email_ack: None,
-        email_not: None,
         body,
+        ..NewRequest::new(account, Some(email_id), "ops@example.com", Vec::new())
     }
 }
 

@@ -130,6 +130,44 @@ pub struct NewMessage {
     pub detail: Option<String>,
 }
 
+impl NewRequest {
+    /// A request of `account` carrying `messages`, without Message-ID,
+    /// sender id, tracker or reply addresses (set those with struct update
+    /// syntax): what tools and tests record directly.
+    pub fn new(
+        account: &str,
+        email_id: Option<&str>,
+        mail_from: &str,
+        messages: Vec<NewMessage>,
+    ) -> NewRequest {
+        NewRequest {
+            account: account.to_owned(),
+            email_id: email_id.map(str::to_owned),
+            message_id: None,
+            mail_from: mail_from.to_owned(),
+            sender_id: None,
+            tracker: None,
+            email_ack: None,
+            email_not: None,
+            body: RequestBody::Messages(messages),
+        }
+    }
+}
+
+impl NewMessage {
+    /// One SMS of `text` to `number`, written by the sender as that same
+    /// E.164 number, neither refused nor a repeat.
+    pub fn to(number: &str, text: &str) -> NewMessage {
+        NewMessage {
+            tel: number.to_owned(),
+            number: Ok(number.to_owned()),
+            text: text.to_owned(),
+            duplicate_of: None,
+            detail: None,
+        }
+    }
+}
+
 /// What [`Store::accept`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {

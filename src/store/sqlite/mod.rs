@@ -131,38 +131,45 @@ struct ClaimedReply {
     request_id: Option<i64>,
 }
 
-/// Migrations embedded in the binary, from `migrations/sqlite/`.
+/// The schema's migrations, embedded from `migrations/sqlite/`: version,
+/// name, SQL. A new one is a new line; an applied one is never edited.
+const MIGRATIONS: [(i64, &str, &str); 4] = [
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "rules",
+        include_str!("../../../migrations/sqlite/0002_rules.sql"),
+    ),
+    (
+        3,
+        "debits_holds",
+        include_str!("../../../migrations/sqlite/0003_debits_holds.sql"),
+    ),
+    (
+        4,
+        "request_values_once",
+        include_str!("../../../migrations/sqlite/0004_request_values_once.sql"),
+    ),
+];
+
+/// The migrator over [`MIGRATIONS`].
 fn migrator() -> Migrator {
-    let migrations = vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("rules"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0002_rules.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("debits_holds"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0003_debits_holds.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            4,
-            Cow::Borrowed("request_values_once"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0004_request_values_once.sql").into_sql_str(),
-            false,
-        ),
-    ];
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(version, name, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(name),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -601,30 +608,13 @@ mod tests {
     use super::accept::accept_all;
     use super::*;
     use crate::store::NewMessage;
-    use crate::store::RequestBody;
 
     fn request(account: &str, email_id: Option<&str>, numbers: &[&str]) -> NewRequest {
+        let messages = numbers.iter().map(|n| NewMessage::to(n, "t")).collect();
         NewRequest {
-            account: account.into(),
-            email_id: email_id.map(Into::into),
-            message_id: None,
-            mail_from: "a@b.c".into(),
-            sender_id: None,
-            tracker: None,
             email_ack: Some("ack@b.c".into()),
             email_not: Some("not@b.c".into()),
-            body: RequestBody::Messages(
-                numbers
-                    .iter()
-                    .map(|n| NewMessage {
-                        tel: n.to_string(),
-                        number: Ok(n.to_string()),
-                        text: "t".into(),
-                        duplicate_of: None,
-                        detail: None,
-                    })
-                    .collect(),
-            ),
+            ..NewRequest::new(account, email_id, "a@b.c", messages)
         }
     }
 
