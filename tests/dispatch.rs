@@ -11,7 +11,7 @@ use mail2sms::dispatch::Dispatcher;
 use mail2sms::providers::{FailureKind, OutgoingSms, Provider, Providers, SendError};
 use mail2sms::shutdown;
 use mail2sms::store::{
-    NewMessage, NewRequest, ReplyContent, RetryKind, SqliteStore, Store, now_millis,
+    Etat, NewMessage, NewRequest, ReplyContent, RetryKind, SqliteStore, Store, now_millis,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -172,10 +172,10 @@ async fn retries_failover_and_codes_reach_etat_not_once() {
         ReplyContent::Not {
             email_id: Some("d-1".into()),
             etats: vec![
-                (Code::SENT, "+33600000001".into()),
-                (Code::NOT_ASSIGNED, "+33600000002".into()),
-                (Code::SENT, "+33600000003".into()),
-                (Code::SENT, "+33600000004".into()),
+                Etat::new(Code::SENT, "+33600000001"),
+                Etat::new(Code::NOT_ASSIGNED, "+33600000002"),
+                Etat::new(Code::SENT, "+33600000003"),
+                Etat::new(Code::SENT, "+33600000004"),
             ]
         }
     );
@@ -301,7 +301,7 @@ async fn accounts_sharing_a_provider_keep_their_own_failover_lists() {
         solo_not.content,
         ReplyContent::Not {
             email_id: Some("solo-1".into()),
-            etats: vec![(Code::NO_CREDIT, "+33600000009".into())],
+            etats: vec![Etat::new(Code::NO_CREDIT, "+33600000009")],
         },
         "the one-provider account reports the provider's code"
     );

@@ -12,7 +12,7 @@
 
 use mail2sms::codes::Code;
 use mail2sms::store::{
-    Accepted, JobOutcome, NewMessage, NewRequest, ReplyContent, Store, now_millis,
+    Accepted, Etat, JobOutcome, NewMessage, NewRequest, ReplyContent, Store, now_millis,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -205,8 +205,8 @@ mod cases {
         assert_eq!(
             nots,
             vec![vec![
-                (Code(0), "+33601000001".to_string()),
-                (Code::INTERNAL, "+33601000002".to_string())
+                Etat::new(Code(0), "+33601000001"),
+                Etat::new(Code::INTERNAL, "+33601000002")
             ]]
         );
         let counts: std::collections::HashMap<String, i64> =

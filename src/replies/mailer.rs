@@ -16,7 +16,7 @@ use super::config::RepliesConfig;
 use super::error::ReplyError;
 use super::render::Templates;
 use super::transport::{SmtpSecurity, SmtpSpec, TransportSpec};
-use super::{ReplyBody, message, spool};
+use super::{ReplyContent, message, spool};
 use crate::logsafe::Safe;
 
 /// Sends replies as configured by `[replies]`.
@@ -93,7 +93,7 @@ impl Mailer {
     /// Sends one reply. `id` is stable for this reply (used in Message-ID and
     /// the file name, so retrying after a crash overwrites rather than
     /// duplicates with file://).
-    pub async fn send(&self, id: &str, to: &str, body: &ReplyBody) -> Result<(), ReplyError> {
+    pub async fn send(&self, id: &str, to: &str, body: &ReplyContent) -> Result<(), ReplyError> {
         let xml = self.templates.render(body)?;
         let message = message::build(&self.from, &self.domain, id, to, body, &xml)?;
         let secs = self.timeout.as_secs();
@@ -247,15 +247,15 @@ mod tests {
         }
     }
 
-    fn ack() -> ReplyBody {
-        ReplyBody::Ack {
+    fn ack() -> ReplyContent {
+        ReplyContent::Ack {
             email_id: Some("1548".into()),
             code: AckCode::Processed,
         }
     }
 
-    fn not() -> ReplyBody {
-        ReplyBody::Not {
+    fn not() -> ReplyContent {
+        ReplyContent::Not {
             email_id: Some("1548".into()),
             etats: vec![
                 Etat {
@@ -344,7 +344,7 @@ mod tests {
         let mailer =
             Mailer::new(&config(&format!("file://{}", dir.path().display()))).expect("mailer");
         let email_id = "7".repeat(1 << 20);
-        let body = ReplyBody::Ack {
+        let body = ReplyContent::Ack {
             email_id: Some(email_id.clone()),
             code: AckCode::Processed,
         };

@@ -11,7 +11,7 @@ use lettre::message::Mailbox;
 use lettre::message::header::{ContentTransferEncoding, HeaderName, HeaderValue, MIME_VERSION_1_0};
 
 use super::error::ReplyError;
-use super::{ReplyBody, to_latin1};
+use super::{ReplyContent, to_latin1};
 
 /// The body's content type, written verbatim (lettre's typed header would
 /// lower-case the charset).
@@ -40,7 +40,7 @@ pub fn build(
     domain: &str,
     id: &str,
     to: &str,
-    body: &ReplyBody,
+    body: &ReplyContent,
     xml: &str,
 ) -> Result<Message, ReplyError> {
     let to_mailbox: Mailbox = to.trim().parse().map_err(|source| ReplyError::Recipient {
@@ -75,7 +75,7 @@ pub fn build(
 /// [`SUBJECT_EMAIL_ID_CHARS`] characters (`...` marks the cut), control
 /// characters shown as `?`. lettre folds what is left at its spaces, or
 /// splits it into RFC 2047 encoded words when it is not ASCII.
-fn subject(body: &ReplyBody) -> String {
+fn subject(body: &ReplyContent) -> String {
     let email_id = body.email_id();
     let mut shown: String = email_id
         .chars()
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn headers() {
         let from: Mailbox = "mail2sms <sms@gw.example>".parse().expect("from");
-        let body = ReplyBody::Ack {
+        let body = ReplyContent::Ack {
             email_id: Some("1548".into()),
             code: AckCode::Processed,
         };
@@ -199,7 +199,7 @@ mod tests {
     /// Issue 8: a long emailId is cut in the subject (the body keeps it).
     #[test]
     fn the_subject_shows_at_most_64_characters_of_the_email_id() {
-        let ack = |email_id: &str| ReplyBody::Ack {
+        let ack = |email_id: &str| ReplyContent::Ack {
             email_id: Some(email_id.to_owned()),
             code: AckCode::Processed,
         };
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn a_header_line_over_998_octets_is_refused() {
         let from: Mailbox = "mail2sms <sms@gw.example>".parse().expect("from");
-        let body = ReplyBody::Ack {
+        let body = ReplyContent::Ack {
             email_id: Some("1548".into()),
             code: AckCode::Processed,
         };

@@ -16,7 +16,7 @@ use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
 use serde::Serialize;
 
 use super::error::ReplyError;
-use super::{Etat, ReplyBody, xml};
+use super::{Etat, ReplyContent, xml};
 use crate::codes::{AckCode, Code};
 
 /// File name of the `etatAck` template, embedded and in `replies.templates`.
@@ -120,10 +120,10 @@ impl Templates {
 
     /// The reply's XML as UTF-8 text with `\n` line ends (CRLF in an edited
     /// template is normalised).
-    pub fn render(&self, body: &ReplyBody) -> Result<String, ReplyError> {
+    pub fn render(&self, body: &ReplyContent) -> Result<String, ReplyError> {
         let email_id = body.email_id();
         let (name, origin, ctx) = match body {
-            ReplyBody::Ack { code, .. } => (
+            ReplyContent::Ack { code, .. } => (
                 ACK_FILE,
                 &self.ack_origin,
                 Value::from(Serde(AckContext {
@@ -132,7 +132,7 @@ impl Templates {
                     message: code.message(),
                 })),
             ),
-            ReplyBody::Not { etats, .. } => (
+            ReplyContent::Not { etats, .. } => (
                 NOT_FILE,
                 &self.not_origin,
                 Value::from(Serde(NotContext {
@@ -155,18 +155,18 @@ impl Templates {
     /// Renders each template once with representative values.
     fn self_check(&self) -> Result<(), ReplyError> {
         let samples = [
-            ReplyBody::Ack {
+            ReplyContent::Ack {
                 email_id: Some("1".into()),
                 code: AckCode::Processed,
             },
-            ReplyBody::Not {
+            ReplyContent::Not {
                 email_id: None,
                 etats: vec![Etat {
                     code: Code::SENT,
                     tel: "0601020304".into(),
                 }],
             },
-            ReplyBody::Not {
+            ReplyContent::Not {
                 email_id: Some("1".into()),
                 etats: vec![
                     Etat {
@@ -303,7 +303,7 @@ mod tests {
     fn ack_exactly_as_the_spec() {
         let t = defaults();
         let xml = t
-            .render(&ReplyBody::Ack {
+            .render(&ReplyContent::Ack {
                 email_id: Some("1548".into()),
                 code: AckCode::Processed,
             })
@@ -314,7 +314,7 @@ mod tests {
              <code>0</code>\n<message>Votre email a bien ete traite</message>\n</etatAck>\n"
         );
         let xml = t
-            .render(&ReplyBody::Ack {
+            .render(&ReplyContent::Ack {
                 email_id: None,
                 code: AckCode::MissingEmailId,
             })
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn not_single_recipient_is_unnumbered() {
         let xml = defaults()
-            .render(&ReplyBody::Not {
+            .render(&ReplyContent::Not {
                 email_id: Some("1548".into()),
                 etats: vec![etat(0, "0601020304")],
             })
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn not_several_recipients_are_numbered_in_order() {
         let xml = defaults()
-            .render(&ReplyBody::Not {
+            .render(&ReplyContent::Not {
                 email_id: None,
                 etats: vec![
                     etat(0, "0601020304"),
@@ -368,7 +368,7 @@ mod tests {
     fn values_are_xml_escaped_but_slash_is_kept() {
         let t = defaults();
         let xml = t
-            .render(&ReplyBody::Not {
+            .render(&ReplyContent::Not {
                 email_id: Some(r#"a&b<c>"d'e/f"#.into()),
                 etats: vec![etat(0, "<06>/&")],
             })
@@ -380,7 +380,7 @@ mod tests {
         assert!(xml.contains("<tel>&lt;06&gt;/&amp;</tel>"), "{xml}");
         // The annex's apostrophes stay as the spec writes them (code 14).
         let xml = t
-            .render(&ReplyBody::Not {
+            .render(&ReplyContent::Not {
                 email_id: None,
                 etats: vec![etat(14, "0601020304")],
             })
@@ -403,7 +403,7 @@ mod tests {
         .expect("write");
         let t = Templates::load(Some(dir.path())).expect("load");
         let xml = t
-            .render(&ReplyBody::Ack {
+            .render(&ReplyContent::Ack {
                 email_id: Some("<1>".into()),
                 code: AckCode::Duplicate,
             })
@@ -414,7 +414,7 @@ mod tests {
         );
         // The other template is still the embedded one.
         let xml = t
-            .render(&ReplyBody::Not {
+            .render(&ReplyContent::Not {
                 email_id: Some("1".into()),
                 etats: vec![etat(0, "0601020304")],
             })

@@ -11,9 +11,9 @@
 use crate::clock::Clock;
 use crate::dispatch::retry::{backoff, insist};
 use crate::logsafe::Safe;
-use crate::replies::{Etat, Mailer, RepliesConfig, ReplyBody};
+use crate::replies::{Mailer, RepliesConfig};
 use crate::shutdown::Shutdown;
-use crate::store::{Millis, PendingReply, ReplyContent, ReplyOutcome, Store, StoreError};
+use crate::store::{Millis, PendingReply, ReplyOutcome, Store, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,21 +279,6 @@ impl StoreRetry {
     }
 }
 
-/// Converts stored content into the reply renderer's terms (by value: an
-/// etatNot may have 100 000 lines, not worth a copy).
-pub fn body(content: ReplyContent) -> ReplyBody {
-    match content {
-        ReplyContent::Ack { email_id, code } => ReplyBody::Ack { email_id, code },
-        ReplyContent::Not { email_id, etats } => ReplyBody::Not {
-            email_id,
-            etats: etats
-                .into_iter()
-                .map(|(code, tel)| Etat { code, tel })
-                .collect(),
-        },
-    }
-}
-
 /// Sends one reply. A transient failure is retried for as long as it takes
 /// (backoff capped at one hour): a reply is never dropped. A permanent one
 /// stays in the store as failed, with its error; a retry's time is taken
@@ -304,10 +289,7 @@ async fn send_one(
     retry_initial_ms: u64,
     clock: &Clock,
 ) -> ReplyOutcome {
-    match mailer
-        .send(&reply.key, &reply.to, &body(reply.content))
-        .await
-    {
+    match mailer.send(&reply.key, &reply.to, &reply.content).await {
         Ok(()) => ReplyOutcome::Sent,
         Err(e) if e.is_transient() => {
             tracing::warn!(reply = reply.id, to = %Safe(&reply.to), error = %e, "reply failed, will retry");
@@ -330,6 +312,7 @@ async fn send_one(
 mod tests {
     use super::*;
     use crate::codes::AckCode;
+    use crate::store::ReplyContent;
     use std::collections::HashSet;
     use std::path::Path;
     use std::sync::Mutex;

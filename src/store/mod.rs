@@ -306,23 +306,60 @@ pub struct PendingReply {
     pub content: ReplyContent,
 }
 
-/// The content of a reply, as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// What a reply says: stored, then rendered as it is (the one reply type).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyContent {
-    /// etatAck.
+    /// `etatAck`, sent to `emailAck`.
     Ack {
-        /// The request's emailId (`?` when absent).
+        /// The request's `emailId`; `None` renders as `?`.
         email_id: Option<String>,
         /// Whether the email was processed.
         code: AckCode,
     },
-    /// etatNot.
+    /// `etatNot`, sent to `emailNot`.
     Not {
-        /// The request's emailId.
+        /// The request's `emailId`; `None` renders as `?`.
         email_id: Option<String>,
-        /// One (code, tel as written) per recipient, in order.
-        etats: Vec<(Code, String)>,
+        /// One outcome per recipient, in the request's order.
+        etats: Vec<Etat>,
     },
+}
+
+impl ReplyContent {
+    /// The `emailId` as the reply writes it: the value, or `?` when absent.
+    pub fn email_id(&self) -> &str {
+        let (ReplyContent::Ack { email_id, .. } | ReplyContent::Not { email_id, .. }) = self;
+        email_id.as_deref().unwrap_or("?")
+    }
+
+    /// The root element's name, `etatAck` or `etatNot` (also the subject's
+    /// first word).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplyContent::Ack { .. } => "etatAck",
+            ReplyContent::Not { .. } => "etatNot",
+        }
+    }
+}
+
+/// One recipient's outcome, as reported in `etatNot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Etat {
+    /// The annex code of the outcome; its message is `Code::message()`.
+    pub code: Code,
+    /// The phone number as the sender wrote it, so they can match the line
+    /// to their request (empty for a request refused as a whole).
+    pub tel: String,
+}
+
+impl Etat {
+    /// An outcome for the number written `tel`.
+    pub fn new(code: Code, tel: impl Into<String>) -> Etat {
+        Etat {
+            code,
+            tel: tel.into(),
+        }
+    }
 }
 
 /// What happened to a reply send.

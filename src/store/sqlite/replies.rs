@@ -2,7 +2,9 @@
 
 use super::ClaimedReply;
 use crate::codes::{AckCode, Code};
-use crate::store::{Millis, PendingReply, ReplyContent, ReplyOutcome, StoreError, now_millis};
+use crate::store::{
+    Etat, Millis, PendingReply, ReplyContent, ReplyOutcome, StoreError, now_millis,
+};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, SqlitePool};
 
@@ -54,17 +56,14 @@ pub(super) async fn claim_replies(
 /// The etatNot lines of a finished request: one per job in the sender's
 /// order (a repeated number with its first occurrence's code), or the
 /// request-level code with an empty `<tel>`.
-pub(super) async fn etats(
-    readers: &SqlitePool,
-    request_id: i64,
-) -> Result<Vec<(Code, String)>, StoreError> {
+pub(super) async fn etats(readers: &SqlitePool, request_id: i64) -> Result<Vec<Etat>, StoreError> {
     let error: Option<i64> = sqlx::query("SELECT error_code FROM requests WHERE id = ?")
         .bind(request_id)
         .fetch_one(readers)
         .await?
         .try_get(0)?;
     if let Some(code) = error {
-        return Ok(vec![(Code(code as u16), String::new())]);
+        return Ok(vec![Etat::new(Code(code as u16), String::new())]);
     }
     let rows = sqlx::query(
         "SELECT COALESCE(j.code, first.code), j.tel FROM jobs j
@@ -77,9 +76,9 @@ pub(super) async fn etats(
     rows.iter()
         .map(|row| {
             let code: Option<i64> = row.try_get(0)?;
-            Ok((
+            Ok(Etat::new(
                 Code(code.unwrap_or(i64::from(Code::INTERNAL.0)) as u16),
-                row.try_get(1)?,
+                row.try_get::<String, _>(1)?,
             ))
         })
         .collect()
