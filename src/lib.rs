@@ -6,23 +6,23 @@
 //! `pipeline` is the one path from a received email to a stored request, and
 //! `app` wires the parts into a daemon.
 
-pub mod address;
+pub(crate) mod address;
 pub mod app;
-pub mod calendar;
+pub(crate) mod calendar;
 pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod dispatch;
-pub mod gsm;
-pub mod logsafe;
-pub mod mail;
-pub mod pipeline;
+pub(crate) mod gsm;
+pub(crate) mod logsafe;
+pub(crate) mod mail;
+pub(crate) mod pipeline;
 pub mod providers;
 pub mod replies;
 pub mod request;
-pub mod rules;
-pub mod secrets;
+pub(crate) mod rules;
+pub(crate) mod secrets;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;
-pub mod xml;
+pub(crate) mod xml;

@@ -52,11 +52,6 @@ fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// [`Safe`] over bytes that may not be UTF-8 (shown lossily).
-pub fn bytes(value: &[u8]) -> String {
-    Safe(&String::from_utf8_lossy(value)).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +79,5 @@ mod tests {
             1_000_000 - MAX_LOGGED_CHARS
         )));
         assert_eq!(Safe("court").to_string(), "court");
-        assert_eq!(bytes(b"a\xffb\n"), "a\u{fffd}b\\n");
     }
 }

@@ -73,7 +73,9 @@ pub enum MailError {
     SeveralFrom,
 }
 
-/// Parses a raw email, attachments included.
+/// Parses a raw email, attachments included (tests; the pipeline reads the
+/// attachments only once the sender is known, through [`read`]).
+#[cfg(test)]
 pub fn parse(raw: &[u8]) -> Result<ParsedMail, MailError> {
     let (mut mail, mime) = read(raw)?;
     mail.attachments = mime.attachments();

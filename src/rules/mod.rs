@@ -13,7 +13,7 @@ pub mod volume;
 use crate::codes::Code;
 use crate::gsm;
 use crate::logsafe::Safe;
-pub use account::{AccountConfig, QuietHours, UnicodeMode};
+pub use account::{AccountConfig, UnicodeMode};
 
 pub use crate::address::Mailbox;
 
@@ -187,7 +187,7 @@ pub fn prepare_text(
 
 #[cfg(test)]
 mod tests {
-    use super::QuietHours;
+    use super::account::QuietHours;
     use super::*;
 
     fn account() -> AccountConfig {
