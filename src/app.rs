@@ -58,7 +58,7 @@ impl Core {
         let dispatch_wake = Arc::new(Notify::new());
         let replies_wake = Arc::new(Notify::new());
         let pipeline = Arc::new(Pipeline::new(
-            config,
+            config.pipeline_setup(),
             store.clone(),
             dispatch_wake.clone(),
             replies_wake.clone(),

@@ -129,6 +129,17 @@ impl Config {
         Ok(config)
     }
 
+    /// What the pipeline is built from (see [`crate::pipeline::Setup`]).
+    pub(crate) fn pipeline_setup(&self) -> crate::pipeline::Setup<'_> {
+        crate::pipeline::Setup {
+            accounts: &self.accounts,
+            limits: crate::request::Limits {
+                max_csv_lines: self.limits.max_csv_lines,
+            },
+            clock: &self.clock,
+        }
+    }
+
     /// What the dispatcher is built from (see [`crate::dispatch::Setup`]).
     pub fn dispatch_setup(&self) -> crate::dispatch::Setup<'_> {
         crate::dispatch::Setup {

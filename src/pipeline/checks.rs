@@ -4,9 +4,10 @@
 use super::keyring::Account;
 use crate::calendar;
 use crate::codes::Code;
-use crate::config::{AccountConfig, QuietHours};
 use crate::logsafe::Safe;
 use crate::request::{self, PhoneNumber, RawRecipient, Recipient};
+use crate::rules::AccountConfig;
+use crate::rules::account::QuietHours;
 use crate::rules::{self, Refusal, TextOptions};
 use crate::store::NewMessage;
 use jiff::Timestamp;

@@ -1,6 +1,6 @@
 //! The accounts, found by keyid.
 
-use crate::config::AccountConfig;
+use crate::rules::AccountConfig;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AccountConfig;
+    use crate::rules::AccountConfig;
 
     /// An account with this keyid.
     fn account(keyid: &str) -> AccountConfig {

@@ -12,8 +12,9 @@ mod checks;
 mod keyring;
 mod verdict;
 
-use crate::config::Config;
+use crate::clock::Clock;
 use crate::request::{Envelope, Limits, Readers, Request, RequestHead};
+use crate::rules::AccountConfig;
 use crate::rules::volume::{self, Volume};
 use crate::smtp::Share;
 use crate::store::{Accepted, NewRequest, RequestBody, Store};
@@ -21,6 +22,7 @@ use crate::{logsafe::Safe, rules};
 use admit::{Admitted, Ingress};
 use jiff::Timestamp;
 use keyring::{Account, Keyring};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -57,11 +59,23 @@ pub struct Pipeline {
     clock: crate::clock::Clock,
 }
 
+/// What the pipeline is built from: the accounts, the operator's bounds on
+/// a request and the clock the rules read — never the whole configuration.
+#[derive(Clone, Copy)]
+pub struct Setup<'a> {
+    /// The accounts, by name: keyids, senders, rules, sending limits.
+    pub accounts: &'a BTreeMap<String, AccountConfig>,
+    /// What one email may ask for (`[limits]`).
+    pub limits: Limits,
+    /// The time the rules are checked at.
+    pub clock: &'a Clock,
+}
+
 impl Pipeline {
-    /// A pipeline for this configuration and store, reading the protocol's
-    /// requests ([`Readers::standard`]).
+    /// A pipeline for this setup and store, reading the protocol's requests
+    /// ([`Readers::standard`]).
     pub fn new(
-        config: &Config,
+        config: Setup<'_>,
         store: Arc<dyn Store>,
         dispatch_wake: Arc<Notify>,
         replies_wake: Arc<Notify>,
@@ -72,7 +86,7 @@ impl Pipeline {
 
     /// [`Pipeline::new`] reading requests with `readers`, tried in order.
     pub fn with_readers(
-        config: &Config,
+        config: Setup<'_>,
         store: Arc<dyn Store>,
         dispatch_wake: Arc<Notify>,
         replies_wake: Arc<Notify>,
@@ -80,11 +94,9 @@ impl Pipeline {
     ) -> Pipeline {
         Pipeline {
             ingress: Arc::new(Ingress {
-                keyring: Keyring::new(&config.accounts),
+                keyring: Keyring::new(config.accounts),
                 readers,
-                limits: Limits {
-                    max_csv_lines: config.limits.max_csv_lines,
-                },
+                limits: config.limits,
             }),
             store,
             dispatch_wake,

@@ -1,6 +1,7 @@
 //! The pipeline as a whole: what reaches its request readers.
 
 use super::*;
+use crate::config::Config;
 use crate::request::{RequestError, RequestReader};
 use crate::smtp::Handler;
 use std::sync::Mutex;
@@ -51,7 +52,7 @@ async fn recording_pipeline(dir: &std::path::Path) -> (Pipeline, Arc<Mutex<Vec<E
     let seen = Arc::new(Mutex::new(Vec::new()));
     let readers = Readers::new(vec![Box::new(Recorder(seen.clone()))]);
     let wake = || Arc::new(Notify::new());
-    let pipeline = Pipeline::with_readers(&config, store, wake(), wake(), readers);
+    let pipeline = Pipeline::with_readers(config.pipeline_setup(), store, wake(), wake(), readers);
     (pipeline, seen)
 }
 
@@ -138,7 +139,7 @@ async fn an_unknown_keyid_is_refused_before_the_request_is_built() {
     let store = crate::store::open(&config.store).await.expect("store");
     let readers = Readers::new(vec![Box::new(Strangers)]);
     let wake = || Arc::new(Notify::new());
-    let pipeline = Pipeline::with_readers(&config, store, wake(), wake(), readers);
+    let pipeline = Pipeline::with_readers(config.pipeline_setup(), store, wake(), wake(), readers);
     let verdict = pipeline.process(&Envelope::default(), MAIL.to_vec()).await;
     assert_eq!(verdict, Verdict::Unauthorized);
 }
