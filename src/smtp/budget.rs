@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Bytes of memory the handling of one message byte may take on top of its
 /// buffer: mail-parser's decoded parts, the body text, the `<envoi>` values
 /// and the request before its recipients are expanded (measured with
-/// `tests/memory_bomb.rs` and the release binary; see the README).
+/// `tests/it/memory_bomb.rs` and the release binary; see the README).
 pub const HANDLING_FACTOR: usize = 3;
 
 /// The headroom buffers leave, in maximal messages: one maximal handling

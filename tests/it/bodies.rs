@@ -1,8 +1,7 @@
 //! Bodies as real mail clients and corporate MTAs send them, end to end
 //! through SMTP: each must give exactly the SMS text the sender meant.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Sends `raw` and returns the one SMS text it produced.
 async fn sms_text(raw: &[u8]) -> String {

@@ -1,8 +1,7 @@
 //! The command line, through the real binary: `deliver` (an MTA's pipe
 //! transport) and its sysexits codes, and `check-config`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use mail2sms::config::Config;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -420,7 +419,7 @@ async fn mail2sms_async(args: Vec<String>, cwd: PathBuf) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_check_reports_balances_and_refusals_without_secrets() {
-    use common::http_mock::{MockResponse, MockServer};
+    use crate::common::http_mock::{MockResponse, MockServer};
     let mode = MockServer::start(|r| {
         if r.path.ends_with("credit.do") {
             MockResponse::ok("text/plain", "212.5")

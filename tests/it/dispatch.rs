@@ -3,8 +3,7 @@
 //! permanent refusals reported with their code, and etatNot is queued once,
 //! only when every recipient has its outcome.
 
-mod common;
-use common::*;
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::config::Config;
 use mail2sms::dispatch::Dispatcher;

@@ -14,8 +14,7 @@
 //! database file made immutable during one) are at the end; they say
 //! SKIPPED when this machine does not let them mount or `chattr`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::store::{
     Accepted, JobOutcome, NewMessage, NewRequest, ReplyOutcome, SqliteStore, Store, StoreConfig,

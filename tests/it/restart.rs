@@ -2,8 +2,7 @@
 //! requests survive, interrupted sends are settled exactly once, and a
 //! stop/start in the middle of traffic loses and repeats nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 use mail2sms::config::Config;
 use mail2sms::store::{
     Accepted, NewMessage, NewRequest, RequestBody, SqliteStore, Store, now_millis,

@@ -4,9 +4,8 @@
 //! answers in the document's `<response>` format. Then end to end: an email
 //! over SMTP, the SMS at the mock, and etatNot's code.
 
-mod common;
-use common::http_mock::{MockResponse, MockServer, Recorded};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded};
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::providers::smsfactor::{CHECK_OK, Smsfactor, SmsfactorConfig};
 use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};

@@ -1,8 +1,7 @@
 //! The spec's own examples (004, §III and §5), sent over SMTP with a real
 //! client, and the replies checked byte for byte.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const SPEC_SMS: &str = "L'été est fini! Super promo -10% à partir de 50€ d'achat !!!";
 

@@ -2,8 +2,7 @@
 //! SMS as they reach the provider (the outbox), and each refusal's code in
 //! etatNot.
 
-mod common;
-use common::*;
+use crate::common::*;
 use jiff::Timestamp;
 use mail2sms::clock::Clock;
 use mail2sms::config::{Config, QuietHours, UnicodeMode};
@@ -472,7 +471,7 @@ async fn credits_are_debited_per_segment_and_an_empty_balance_is_code_12() {
 
 #[tokio::test]
 async fn credits_of_an_sms_the_provider_did_not_take_are_given_back() {
-    use common::http_mock::{MockResponse, MockServer};
+    use crate::common::http_mock::{MockResponse, MockServer};
     let down = MockServer::start(|_| MockResponse::status(503)).await;
     let table = format!(
         "type = \"smsmode\"\nurl = \"{}\"\naccess_token = \"t\"\ntimeout_ms = 2000\n",

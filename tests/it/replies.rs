@@ -1,8 +1,7 @@
 //! Reply emails over a real SMTP exchange: a transient refusal is retried
 //! from the store until delivered, once; a permanent one is not repeated.
 
-mod common;
-use common::*;
+use crate::common::*;
 use mail2sms::smtp::{self, Envelope, Handler, Reply, SmtpConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

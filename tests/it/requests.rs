@@ -1,8 +1,7 @@
 //! What one request asks for, end to end: de-duplication, request-level
 //! refusals, numbers, and the etatAck / etatNot codes that report them.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 async fn send_ok(app: &TestApp, body: &str) {

@@ -4,8 +4,7 @@
 //! an SMTP sink that counts every delivery: each `kill -9` makes at most
 //! `replies.concurrency` of them (those in flight) go out again (issue 8).
 
-mod common;
-use common::*;
+use crate::common::*;
 use lettre::address::Envelope;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -4,10 +4,8 @@
 //! the base64 `dest` and `message`, and answers with `methodResponse` XML
 //! written here by hand (arrays of arrays, faults, Latin-1 bodies).
 
-mod common;
-
-use common::http_mock::{MockResponse, MockServer, Recorded};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded};
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::providers::netoxygen::{Cancellation, Credits, Netoxygen, NetoxygenConfig};
 use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};

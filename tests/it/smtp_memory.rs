@@ -4,8 +4,7 @@
 //! handling of a message (parsing, request building) is paid from the same
 //! budget (issue 8).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

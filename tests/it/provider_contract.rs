@@ -6,10 +6,8 @@
 //! errors and logs, and batches stopped at their first failing request.
 //! What is specific to one wire format stays in its `provider_*.rs` file.
 
-mod common;
-
-use common::http_mock::{MockResponse, MockServer, Recorded, parse_form};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded, parse_form};
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::providers::netoxygen::{Netoxygen, NetoxygenConfig};
 use mail2sms::providers::smseco::{Smseco, SmsecoConfig, SmsecoFormat};
@@ -356,7 +354,9 @@ impl LogBuffer {
             let logs = LogBuffer::default();
             let sink = logs.clone();
             let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("mail2sms=trace"))
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "mail2sms::providers=trace",
+                ))
                 .with_writer(move || sink.clone())
                 .with_ansi(false)
                 .finish();

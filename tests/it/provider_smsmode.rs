@@ -5,10 +5,8 @@
 //! document's `code | description | id` format. Then end to end: an email
 //! in, the SMS at the mock, the code in etatNot.
 
-mod common;
-
-use common::http_mock::{MockResponse, MockServer, Recorded, parse_form};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded, parse_form};
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::providers::smsmode::{Smsmode, SmsmodeConfig};
 use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider, SendError};

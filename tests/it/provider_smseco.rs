@@ -4,10 +4,8 @@
 //! document's `<REPONSE>` (or JSON) structures. Then end to end: an email
 //! over SMTP, the SMS at the mock, and etatNot's code.
 
-mod common;
-
-use common::http_mock::{MockResponse, MockServer, Recorded};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded};
+use crate::common::*;
 use mail2sms::codes::Code;
 use mail2sms::providers::smseco::{Smseco, SmsecoConfig, SmsecoFormat};
 use mail2sms::providers::{DeliveryState, FailureKind, OutgoingSms, Provider};

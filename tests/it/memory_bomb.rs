@@ -9,11 +9,10 @@
 //!
 //! ```sh
 //! cargo build --release
-//! cargo test --test memory_bomb -- --ignored --nocapture
+//! cargo test --test it memory_bomb::release_figures -- --ignored --nocapture
 //! ```
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;

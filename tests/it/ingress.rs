@@ -1,8 +1,7 @@
 //! Each SMTP refusal, through a real client: relaying, unreadable requests,
 //! unknown keyid, sender not allowed, size, and an unavailable store.
 
-mod common;
-use common::*;
+use crate::common::*;
 use sqlx::Connection;
 use std::time::Duration;
 

@@ -3,9 +3,8 @@
 //! their documents' wire formats, and etatNot. Also a 10 000-recipient
 //! `mobiles.csv` going out in few requests, and the per-request rate limit.
 
-mod common;
-use common::http_mock::{MockResponse, MockServer, Recorded};
-use common::*;
+use crate::common::http_mock::{MockResponse, MockServer, Recorded};
+use crate::common::*;
 use mail2sms::config::Config;
 use mail2sms::providers::{OutgoingSms, Provider, ProviderConfig};
 use std::sync::Arc;
