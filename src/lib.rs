@@ -25,4 +25,4 @@ pub(crate) mod secrets;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;
-pub(crate) mod xml;
+pub mod xml;

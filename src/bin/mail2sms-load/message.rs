@@ -110,11 +110,10 @@ impl MsgGen {
     }
 }
 
-/// Escapes what would end or open a tag in `<keyid>` and `<emailId>`.
+/// Escapes what would end or open a tag in `<keyid>` and `<emailId>`,
+/// with the crate's one XML escaper.
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    mail2sms::xml::escape(s, mail2sms::xml::Style::MARKUP)
 }
 
 /// Double a leading '.' on every line (RFC 5321 4.5.2).
