@@ -48,20 +48,18 @@ pub fn redact_urls_in(text: &str) -> String {
     out
 }
 
-/// Appends one whitespace-free token, redacted if it is a URL.
+/// Appends one whitespace-free token, its URL (from the scheme's first
+/// letter on) redacted.
 fn push_token(out: &mut String, token: &str) {
-    match token.find("://") {
-        Some(i) => {
-            out.push_str(&token[..i]);
-            // The scheme is the letters just before `://`.
-            let scheme_start = token[..i]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
-                .map_or(0, |p| p + 1);
-            out.truncate(out.len() - (i - scheme_start));
-            out.push_str(&redact_url(&token[scheme_start..]));
-        }
-        None => out.push_str(token),
-    }
+    let Some(i) = token.find("://") else {
+        out.push_str(token);
+        return;
+    };
+    let scheme_start = token[..i]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        .map_or(0, |p| p + 1);
+    out.push_str(&token[..scheme_start]);
+    out.push_str(&redact_url(&token[scheme_start..]));
 }
 
 /// Shows the first four characters of a secret and hides the rest.

@@ -64,10 +64,6 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// `[store]` names a backend this build does not have, or no usable
-    /// location.
-    #[error("store configuration: {0}")]
-    Config(String),
 }
 
 impl StoreError {

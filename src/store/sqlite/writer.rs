@@ -32,7 +32,7 @@ pub(super) async fn writer_task(mut writer: Writer, mut rx: mpsc::Receiver<Op>, 
 
 /// A group commit slower than this is logged (as a count and a duration:
 /// statements are never logged, they may be megabytes long).
-pub(super) const SLOW_BATCH: Duration = Duration::from_secs(1);
+const SLOW_BATCH: Duration = Duration::from_secs(1);
 
 /// The writer task's state: its connection, and how to make a new one.
 ///
@@ -163,7 +163,7 @@ impl Writer {
 
 /// Whether a connection is outside any transaction: a plain `BEGIN` (which
 /// takes no lock) succeeds only then.
-pub(super) async fn is_clean(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+async fn is_clean(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
     sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
     Ok(())
@@ -175,7 +175,7 @@ impl Faults {
         self: &Arc<Self>,
         conn: &mut SqliteConnection,
     ) -> Result<(), StoreError> {
-        self.apply_max_page_count(conn).await?;
+        set_max_page_count(conn, self.max_page_count.load(Ordering::Acquire)).await?;
         let faults = self.clone();
         conn.lock_handle().await?.set_commit_hook(move || {
             faults
@@ -185,31 +185,25 @@ impl Faults {
         });
         Ok(())
     }
+}
 
-    /// Sets `PRAGMA max_page_count` from [`Faults::max_page_count`];
-    /// returns the cap SQLite applied (never below the database's size).
-    async fn apply_max_page_count(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
-        let pages = match self.max_page_count.load(Ordering::Acquire) {
-            0 => UNLIMITED_PAGES,
-            n => n,
-        };
-        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "PRAGMA max_page_count = {pages}"
-        )))
-        .fetch_one(&mut *conn)
-        .await?;
-        Ok(applied as u64)
-    }
+/// Sets `PRAGMA max_page_count` (0: no cap); returns the cap SQLite
+/// applied, never below the database's size.
+async fn set_max_page_count(conn: &mut SqliteConnection, pages: u64) -> Result<u64, StoreError> {
+    let pages = if pages == 0 { UNLIMITED_PAGES } else { pages };
+    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "PRAGMA max_page_count = {pages}"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(applied as u64)
 }
 
 /// The largest `max_page_count` SQLite takes: no cap.
-pub(super) const UNLIMITED_PAGES: u64 = 0xffff_fffe;
+const UNLIMITED_PAGES: u64 = 0xffff_fffe;
 
 /// Runs the operations of one transaction (already begun on `conn`).
-pub(super) async fn run_ops(
-    conn: &mut SqliteConnection,
-    ops: &[Op],
-) -> Result<Vec<OpResult>, StoreError> {
+async fn run_ops(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
     let mut results: Vec<Option<OpResult>> = ops.iter().map(|_| None).collect();
     // Every accepted email of the group in a few statements.
     let (positions, requests): (Vec<usize>, Vec<&NewRequest>) = ops
@@ -285,13 +279,7 @@ pub(super) async fn apply(
             .rows_affected()
                 > 0,
         ),
-        OpKind::MaxPageCount(pages) => {
-            let faults = Faults {
-                max_page_count: AtomicU64::new(*pages),
-                ..Faults::default()
-            };
-            OpResult::Count(faults.apply_max_page_count(conn).await?)
-        }
+        OpKind::MaxPageCount(pages) => OpResult::Count(set_max_page_count(conn, *pages).await?),
         OpKind::OptOutRemove { scope, number } => OpResult::Changed(
             sqlx::query("DELETE FROM optouts WHERE scope = ? AND number = ?")
                 .bind(scope)
