@@ -16,6 +16,7 @@ pub mod dispatch;
 pub(crate) mod gsm;
 pub(crate) mod logsafe;
 pub(crate) mod mail;
+pub mod net;
 pub(crate) mod pipeline;
 pub mod providers;
 pub mod replies;

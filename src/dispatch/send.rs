@@ -335,6 +335,7 @@ path = "{dir}/outbox.jsonl"
                 duplicate_of: None,
                 detail: None,
             }]),
+            alert: None,
         }
     }
 

@@ -192,6 +192,7 @@ impl Pipeline {
             email_ack: request.email_ack,
             email_not: request.email_not,
             body,
+            alert: None,
         };
         let taken = self.apply_limits(&account, &mut new, now);
         Ok(self.store(&account, new, taken).await)

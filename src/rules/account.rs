@@ -1,8 +1,11 @@
 //! `[accounts.NAME]`: one customer of the bridge, and the checks of its
 //! settings, next to the rules they configure.
 
+use crate::net::Networks;
 use crate::{gsm, request};
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// `[accounts.NAME]`: one customer of the bridge.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +72,48 @@ pub struct AccountConfig {
     /// The most SMS accepted per day (Paris calendar day); beyond, code 29.
     #[serde(default)]
     pub max_per_day: Option<u32>,
+    /// Client addresses allowed to send for this account (CIDR list, both
+    /// `<envoi>` and alert mail); absent: any. `<envoi>` mail from elsewhere
+    /// is refused with code 14; alert mail with `550 5.7.1`.
+    #[serde(default)]
+    pub networks: Option<Networks>,
+    /// Takes alert mail: any email to `NUMBER@domain` or `GROUP@domain`
+    /// without an `<envoi>` block becomes an SMS (issue 10). Not with
+    /// `commercial`.
+    #[serde(default)]
+    pub alerts: bool,
+    /// Named groups of numbers alert mail can be addressed to
+    /// (`oncall = ["+33601020304", "0601020305"]`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// A TOML file of more groups (top-level `name = [numbers]`), re-read on
+    /// SIGHUP; a name in both is an error.
+    #[serde(default)]
+    pub groups_file: Option<PathBuf>,
+    /// A minijinja template replacing the default alert text (subject, line
+    /// break, cleaned body); it sees `subject`, `body`, `from`, `to`, `date`.
+    #[serde(default)]
+    pub alert_template: Option<String>,
+    /// Seconds an alert's Message-ID (MTA retries) and each text sent to a
+    /// number (storms) are remembered: a repeat within them sends nothing.
+    #[serde(default = "default_alert_dedup_secs")]
+    pub alert_dedup_secs: u64,
+    /// The most alert SMS one number gets per rolling hour; the rest are
+    /// held back and counted in the next one that goes. Absent: no cap.
+    #[serde(default)]
+    pub alert_max_per_hour: Option<u32>,
+    /// Whether a delivery status notification (RFC 3464) goes to the
+    /// envelope sender of an alert when one of its SMS failed.
+    #[serde(default = "default_true")]
+    pub alert_failure_notice: bool,
+}
+
+fn default_alert_dedup_secs() -> u64 {
+    3600
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `unicode` of an account.
@@ -126,6 +171,15 @@ impl AccountConfig {
         }
         if self.max_per_day == Some(0) {
             return Err(("max_per_day", "must be at least 1".into()));
+        }
+        if self.alerts && self.commercial {
+            return Err((
+                "alerts",
+                "an alert account cannot be commercial: alerts are not advertising (no STOP mention, no quiet hours)".into(),
+            ));
+        }
+        if self.alert_max_per_hour == Some(0) {
+            return Err(("alert_max_per_hour", "must be at least 1".into()));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! (11) and credits (12), since those can change while an SMS waits.
 
 pub mod account;
+pub mod fit;
 pub mod volume;
 
 use crate::codes::Code;
@@ -208,6 +209,14 @@ mod tests {
             credits: false,
             max_per_minute: None,
             max_per_day: None,
+            networks: None,
+            alerts: false,
+            groups: Default::default(),
+            groups_file: None,
+            alert_template: None,
+            alert_dedup_secs: 3600,
+            alert_max_per_hour: None,
+            alert_failure_notice: true,
         }
     }
 

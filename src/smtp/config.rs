@@ -1,7 +1,12 @@
 //! The `[smtp]` table: where to listen, and the limits every session
 //! keeps.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::Deserialize;
+
+use crate::net::Networks;
 
 /// Configuration of the SMTP listener (the `[smtp]` table of the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +50,68 @@ pub struct SmtpConfig {
     /// suggests 10 minutes): a client trickling bytes would otherwise hold
     /// its share of `max_buffered_bytes` for as long as it likes.
     pub data_timeout_secs: u64,
+    /// The certificate chain (PEM) offered with STARTTLS and on
+    /// `listen_tls`; with `tls_key`, turns STARTTLS on. Re-read on SIGHUP
+    /// without dropping sessions.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse MAIL (`530 5.7.0`) before STARTTLS, except from
+    /// `tls_exempt_networks`: credentials and messages never cross the
+    /// network in clear.
+    pub require_tls: bool,
+    /// Clients that may send and authenticate without TLS (default: loopback
+    /// only, where a local MTA relays; `[]` exempts nobody).
+    pub tls_exempt_networks: Networks,
+    /// An optional second listener speaking TLS from the first byte
+    /// (implicit TLS, "SMTPS", RFC 8314), e.g. `0.0.0.0:465`.
+    pub listen_tls: Option<String>,
+    /// SMTP AUTH users, by name: each names the account it sends for.
+    pub users: BTreeMap<String, SmtpUser>,
+    /// Seconds a client address gets `421` at connect after three failed
+    /// AUTH attempts in one session, so passwords cannot be guessed fast.
+    pub auth_lockout_secs: u64,
+    /// Clients allowed to connect at all (CIDR list); others get `554 5.7.1`
+    /// at connect. Absent: any client.
+    pub networks: Option<Networks>,
+    /// What a message refused as not authorized (unknown keyid, sender or
+    /// network not allowed) gets: `reject` answers `550 5.7.1`; `discard`
+    /// answers `250`, sends nothing, logs and counts it — behind an MTA, a
+    /// `550` becomes a bounce to a possibly forged sender (backscatter).
+    pub unauthorized: Unauthorized,
+}
+
+/// `[smtp.users.NAME]`: one SMTP AUTH user.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpUser {
+    /// The argon2id hash of the password (PHC string, made by
+    /// `mail2sms hash-password`); never the password itself.
+    pub password_hash: String,
+    /// The account this user sends for (alert mail, and `<envoi>` mail
+    /// whose keyid names the same account).
+    pub account: String,
+}
+
+impl std::fmt::Debug for SmtpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is a secret too: it can be attacked offline.
+        f.debug_struct("SmtpUser")
+            .field("password_hash", &"<hidden>")
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+/// `smtp.unauthorized`: what a message refused as not authorized gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unauthorized {
+    /// `550 5.7.1`.
+    #[default]
+    Reject,
+    /// `250`, nothing sent, logged and counted.
+    Discard,
 }
 
 impl Default for SmtpConfig {
@@ -63,6 +130,15 @@ impl Default for SmtpConfig {
             max_recipients: 100,
             idle_timeout_secs: 300,
             data_timeout_secs: 600,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            tls_exempt_networks: Networks::loopback(),
+            listen_tls: None,
+            users: BTreeMap::new(),
+            auth_lockout_secs: 60,
+            networks: None,
+            unauthorized: Unauthorized::Reject,
         }
     }
 }

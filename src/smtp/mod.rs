@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use budget::Budget;
 pub use budget::{GrowError, HANDLING_FACTOR, Share};
-pub use config::SmtpConfig;
+pub use config::{SmtpConfig, SmtpUser, Unauthorized};
 use session::Session;
 
 /// How long [`run`] waits for sessions in progress once shutdown is asked.
@@ -105,6 +105,18 @@ pub trait Handler: Send + Sync + 'static {
     async fn message_within(&self, envelope: &Envelope, data: Vec<u8>, share: &mut Share) -> Reply {
         let _ = share;
         self.message(envelope, data).await
+    }
+
+    /// Called at each RCPT TO of one of our domains, before it is accepted:
+    /// `Err(reply)` refuses that recipient with `reply` (e.g. `550 5.1.1`
+    /// for a local part that looks like a number but is not a valid one,
+    /// issue 10), so that the sending MTA bounces it at once. `envelope` is
+    /// the transaction so far (`rcpt_to`: the recipients accepted before
+    /// this one). Must be quick: it runs on the session's task. The default
+    /// accepts every recipient.
+    fn recipient(&self, envelope: &Envelope, address: &str) -> Result<(), Reply> {
+        let _ = (envelope, address);
+        Ok(())
     }
 }
 

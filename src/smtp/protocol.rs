@@ -228,6 +228,9 @@ impl Protocol {
             self.reply(550, "5.7.1", "relaying denied");
         } else if self.rcpt_to.len() >= self.shared.config.max_recipients {
             self.reply(452, "4.5.3", "too many recipients");
+        } else if let Err(reply) = self.shared.handler.recipient(&self.envelope(), address) {
+            tracing::info!(peer = %self.peer, rcpt = %Safe(address), code = reply.code, "SMTP recipient refused");
+            self.reply(reply.code, &reply.enhanced, &reply.text);
         } else {
             self.rcpt_to.push(address.to_owned());
             self.reply(250, "2.1.5", "Ok");
@@ -238,6 +241,17 @@ impl Protocol {
     /// message is complete (call [`Protocol::end_of_data`] then).
     pub(super) fn receive(&mut self, input: &[u8]) -> (usize, bool) {
         self.data.feed(input)
+    }
+
+    /// The transaction so far, as the handler sees it.
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            mail_from: self.mail_from.clone().unwrap_or_default(),
+            rcpt_to: self.rcpt_to.clone(),
+            helo: self.helo.clone().unwrap_or_default(),
+            peer: self.peer,
+            auth_user: None,
+        }
     }
 
     /// Ends the DATA phase: hands the message to the handler (unless it was

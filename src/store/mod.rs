@@ -95,6 +95,31 @@ pub struct NewRequest {
     pub email_not: Option<String>,
     /// The SMS to send, or the request-level code refusing them all.
     pub body: RequestBody,
+    /// Set for alert mail (issue 10): its de-duplication, storm control and
+    /// failure notice, which `<envoi>` requests do not have. `None`: an
+    /// `<envoi>` request.
+    pub alert: Option<AlertInfo>,
+}
+
+/// What the store does for an alert beyond an `<envoi>` request (issue 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertInfo {
+    /// The envelope sender (`MAIL FROM`), where a failure notice goes; `""`
+    /// for the null sender, which never gets one.
+    pub return_path: String,
+    /// Seconds the Message-ID (an MTA's retry of the same message: `250`,
+    /// nothing sent) and each text sent to a number (a storm: sent once)
+    /// are remembered.
+    pub dedup_secs: u64,
+    /// The most alert SMS one number gets per rolling hour; the rest are
+    /// held back and counted. `None`: no cap.
+    pub max_per_hour: Option<u32>,
+    /// Whether a delivery status notification goes to `return_path` once
+    /// every SMS has its outcome and one failed.
+    pub failure_notice: bool,
+    /// The account's `max_segments`: the note of alerts held back is fitted
+    /// within it (`rules::fit::fit`).
+    pub max_segments: u32,
 }
 
 /// What a request asks for once read.
@@ -146,6 +171,7 @@ impl NewRequest {
             email_ack: None,
             email_not: None,
             body: RequestBody::Messages(messages),
+            alert: None,
         }
     }
 }

@@ -44,6 +44,7 @@ fn request(email_id: &str) -> NewRequest {
                 })
                 .collect(),
         ),
+        alert: None,
     }
 }
 
