@@ -49,13 +49,21 @@ pub(crate) struct Args {
     #[arg(long, default_value = "load@load.test")]
     pub(crate) from: String,
 
-    /// Envelope recipient and To: header.
-    #[arg(long, default_value = "sms@sms.load.test")]
-    pub(crate) to: String,
+    /// Envelope recipient and To: header [default: sms@sms.load.test, or
+    /// 0600000001@sms.load.test with --alert].
+    #[arg(long)]
+    pub(crate) to: Option<String>,
 
     /// Add <emailAck>/<emailNot> pointing at ack@load.test so the daemon produces reply emails.
     #[arg(long)]
     pub(crate) acks: bool,
+
+    /// Send plain alert mail (issue 10) instead of `<envoi>` requests: no
+    /// block, a distinct subject per message, all to one number
+    /// (`--to`, default `0600000001@sms.load.test`); the spawned daemon's
+    /// account takes alerts. Not with --check-store.
+    #[arg(long, conflicts_with_all = ["acks", "check_store", "sms_bytes", "pad_bytes"])]
+    pub(crate) alert: bool,
 
     /// Messages sent (and drained) before the measured run; not measured.
     #[arg(long, default_value_t = 200)]

@@ -40,7 +40,7 @@ impl Target {
     /// Spawns the daemon (`--spawn`) or resolves the running one's address.
     pub(crate) async fn open(args: &Args, keyid: &str) -> Result<Target> {
         if let Some(bin) = &args.spawn {
-            let (sp, addr, outbox) = spawn_daemon(bin, keyid).await?;
+            let (sp, addr, outbox) = spawn_daemon(bin, keyid, args.alert).await?;
             let pid = sp.child.id();
             return Ok(Target {
                 addr,
@@ -106,7 +106,13 @@ fn toml_str(s: &str) -> String {
 }
 
 /// Writes the spawned daemon's config in `dir`; returns its path.
-fn write_config(dir: &Path, addr: SocketAddr, keyid: &str, outbox: &Path) -> Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    addr: SocketAddr,
+    keyid: &str,
+    outbox: &Path,
+    alerts: bool,
+) -> Result<PathBuf> {
     let dir_s = dir.to_string_lossy();
     let config = format!(
         r#"[smtp]
@@ -125,6 +131,7 @@ transport = {replies}
 keyid = {keyid}
 senders = ["@load.test"]
 providers = ["outbox"]
+alerts = {alerts}
 
 [providers.outbox]
 type = "outbox"
@@ -140,7 +147,11 @@ path = {outbox}
     Ok(cfg_path)
 }
 
-async fn spawn_daemon(bin: &Path, keyid: &str) -> Result<(Spawned, SocketAddr, PathBuf)> {
+async fn spawn_daemon(
+    bin: &Path,
+    keyid: &str,
+    alerts: bool,
+) -> Result<(Spawned, SocketAddr, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("mail2sms-load-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clean {}", dir.display()))?;
@@ -150,7 +161,7 @@ async fn spawn_daemon(bin: &Path, keyid: &str) -> Result<(Spawned, SocketAddr, P
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let outbox = dir.join("outbox.jsonl");
-    let cfg_path = write_config(&dir, addr, keyid, &outbox)?;
+    let cfg_path = write_config(&dir, addr, keyid, &outbox, alerts)?;
 
     let log = dir.join("daemon.log");
     let log_file = File::create(&log).context("create daemon.log")?;

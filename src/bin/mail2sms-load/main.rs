@@ -181,7 +181,11 @@ fn generator(args: &Args, keyid: String) -> MsgGen {
         numeric_ids: args.numeric_ids,
         keyid,
         from: args.from.clone(),
-        to: args.to.clone(),
+        to: args.to.clone().unwrap_or_else(|| {
+            let to = if args.alert { "0600000001" } else { "sms" };
+            format!("{to}@sms.load.test")
+        }),
+        alert: args.alert,
         acks: args.acks,
         date: rfc5322_date(now.as_secs()),
         sms_bytes: args.sms_bytes,

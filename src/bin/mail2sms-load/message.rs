@@ -24,7 +24,14 @@ pub(crate) struct MsgGen {
     pub(crate) sms_bytes: usize,
     /// `--pad-bytes`: text after `</envoi>` up to this many bytes (0: none).
     pub(crate) pad_bytes: usize,
+    /// `--alert`: plain alert mail, the recipient address naming the number.
+    pub(crate) alert: bool,
 }
+
+/// What every alert text starts with, before the message's emailId: the
+/// outbox tailer finds the message an alert SMS belongs to by it (alerts
+/// carry no emailId).
+pub(crate) const ALERT_SUBJECT: &str = "mail2sms load ";
 
 /// Appends lines of `y` (78 bytes with their CRLF) until `text` is about
 /// `bytes` long.
@@ -83,6 +90,9 @@ impl MsgGen {
     /// The DATA payload, CRLF line endings, dot-stuffed, ending with CRLF
     /// (the terminating ".\r\n" is written separately).
     pub(crate) fn data(&self, idx: usize, email_id: &str) -> Vec<u8> {
+        if self.alert {
+            return self.alert_data(email_id);
+        }
         let mut body = String::with_capacity(512);
         body.push_str("<envoi>\r\n");
         body.push_str(&format!("<keyid>{}</keyid>\r\n", xml_escape(&self.keyid)));
@@ -106,6 +116,26 @@ impl MsgGen {
         msg.push_str("Content-Type: text/plain; charset=UTF-8\r\n");
         msg.push_str("\r\n");
         msg.push_str(&body);
+        dot_stuff(msg.as_bytes())
+    }
+
+    /// An alert email: what a monitoring server sends, its subject distinct
+    /// per message (so that storm control lets each through) and naming it.
+    fn alert_data(&self, email_id: &str) -> Vec<u8> {
+        let mut msg = String::with_capacity(512);
+        msg.push_str(&format!("From: Nagios <{}>\r\n", self.from));
+        msg.push_str(&format!("To: <{}>\r\n", self.to));
+        msg.push_str(&format!("Subject: {ALERT_SUBJECT}{email_id}\r\n"));
+        msg.push_str(&format!("Message-ID: <{email_id}@load.test>\r\n"));
+        msg.push_str(&format!("Date: {}\r\n", self.date));
+        msg.push_str("MIME-Version: 1.0\r\n");
+        msg.push_str("Content-Type: text/plain; charset=UTF-8\r\n");
+        msg.push_str("\r\n");
+        msg.push_str("** PROBLEM Service Alert: db1/disk is CRITICAL **\r\n\r\n");
+        msg.push_str(
+            "Host: db1\r\nState: CRITICAL\r\nInfo: DISK CRITICAL - free space: / 312 MB (2%)\r\n",
+        );
+        msg.push_str("\r\n-- \r\nNagios\r\n");
         dot_stuff(msg.as_bytes())
     }
 }
@@ -207,6 +237,7 @@ mod tests {
             date: rfc5322_date(0),
             sms_bytes: 0,
             pad_bytes: 0,
+            alert: false,
         };
         let id = g.email_id(7);
         assert_eq!(id, "42-7");
@@ -227,6 +258,26 @@ mod tests {
     }
 
     #[test]
+    fn alert_shape() {
+        let g = MsgGen {
+            run_id: 9,
+            numeric_ids: false,
+            keyid: "k".into(),
+            from: "nagios@load.test".into(),
+            to: "0600000001@sms.load.test".into(),
+            acks: false,
+            date: rfc5322_date(0),
+            sms_bytes: 0,
+            pad_bytes: 0,
+            alert: true,
+        };
+        let d = String::from_utf8(g.data(3, "9-3")).unwrap();
+        assert!(d.contains("\r\nSubject: mail2sms load 9-3\r\n"), "{d}");
+        assert!(d.contains("To: <0600000001@sms.load.test>\r\n"));
+        assert!(!d.contains("<envoi>"));
+    }
+
+    #[test]
     fn padded_sms_text() {
         let g = MsgGen {
             run_id: 1,
@@ -238,6 +289,7 @@ mod tests {
             date: rfc5322_date(0),
             sms_bytes: 1_000,
             pad_bytes: 0,
+            alert: false,
         };
         let text = g.sms_text(3);
         assert_eq!(text.len(), 1_000);

@@ -59,9 +59,20 @@ impl TailState {
                 *self.missing_keys.entry(k).or_default() += 1;
             }
         }
-        let id = match v.get("email_id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+        let id = match (v.get("email_id"), v.get("text")) {
+            (Some(Value::String(s)), _) => s.clone(),
+            (Some(Value::Number(n)), _) => n.to_string(),
+            // An alert: its text starts with the subject naming it.
+            (_, Some(Value::String(text))) => {
+                match text.strip_prefix(crate::message::ALERT_SUBJECT) {
+                    Some(rest) => rest
+                        .split(['\n', ' '])
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    None => return,
+                }
+            }
             _ => return,
         };
         match self.seen.entry(id) {
@@ -247,5 +258,10 @@ mod tests {
         assert_eq!(t.duplicates, 1);
         assert!(t.seen.contains_key("1-1") && t.seen.contains_key("17"));
         assert_eq!(t.missing_keys.get("to"), Some(&2));
+        t.ingest(br#"{"to":"+33600000001","text":"mail2sms load 1-2\nHost: db1","email_id":null,"account":"a","sender_id":null,"tracker":null}"#, now);
+        assert!(
+            t.seen.contains_key("1-2"),
+            "an alert is found by its subject"
+        );
     }
 }
