@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// The envelope sender (used when the message has no From: header).
-        #[arg(long, short = 'f', default_value = "")]
+        #[arg(long, short = 'f', default_value = "", allow_hyphen_values = true)]
         from: String,
         /// The envelope recipients, as an MTA passes them (Postfix:
         /// `${recipient}`); optional for `<envoi>` mail.

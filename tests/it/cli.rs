@@ -178,6 +178,16 @@ fn deliver_takes_the_recipients_as_arguments_like_sendmail() {
     let args = ["-f", "", "sms@sms.example.com", "other@sms.example.com"];
     let out = deliver_with(dir.path(), &config, &args, &message);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Addresses starting with "-", as Postfix's pipe passes them
+    // (`-f ${sender} -- ${recipient}`): values, not options.
+    let message = plain_email(
+        "ops@masociete.com",
+        &envoi("0601020304", "x", "rcpt-hyphen"),
+    );
+    let args = ["-f", "-ops@masociete.com", "--", "-sms@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &args, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("(1 SMS)"), "{}", describe(&out));
     // Recipients stay optional for <envoi> mail.
     let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "rcpt-3"));
     let out = deliver_with(dir.path(), &config, &[], &message);
