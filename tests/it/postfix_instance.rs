@@ -27,10 +27,15 @@ pub fn skip_reason() -> Option<&'static str> {
 }
 
 /// Returns early from a test, saying why, when Postfix cannot run here.
+/// Written to standard error directly: the test harness captures
+/// `eprintln!` of passing tests, and a skip must show in `cargo test`.
 macro_rules! skip_without_postfix {
     () => {
         if let Some(reason) = $crate::postfix_instance::skip_reason() {
-            eprintln!("{reason}");
+            use std::io::Write as _;
+            // libtest names each test's thread after the test.
+            let test = std::thread::current().name().unwrap_or("").to_string();
+            let _ = writeln!(std::io::stderr(), "{reason}: {test}");
             return;
         }
     };
