@@ -28,12 +28,13 @@ enum Command {
     /// MTA's pipe transport or a cron job), like sendmail:
     /// `deliver [-f SENDER] [RECIPIENT...]`. Exit codes follow sysexits:
     /// 0 accepted, 65 unreadable request, 77 not allowed, 75 try again later.
+    #[command(after_help = DELIVER_EXIT_CODES)]
     Deliver {
         /// The configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// The envelope sender (used when the message has no From: header).
-        #[arg(long, short = 'f', default_value = "")]
+        #[arg(long, short = 'f', default_value = "", allow_hyphen_values = true)]
         from: String,
         /// The envelope recipients, as an MTA passes them (Postfix:
         /// `${recipient}`); optional for `<envoi>` mail.
@@ -164,10 +165,42 @@ fn tune_allocator() {
     }
 }
 
+/// `sysexits.h` EX_TEMPFAIL: the only code that makes an MTA keep a message
+/// and retry; every other non-zero code bounces it.
+const EX_TEMPFAIL: u8 = 75;
+
+/// The exit codes of `deliver`, shown by `mail2sms deliver --help`.
+const DELIVER_EXIT_CODES: &str = "\
+Exit codes (sysexits.h, as an MTA's pipe transport reads them; Postfix
+retries on 75 and bounces the message on any other non-zero code):
+  0   accepted (also a repeated emailId, or no emailId: etatAck says so)
+  65  EX_DATAERR: the sender's fault, the message bounces: no readable
+      <envoi>, or larger than smtp.max_message_size
+  77  EX_NOPERM: the sender's fault, the message bounces: unknown keyid
+      or sender not allowed
+  75  EX_TEMPFAIL: a problem on this machine, the MTA keeps the message
+      and retries: the configuration missing, unreadable or invalid, bad
+      arguments, standard input unreadable, the store unavailable (disk
+      full, read-only, locked), the memory budget busy, an internal error";
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let delivering = matches!(cli.command, Command::Deliver { .. });
+    if delivering {
+        defer_on_panic();
+    }
     init_logging();
+    // For `deliver`, nothing that goes wrong on this machine may bounce
+    // the message: only 75 makes the MTA keep it.
+    let (os_error, config_error) = if delivering {
+        (EX_TEMPFAIL, EX_TEMPFAIL)
+    } else {
+        (71, 78) // EX_OSERR, EX_CONFIG
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -175,16 +208,49 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mail2sms: cannot start the runtime: {e}");
-            return ExitCode::from(71); // EX_OSERR
+            return ExitCode::from(os_error);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mail2sms: {}", error_chain(&e));
-            ExitCode::from(78) // EX_CONFIG
+            ExitCode::from(config_error)
         }
     }
+}
+
+/// A command line clap refused: `--help` and `--version` as clap does; for
+/// `deliver`, exit 75 (a typo in the MTA's `master.cf` must not bounce
+/// every message), else clap's own code.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let _ = e.print();
+    let delivering = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_some_and(|a| a == "deliver");
+    ExitCode::from(if delivering {
+        EX_TEMPFAIL
+    } else {
+        u8::try_from(e.exit_code()).unwrap_or(2)
+    })
+}
+
+/// Makes a panic anywhere in `deliver` (any thread) exit 75 after the usual
+/// message, instead of Rust's 101, which an MTA reads as a permanent
+/// failure: the message stays queued and is tried again (a request already
+/// stored by then is a duplicate the next time, never a second SMS).
+fn defer_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("mail2sms: internal error; exit {EX_TEMPFAIL} so that the MTA retries");
+        std::process::exit(i32::from(EX_TEMPFAIL));
+    }));
 }
 
 /// The error and its causes, skipping a cause its parent already quotes.
@@ -219,39 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             from,
             recipients,
-        } => {
-            let config = load(config.as_deref())?;
-            let max = config.smtp.max_message_size;
-            let mut raw = Vec::new();
-            if let Err(e) = std::io::stdin().take(max as u64 + 1).read_to_end(&mut raw) {
-                eprintln!("mail2sms: reading the message on standard input: {e}");
-                return Ok(ExitCode::from(74)); // EX_IOERR
-            }
-            if raw.len() > max {
-                eprintln!("552 5.3.4 message larger than smtp.max_message_size ({max} bytes)");
-                return Ok(ExitCode::from(65)); // EX_DATAERR
-            }
-            let core = match app::Core::open(&config).await {
-                Ok(core) => core,
-                Err(e) => {
-                    eprintln!("mail2sms: {e}");
-                    return Ok(ExitCode::from(75)); // EX_TEMPFAIL: the MTA retries
-                }
-            };
-            let envelope = Envelope {
-                mail_from: from,
-                recipients,
-                ..Envelope::default()
-            };
-            let verdict = core.pipeline.process(&envelope, raw).await;
-            let (code, enhanced, text) = verdict.smtp_reply();
-            if verdict.exit_code() == 0 {
-                println!("{code} {enhanced} {text}");
-            } else {
-                eprintln!("{code} {enhanced} {text}");
-            }
-            Ok(ExitCode::from(verdict.exit_code()))
-        }
+        } => deliver(config.as_deref(), from, recipients).await,
         Command::CheckConfig { config } => {
             let config = load(config.as_deref())?;
             print!("{}", config.summary());
@@ -290,6 +324,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credits { action } => credits(action).await,
         Command::Optout { action } => optout(action).await,
     }
+}
+
+/// `mail2sms deliver`: one message from standard input through the
+/// pipeline, its verdict as the exit code. Whatever fails on this machine
+/// (configuration, standard input, store) exits 75, so the MTA retries.
+async fn deliver(
+    config: Option<&Path>,
+    from: String,
+    recipients: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let max = config.smtp.max_message_size;
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::stdin().take(max as u64 + 1).read_to_end(&mut raw) {
+        eprintln!("mail2sms: reading the message on standard input: {e}");
+        return Ok(ExitCode::from(EX_TEMPFAIL));
+    }
+    if raw.len() > max {
+        eprintln!("552 5.3.4 message larger than smtp.max_message_size ({max} bytes)");
+        return Ok(ExitCode::from(65)); // EX_DATAERR
+    }
+    let core = match app::Core::open(&config).await {
+        Ok(core) => core,
+        Err(e) => {
+            eprintln!("mail2sms: {e}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    };
+    let envelope = Envelope {
+        mail_from: from,
+        recipients,
+        ..Envelope::default()
+    };
+    let verdict = core.pipeline.process(&envelope, raw).await;
+    let (code, enhanced, text) = verdict.smtp_reply();
+    if verdict.exit_code() == 0 {
+        println!("{code} {enhanced} {text}");
+    } else {
+        eprintln!("{code} {enhanced} {text}");
+    }
+    Ok(ExitCode::from(verdict.exit_code()))
 }
 
 /// Opens the store of a configuration for a command run beside the daemon.

@@ -178,6 +178,16 @@ fn deliver_takes_the_recipients_as_arguments_like_sendmail() {
     let args = ["-f", "", "sms@sms.example.com", "other@sms.example.com"];
     let out = deliver_with(dir.path(), &config, &args, &message);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Addresses starting with "-", as Postfix's pipe passes them
+    // (`-f ${sender} -- ${recipient}`): values, not options.
+    let message = plain_email(
+        "ops@masociete.com",
+        &envoi("0601020304", "x", "rcpt-hyphen"),
+    );
+    let args = ["-f", "-ops@masociete.com", "--", "-sms@sms.example.com"];
+    let out = deliver_with(dir.path(), &config, &args, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("(1 SMS)"), "{}", describe(&out));
     // Recipients stay optional for <envoi> mail.
     let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "rcpt-3"));
     let out = deliver_with(dir.path(), &config, &[], &message);
@@ -281,6 +291,117 @@ fn deliver_with_the_store_unavailable_exits_75() {
             describe(&out)
         );
     }
+}
+
+/// `mail2sms ARGS` in `cwd` with the given standard input and output
+/// (standard error captured).
+fn mail2sms_io(args: &[&str], cwd: &Path, stdin: Stdio, stdout: Stdio) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mail2sms"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mail2sms")
+}
+
+#[test]
+fn deliver_defers_with_75_on_a_configuration_problem() {
+    // Behind Postfix any other code bounces the message: a broken
+    // configuration must keep mail queued until it is fixed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "cfg-1"));
+    let missing = dir.path().join("missing.toml");
+    let out = deliver(dir.path(), &missing, &message);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(stderr(&out).contains("missing.toml"), "{}", describe(&out));
+
+    let bad = test_toml(dir.path()).replace(
+        "[smtp]
+",
+        "[smtp]
+no_such_key = 1
+",
+    );
+    let bad = write_config(dir.path(), &bad);
+    let out = deliver(dir.path(), &bad, &message);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(stderr(&out).contains("no_such_key"), "{}", describe(&out));
+
+    // A mistyped argv= in master.cf is a configuration problem too.
+    let good = write_config(dir.path(), &test_toml(dir.path()));
+    let out = deliver_with(dir.path(), &good, &["--no-such-option"], &message);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("--no-such-option"),
+        "{}",
+        describe(&out)
+    );
+    // Nothing was stored by any of them: the message itself is still new.
+    let out = deliver(dir.path(), &good, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("(1 SMS)"), "{}", describe(&out));
+
+    // The other commands keep EX_CONFIG and clap's usage code.
+    let out = mail2sms(
+        &["check-config", "--config", missing.to_str().expect("utf-8")],
+        dir.path(),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let out = mail2sms(&["serve", "--no-such-option"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
+#[test]
+fn deliver_defers_with_75_when_standard_input_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    // Reading a directory fails with EISDIR.
+    let stdin = std::fs::File::open(dir.path()).expect("open the directory");
+    let out = mail2sms_io(
+        &["deliver", "--config", config.to_str().expect("utf-8")],
+        dir.path(),
+        Stdio::from(stdin),
+        Stdio::piped(),
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("standard input"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn deliver_defers_with_75_on_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &test_toml(dir.path()));
+    let message = plain_email("ops@masociete.com", &envoi("0601020304", "x", "panic-1"));
+    // A standard output whose reader is gone: printing the 250 line fails
+    // with EPIPE, and println! panics (Rust's default exit code: 101).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let input = dir.path().join("message.eml");
+    std::fs::write(&input, &message).expect("write the message");
+    let out = mail2sms_io(
+        &["deliver", "--config", config.to_str().expect("utf-8")],
+        dir.path(),
+        Stdio::from(std::fs::File::open(&input).expect("open the message")),
+        Stdio::from(writer),
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(stderr(&out).contains("panicked"), "{}", describe(&out));
+    // The MTA's retry finds the request stored: accepted, no second SMS.
+    let out = deliver(dir.path(), &config, &message);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("already processed"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

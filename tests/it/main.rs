@@ -12,6 +12,8 @@ mod failover;
 mod ingress;
 mod memory_bomb;
 mod module_cycles;
+mod postfix;
+mod postfix_instance;
 mod provider_contract;
 mod provider_netoxygen;
 mod provider_smseco;
