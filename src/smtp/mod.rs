@@ -321,13 +321,16 @@ pub async fn serve(
 /// Serves one connection: a plain session, then an encrypted one if the
 /// client says STARTTLS; or, on the implicit-TLS listener, the handshake
 /// then an encrypted session.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     shared: Arc<Shared>,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
     implicit: bool,
-) -> Result<(), session::SessionError> {
+) -> Result<(), session::SessionError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (stream, expires) = if implicit {
         (
             stream,
