@@ -6,6 +6,9 @@
 //! reach a log.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -65,10 +68,17 @@ pub(super) fn decode_plain(line: &str) -> Result<Credentials, DecodeError> {
     Ok(Credentials { user, password })
 }
 
+/// Most password checks running at once: each takes the memory its hash
+/// asks for (19 MiB with the defaults), and a thousand sessions trying
+/// passwords together must not take gigabytes; the others wait their turn.
+const MAX_CHECKS: usize = 4;
+
 /// The users of `[smtp.users]`, ready to check passwords.
 pub(super) struct Users {
     /// Each user's PHC string, by name.
     hashes: BTreeMap<String, String>,
+    /// Turns to check a password, out of [`MAX_CHECKS`].
+    checks: Arc<Semaphore>,
 }
 
 impl Users {
@@ -78,7 +88,20 @@ impl Users {
                 .iter()
                 .map(|(name, user)| (name.clone(), user.password_hash.clone()))
                 .collect(),
+            checks: Arc::new(Semaphore::new(MAX_CHECKS)),
         }
+    }
+
+    /// Checks `credentials` on a blocking thread, waiting for a turn
+    /// first; see [`Users::verify`].
+    pub(super) async fn check(self: &Arc<Self>, credentials: Credentials) -> bool {
+        let Ok(_turn) = self.checks.clone().acquire_owned().await else {
+            return false;
+        };
+        let users = self.clone();
+        tokio::task::spawn_blocking(move || users.verify(&credentials))
+            .await
+            .unwrap_or(false)
     }
 
     /// Whether any user is configured (AUTH is offered only then).

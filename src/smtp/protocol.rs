@@ -384,11 +384,8 @@ impl Protocol {
         let Some(credentials) = self.pending.take() else {
             return Flow::Continue;
         };
-        let users = self.shared.users.clone();
         let user = credentials.user.clone();
-        let ok = tokio::task::spawn_blocking(move || users.verify(&credentials))
-            .await
-            .unwrap_or(false);
+        let ok = self.shared.users.check(credentials).await;
         if ok {
             tracing::info!(peer = %self.peer, user = %Safe(&user), "SMTP AUTH succeeded");
             self.auth_user = Some(user);
