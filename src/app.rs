@@ -217,10 +217,15 @@ async fn reload_tls_on_sighup(tls: Arc<crate::smtp::ServerTls>, mut stop: Shutdo
     loop {
         tokio::select! {
             () = stop.wait() => return,
-            _ = hangup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!("SMTP TLS certificate and key reloaded"),
-                Err(error) => tracing::error!(%error, "SMTP TLS reload failed; keeping the certificate in use"),
-            },
+            _ = hangup.recv() => {
+                // Reading files blocks: not on the runtime's threads.
+                let reloading = tls.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(Ok(())) => tracing::info!("SMTP TLS certificate and key reloaded"),
+                    Ok(Err(error)) => tracing::error!(%error, "SMTP TLS reload failed; keeping the certificate in use"),
+                    Err(error) => tracing::error!(%error, "SMTP TLS reload failed"),
+                }
+            }
         }
     }
 }

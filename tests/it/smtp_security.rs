@@ -508,7 +508,7 @@ async fn sighup_swaps_the_certificate_without_dropping_sessions() {
     }
     let (envelope, raw) = envoi_mail("hup-2");
     let mut sent = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let mailer = client(port, Tls::Required(second.params()));
         if mailer.send_raw(&envelope, &raw).await.is_ok() {
             sent = true;
