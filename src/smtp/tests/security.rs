@@ -526,3 +526,70 @@ async fn clients_outside_smtp_networks_get_554_at_connect() {
     client.expect_reply("220 ").await;
     super::shut(stop, server).await;
 }
+
+/// A buffer a test's tracing subscriber writes to.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Passwords, and the base64 lines carrying them, never reach the log, at
+/// any level; the user names of failures do, escaped.
+#[tokio::test]
+async fn auth_exchanges_are_not_logged() {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime has one thread: the session's task logs here too.
+    let guard = tracing::subscriber::set_default(subscriber);
+    let secret = "hunter2-secret";
+    let plain_wrong = b64(format!("\0al\nice\0{secret}").as_bytes());
+    let login_password = b64(secret.as_bytes());
+    let plain_right = b64(format!("\0alice\0{PASSWORD}").as_bytes());
+    let config = auth_config(r#"["192.0.2.0/24"]"#);
+    let (mut client, _) = connect(config, Arc::default(), None, REMOTE).await;
+    client.expect("EHLO client.example", "250-").await;
+    client
+        .expect(&format!("AUTH PLAIN {plain_wrong}"), "535 ")
+        .await;
+    client
+        .expect(&format!("AUTH LOGIN {}", b64(b"alice")), "334 ")
+        .await;
+    client.expect(&login_password, "535 ").await;
+    client.expect("AUTH PLAIN", "334 ").await;
+    client.expect(&plain_right, "235 ").await;
+    client
+        .envelope("a@example.org", "0612345678@sms.example.com")
+        .await;
+    client
+        .expect_data("Subject: x\r\n\r\nhi\r\n.\r\n", "250 ")
+        .await;
+    client.expect("QUIT", "221 ").await;
+    drop(guard);
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("SMTP AUTH failed"), "{log}");
+    assert!(log.contains("SMTP AUTH succeeded"), "{log}");
+    assert!(log.contains("al\\nice"), "the failed user, escaped: {log}");
+    for leak in [
+        secret,
+        PASSWORD,
+        &plain_wrong,
+        &login_password,
+        &plain_right,
+    ] {
+        assert!(!log.contains(leak), "{leak} in {log}");
+    }
+}
