@@ -34,6 +34,17 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The implicit-TLS SMTP address cannot be bound.
+    #[error("smtp.listen_tls {addr}: {source}")]
+    BindTls {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::smtp::TlsError),
 }
 
 /// The parts shared by `serve` and `deliver`.
@@ -77,6 +88,11 @@ impl Core {
 pub struct Running {
     /// Where SMTP listens (the real port when the config said 0).
     pub smtp_addr: SocketAddr,
+    /// Where implicit-TLS SMTP listens (`smtp.listen_tls`), if it does.
+    pub smtp_tls_addr: Option<SocketAddr>,
+    /// The TLS identity SMTP uses, if any: [`crate::smtp::ServerTls::reload`]
+    /// re-reads it (SIGHUP does).
+    pub smtp_tls: Option<Arc<crate::smtp::ServerTls>>,
     /// The store, for inspection.
     pub store: Arc<dyn Store>,
     /// Stops everything.
@@ -105,6 +121,31 @@ pub async fn start_with_listener(
         addr: config.smtp.listen.clone(),
         source,
     })?;
+    let smtp_tls = crate::smtp::ServerTls::from_config(&config.smtp)?;
+    let tls_listener = match &config.smtp.listen_tls {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::BindTls {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let smtp_tls_addr = match &tls_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .map_err(|source| StartError::BindTls {
+                    addr: config.smtp.listen_tls.clone().unwrap_or_default(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let core = Core::open(&config).await?;
     let providers = crate::providers::build_with_clock(&config.providers, &config.clock)?;
     let mailer = Arc::new(Mailer::new(&config.replies)?);
@@ -135,20 +176,58 @@ pub async fn start_with_listener(
     }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
+    if let Some(tls) = &smtp_tls {
+        tasks.spawn(reload_tls_on_sighup(tls.clone(), listen.clone()));
+    }
     let mut smtp_stop: Shutdown = listen;
-    tasks.spawn(crate::smtp::run(
-        listener,
+    let listeners = crate::smtp::Listeners {
+        plain: listener,
+        implicit_tls: tls_listener,
+    };
+    tasks.spawn(crate::smtp::serve(
+        listeners,
         smtp_config,
         handler,
+        smtp_tls.clone(),
         async move { smtp_stop.wait().await },
     ));
-    tracing::info!(%smtp_addr, "mail2sms is running");
+    tracing::info!(%smtp_addr, ?smtp_tls_addr, "mail2sms is running");
     Ok(Running {
         smtp_addr,
+        smtp_tls_addr,
+        smtp_tls,
         store: core.store,
         trigger,
         tasks,
     })
+}
+
+/// Re-reads the SMTP certificate and key at each SIGHUP until shutdown; a
+/// bad new pair is logged and the one in use kept.
+async fn reload_tls_on_sighup(tls: Arc<crate::smtp::ServerTls>, mut stop: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+            stop.wait().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            _ = hangup.recv() => {
+                // Reading files blocks: not on the runtime's threads.
+                let reloading = tls.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(Ok(())) => tracing::info!("SMTP TLS certificate and key reloaded"),
+                    Ok(Err(error)) => tracing::error!(%error, "SMTP TLS reload failed; keeping the certificate in use"),
+                    Err(error) => tracing::error!(%error, "SMTP TLS reload failed"),
+                }
+            }
+        }
+    }
 }
 
 impl Running {

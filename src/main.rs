@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         action: OptoutAction,
     },
+    /// Print the argon2id hash of a password, for `[smtp.users.NAME]
+    /// password_hash`. The password is read from the terminal (not echoed)
+    /// or, when standard input is not a terminal, as its first line; never
+    /// from the command line.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -323,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Credits { action } => credits(action).await,
         Command::Optout { action } => optout(action).await,
+        Command::HashPassword => hash_password(),
     }
 }
 
@@ -551,4 +557,66 @@ fn terminate() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+/// `hash-password`: reads a password and prints its argon2id PHC string.
+fn hash_password() -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = read_hidden("Password: ")?;
+        let second = read_hidden("Again: ")?;
+        if first != second {
+            eprintln!("mail2sms: the passwords differ");
+            return Ok(ExitCode::from(65)); // EX_DATAERR
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    };
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match mail2sms::smtp::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(mail2sms::smtp::HashError::Empty) => {
+            eprintln!("mail2sms: the password is empty");
+            Ok(ExitCode::from(65)) // EX_DATAERR
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads one line from the terminal on standard input with echo off,
+/// after printing `prompt` on standard error.
+fn read_hidden(prompt: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: tcgetattr/tcsetattr only read and write the struct given, on
+    // standard input (a terminal: checked by the caller).
+    let saved = unsafe {
+        let mut term: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(libc::STDIN_FILENO, &mut term) != 0 {
+            anyhow::bail!("cannot read the terminal's settings");
+        }
+        let mut hidden = term;
+        hidden.c_lflag &= !libc::ECHO;
+        hidden.c_lflag |= libc::ECHONL;
+        if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &hidden) != 0 {
+            anyhow::bail!("cannot turn the terminal's echo off");
+        }
+        term
+    };
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    // SAFETY: as above; puts the saved settings back.
+    unsafe {
+        libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &saved);
+    }
+    read?;
+    Ok(line)
 }

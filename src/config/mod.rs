@@ -201,6 +201,29 @@ impl Config {
             }
         }
         self.dispatch.validate().map_err(|(k, r)| invalid(k, r))?;
+        self.validate_smtp_users()
+    }
+
+    /// `[smtp.users]`: each hash is an argon2 PHC string (the error never
+    /// quotes it) and each account is configured.
+    fn validate_smtp_users(&self) -> Result<(), ConfigError> {
+        for (name, user) in &self.smtp.users {
+            let key = |k: &str| format!("smtp.users.{name}.{k}");
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    format!("smtp.users.{}", crate::logsafe::Safe(name)),
+                    "a user name must be non-empty, without control characters",
+                ));
+            }
+            crate::smtp::check_hash(&user.password_hash)
+                .map_err(|reason| invalid(key("password_hash"), reason))?;
+            if !self.accounts.contains_key(&user.account) {
+                return Err(invalid(
+                    key("account"),
+                    format!("no account named `{}` in [accounts]", user.account),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -225,6 +248,7 @@ impl Config {
             self.smtp.max_line_length,
             self.smtp.idle_timeout_secs
         );
+        self.smtp_security_summary(&mut out);
         match &self.store.url {
             crate::store::StoreUrl::Sqlite(path) => {
                 let _ = writeln!(out, "store: sqlite {}", path.display());
@@ -291,6 +315,46 @@ impl Config {
             let _ = writeln!(out, "  rules: {}", rules.join(", "));
         }
         out
+    }
+}
+
+impl Config {
+    /// The `check-config` lines of SMTP TLS, AUTH and client networks: user
+    /// names and accounts, never hashes.
+    fn smtp_security_summary(&self, out: &mut String) {
+        use std::fmt::Write;
+        let smtp = &self.smtp;
+        if let (Some(cert), Some(key)) = (&smtp.tls_cert, &smtp.tls_key) {
+            let _ = writeln!(
+                out,
+                "smtp tls: certificate {}, key {}, STARTTLS{}{}, exempt networks [{}]",
+                cert.display(),
+                key.display(),
+                if smtp.require_tls {
+                    " required"
+                } else {
+                    " offered"
+                },
+                smtp.listen_tls
+                    .as_deref()
+                    .map(|addr| format!(", implicit TLS on {addr}"))
+                    .unwrap_or_default(),
+                smtp.tls_exempt_networks
+            );
+        }
+        for (name, user) in &smtp.users {
+            let _ = writeln!(out, "smtp user {name}: account {}", user.account);
+        }
+        if !smtp.users.is_empty() {
+            let _ = writeln!(
+                out,
+                "smtp auth: lockout {} s after 3 failures",
+                smtp.auth_lockout_secs
+            );
+        }
+        if let Some(networks) = &smtp.networks {
+            let _ = writeln!(out, "smtp networks: [{networks}]");
+        }
     }
 }
 

@@ -144,6 +144,34 @@ impl Default for SmtpConfig {
 }
 
 impl SmtpConfig {
+    /// The TLS keys: a certificate needs its key and the reverse, and what
+    /// needs TLS needs both.
+    fn validate_tls(&self) -> Result<(), (&'static str, String)> {
+        let both = "needs smtp.tls_cert and smtp.tls_key (PEM files)";
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(("smtp.tls_key", "must be set with smtp.tls_cert".into()));
+            }
+            (None, Some(_)) => {
+                return Err(("smtp.tls_cert", "must be set with smtp.tls_key".into()));
+            }
+            (None, None) if self.require_tls => return Err(("smtp.require_tls", both.into())),
+            (None, None) if self.listen_tls.is_some() => {
+                return Err(("smtp.listen_tls", both.into()));
+            }
+            _ => {}
+        }
+        if let Some(listen) = &self.listen_tls
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err((
+                "smtp.listen_tls",
+                format!("`{listen}` is not an address like 0.0.0.0:465"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks what the types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -155,6 +183,7 @@ impl SmtpConfig {
         if self.domains.is_empty() {
             return Err(("smtp.domains", "at least one domain is needed".into()));
         }
+        self.validate_tls()?;
         if self.max_message_size > u32::MAX as usize {
             return Err(("smtp.max_message_size", "must be at most 4294967295".into()));
         }

@@ -7,14 +7,17 @@
 //! it over one connection. This module holds the configuration, the public
 //! types and the accept loop.
 
+mod auth;
 mod budget;
 mod config;
 mod data;
 mod line;
+mod lockout;
 mod protocol;
 mod session;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -27,10 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use auth::Users;
+pub use auth::{HashError, check_hash, hash_password};
 use budget::Budget;
 pub use budget::{GrowError, HANDLING_FACTOR, Share};
 pub use config::{SmtpConfig, SmtpUser, Unauthorized};
-use session::Session;
+use lockout::{Lockout, MAX_LOCKED};
+use session::{End, Session};
+pub use tls::{ServerTls, TlsError};
 
 /// How long [`run`] waits for sessions in progress once shutdown is asked.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -38,6 +45,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long the accept loop backs off after an accept error (e.g. out of
 /// file descriptors), so that it does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The reply a client outside `smtp.networks` gets at connect.
+const ACCESS_DENIED: &[u8] = b"554 5.7.1 access denied\r\n";
+
+/// The reply a locked-out client gets at connect.
+const LOCKED_OUT: &[u8] = b"421 4.7.0 too many authentication failures, try later\r\n";
 
 /// The reply a client gets when all connection slots are taken.
 const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.3.2 too many connections, try later\r\n";
@@ -64,7 +77,7 @@ pub struct Envelope {
     /// The client's address.
     pub peer: SocketAddr,
     /// The user the client authenticated as (SMTP AUTH), which can name an
-    /// account without a keyid; `None` without AUTH (not offered yet).
+    /// account without a keyid; `None` without AUTH.
     pub auth_user: Option<String>,
 }
 
@@ -128,8 +141,15 @@ struct Shared {
     handler: Arc<dyn Handler>,
     /// The 220 greeting, rendered once.
     greeting: Box<[u8]>,
-    /// The EHLO reply, rendered once.
+    /// The EHLO reply but its last line, rendered once (the session adds
+    /// STARTTLS and AUTH when they apply).
     ehlo: Box<[u8]>,
+    /// The TLS identity, when `smtp.tls_cert` and `smtp.tls_key` are set.
+    tls: Option<Arc<ServerTls>>,
+    /// The SMTP AUTH users.
+    users: Arc<Users>,
+    /// Addresses locked out after failed AUTH attempts.
+    lockout: Lockout,
     /// How long one read or write may take.
     idle_timeout: Duration,
     /// How long the DATA phase of one message may take.
@@ -144,18 +164,29 @@ struct Shared {
 }
 
 impl Shared {
+    #[cfg(test)]
     fn new(config: Arc<SmtpConfig>, handler: Arc<dyn Handler>) -> Self {
+        Self::with_tls(config, handler, None)
+    }
+
+    fn with_tls(
+        config: Arc<SmtpConfig>,
+        handler: Arc<dyn Handler>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Self {
         let host = &config.hostname;
         let greeting = format!("220 {host} ESMTP mail2sms\r\n");
         let ehlo = format!(
             "250-{host}\r\n\
              250-PIPELINING\r\n\
              250-8BITMIME\r\n\
-             250-SIZE {size}\r\n\
-             250 ENHANCEDSTATUSCODES\r\n",
+             250-SIZE {size}\r\n",
             size = config.max_message_size
         );
         Self {
+            tls,
+            users: Arc::new(Users::new(&config.users)),
+            lockout: Lockout::new(Duration::from_secs(config.auth_lockout_secs), MAX_LOCKED),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             data_timeout: Duration::from_secs(config.data_timeout_secs),
             max_session: Duration::from_secs(config.max_session_secs),
@@ -171,56 +202,104 @@ impl Shared {
     }
 }
 
-/// Serves SMTP on an already bound listener until `shutdown` completes; then
-/// stops accepting and waits (bounded) for sessions in progress.
-///
-/// Idle sessions are told `421` and closed at shutdown; sessions receiving a
-/// message or waiting for the handler get up to 30 s to finish, then are
-/// aborted.
+/// The sockets a server accepts on.
+pub struct Listeners {
+    /// `smtp.listen`: plain SMTP, STARTTLS when there is a TLS identity.
+    pub plain: TcpListener,
+    /// `smtp.listen_tls`: TLS from the first byte (needs a TLS identity).
+    pub implicit_tls: Option<TcpListener>,
+}
+
+/// Serves plain SMTP, without TLS, on an already bound listener: [`serve`]
+/// with no TLS identity and no implicit-TLS listener.
 pub async fn run(
     listener: TcpListener,
     config: Arc<SmtpConfig>,
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let shared = Arc::new(Shared::new(config, handler));
+    let listeners = Listeners {
+        plain: listener,
+        implicit_tls: None,
+    };
+    serve(listeners, config, handler, None, shutdown).await;
+}
+
+/// Accepts on `listener`, or never when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves SMTP on already bound listeners until `shutdown` completes; then
+/// stops accepting and waits (bounded) for sessions in progress. Both
+/// listeners share the connection limits. `tls` (the identity STARTTLS and
+/// the implicit-TLS listener use) is shared with whoever reloads it.
+///
+/// Idle sessions are told `421` and closed at shutdown; sessions receiving a
+/// message or waiting for the handler get up to 30 s to finish, then are
+/// aborted.
+pub async fn serve(
+    listeners: Listeners,
+    config: Arc<SmtpConfig>,
+    handler: Arc<dyn Handler>,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Listeners {
+        plain: listener,
+        implicit_tls,
+    } = listeners;
+    // Implicit TLS without an identity cannot be served (validation refuses
+    // such a config).
+    let implicit_tls = implicit_tls.filter(|_| tls.is_some());
+    let shared = Arc::new(Shared::with_tls(config, handler, tls));
     let mut gate = Gate::new(&shared.config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
     tracing::info!(addr = ?listener.local_addr().ok(), "SMTP server listening");
+    if let Some(tls_listener) = &implicit_tls {
+        tracing::info!(addr = ?tls_listener.local_addr().ok(), "SMTP implicit-TLS server listening");
+    }
 
     loop {
-        tokio::select! {
+        let (accepted, implicit) = tokio::select! {
             () = &mut shutdown => break,
-            Some(done) = sessions.join_next(), if !sessions.is_empty() => log_join(done),
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "SMTP accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                let Some(admission) = gate.admit(&stream, peer) else {
-                    continue;
-                };
-                tracing::debug!(%peer, "SMTP connection accepted");
-                // Replies are written once per batch: no reason to let Nagle delay them.
-                let _ = stream.set_nodelay(true);
-                let session = Session::new(stream, shared.clone(), peer, stop_rx.clone());
-                sessions.spawn(async move {
-                    let result = session.run().await;
-                    // Also dropped if the task panics or is aborted.
-                    drop(admission);
-                    (peer, result)
-                });
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                log_join(done);
+                continue;
             }
-        }
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept(implicit_tls.as_ref()) => (accepted, true),
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "SMTP accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Some(admission) = gate.admit(&shared, &stream, peer, implicit) else {
+            continue;
+        };
+        tracing::debug!(%peer, implicit_tls = implicit, "SMTP connection accepted");
+        // Replies are written once per batch: no reason to let Nagle delay them.
+        let _ = stream.set_nodelay(true);
+        let connection = connection(stream, shared.clone(), peer, stop_rx.clone(), implicit);
+        sessions.spawn(async move {
+            let result = connection.await;
+            // Also dropped if the task panics or is aborted.
+            drop(admission);
+            (peer, result)
+        });
     }
 
     drop(listener);
+    drop(implicit_tls);
     let _ = stop_tx.send(true);
     tracing::info!(sessions = sessions.len(), "SMTP server stopping");
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -237,6 +316,51 @@ pub async fn run(
         sessions.shutdown().await;
     }
     tracing::info!("SMTP server stopped");
+}
+
+/// Serves one connection: a plain session, then an encrypted one if the
+/// client says STARTTLS; or, on the implicit-TLS listener, the handshake
+/// then an encrypted session.
+async fn connection<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+    implicit: bool,
+) -> Result<(), session::SessionError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (stream, expires) = if implicit {
+        (
+            stream,
+            tokio::time::Instant::now().checked_add(shared.max_session),
+        )
+    } else {
+        let session = Session::new(stream, shared.clone(), peer, stop.clone());
+        match session.run(true).await? {
+            End::Closed => return Ok(()),
+            End::StartTls { stream, expires } => (stream, expires),
+        }
+    };
+    let Some(tls) = &shared.tls else {
+        return Ok(());
+    };
+    let handshake = tls.acceptor().accept(stream);
+    let stream = match tokio::time::timeout(shared.idle_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "SMTP TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::info!(%peer, "SMTP TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    let session = Session::encrypted(stream, shared, peer, stop, expires);
+    // An encrypted session never asks for STARTTLS again (it gets 503).
+    session.run(implicit).await.map(|_| ())
 }
 
 /// Logs how a session task ended.
@@ -256,6 +380,9 @@ struct Gate {
     per_address: Arc<PerAddress>,
     /// Limits the log lines about connections refused for want of a slot.
     full_log: LogLimiter,
+    /// Limits the log lines about connections refused by `smtp.networks`
+    /// or an AUTH lockout.
+    denied_log: LogLimiter,
 }
 
 /// What a served connection holds until its session ends; dropping it gives
@@ -275,13 +402,43 @@ impl Gate {
             )),
             per_address: Arc::new(PerAddress::new(config.max_connections_per_ip)),
             full_log: LogLimiter::default(),
+            denied_log: LogLimiter::default(),
         }
     }
 
-    /// Admits a new connection, or tells the client `421` and returns `None`
-    /// (the caller then drops the connection).
-    fn admit(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<Admission> {
+    /// Admits a new connection, or tells the client why not (`554` outside
+    /// `smtp.networks`, `421` locked out or over a cap) and returns `None`
+    /// (the caller then drops the connection). On the implicit-TLS listener
+    /// a refused client is closed without a word: it expects a handshake.
+    fn admit(
+        &mut self,
+        shared: &Shared,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        implicit: bool,
+    ) -> Option<Admission> {
         let now = Instant::now();
+        let refuse = |stream: &TcpStream, reply: &[u8]| {
+            if !implicit {
+                refuse(stream, reply);
+            }
+        };
+        if let Some(networks) = &shared.config.networks
+            && !networks.contains(peer.ip())
+        {
+            if let Some(suppressed) = self.denied_log.allow(now) {
+                tracing::info!(%peer, suppressed, "SMTP connection refused: not in smtp.networks");
+            }
+            refuse(stream, ACCESS_DENIED);
+            return None;
+        }
+        if shared.lockout.is_locked(peer.ip(), now) {
+            if let Some(suppressed) = self.denied_log.allow(now) {
+                tracing::info!(%peer, suppressed, "SMTP connection refused: locked out after failed AUTH");
+            }
+            refuse(stream, LOCKED_OUT);
+            return None;
+        }
         let address = match self.per_address.admit(peer.ip(), now) {
             Ok(address) => address,
             Err(Refused { log }) => {

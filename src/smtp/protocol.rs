@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use smtp_proto::{Error as ParseError, Request};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
 
+use super::auth::{self, Credentials};
 use super::data::{DataReceiver, Dropped};
 use super::{Envelope, Reply, Shared};
 use crate::logsafe::Safe;
@@ -19,9 +20,31 @@ use crate::logsafe::Safe;
 pub(super) enum Flow {
     /// Keep reading commands.
     Continue,
-    /// The client said QUIT: send the output and close.
+    /// The client said QUIT (or must go): send the output and close.
     Quit,
+    /// The client said STARTTLS and was told 220: send the output, forget
+    /// any input left, and start the TLS handshake.
+    StartTls,
+    /// Credentials are ready to check: call [`Protocol::authenticate`].
+    Authenticate,
 }
+
+/// Where an AUTH exchange stands.
+#[derive(Default)]
+enum AuthStep {
+    /// No exchange under way: lines are commands.
+    #[default]
+    Idle,
+    /// PLAIN was given no initial response: the next line is it.
+    PlainResponse,
+    /// LOGIN asked for the user name.
+    LoginUser,
+    /// LOGIN asked for the password of this user.
+    LoginPassword(String),
+}
+
+/// AUTH failures in one session that close it and lock its address out.
+const MAX_AUTH_FAILURES: u8 = 3;
 
 /// The text of the `452 4.3.1` given when the buffer budget is out.
 const INSUFFICIENT_STORAGE: &str = "insufficient system storage, try again later";
@@ -48,12 +71,34 @@ pub(super) struct Protocol {
     in_data: bool,
     /// Finds the end of the message content, unstuffs it and keeps it.
     data: DataReceiver,
+    /// Whether the connection is encrypted (after STARTTLS, or on the
+    /// implicit-TLS listener).
+    secure: bool,
+    /// Whether the client is in `smtp.tls_exempt_networks`: it may send
+    /// and authenticate in clear.
+    exempt: bool,
+    /// The user the client authenticated as.
+    auth_user: Option<String>,
+    /// Failed AUTH attempts in this session.
+    auth_failures: u8,
+    /// The AUTH exchange under way, whose lines are not commands.
+    auth_step: AuthStep,
+    /// Credentials read and waiting for [`Protocol::authenticate`].
+    pending: Option<Credentials>,
 }
 
 impl Protocol {
-    pub(super) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+    /// A fresh session state; `secure` when the connection is encrypted.
+    pub(super) fn new(shared: Arc<Shared>, peer: SocketAddr, secure: bool) -> Self {
         let data = DataReceiver::new(shared.config.max_message_size, shared.budget.clone());
+        let exempt = shared.config.tls_exempt_networks.contains(peer.ip());
         Self {
+            secure,
+            exempt,
+            auth_user: None,
+            auth_failures: 0,
+            auth_step: AuthStep::Idle,
+            pending: None,
             shared,
             peer,
             out: Vec::with_capacity(512),
@@ -73,6 +118,11 @@ impl Protocol {
     /// Forgets the replies once they are written.
     pub(super) fn clear_output(&mut self) {
         self.out.clear();
+    }
+
+    /// The client's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Whether the input is message content.
@@ -121,6 +171,9 @@ impl Protocol {
 
     /// Handles one command line (LF included).
     pub(super) fn command(&mut self, line: &[u8]) -> Flow {
+        if !matches!(self.auth_step, AuthStep::Idle) {
+            return self.auth_line(line);
+        }
         match Request::parse(&mut line.iter()) {
             Ok(request) => return self.request(request),
             Err(ParseError::UnknownCommand) => self.reply(500, "5.5.1", "command not recognized"),
@@ -147,7 +200,7 @@ impl Protocol {
         match request {
             Request::Ehlo { host } => {
                 self.hello(host);
-                self.out.extend_from_slice(&self.shared.ehlo);
+                self.ehlo();
             }
             Request::Helo { host } => {
                 self.hello(host);
@@ -158,6 +211,8 @@ impl Protocol {
                     self.reply(503, "5.5.1", "send HELO/EHLO first");
                 } else if self.mail_from.is_some() {
                     self.reply(503, "5.5.1", "sender already given");
+                } else if self.shared.config.require_tls && !self.secure && !self.exempt {
+                    self.reply(530, "5.7.0", "Must issue a STARTTLS command first");
                 } else if from.size > self.shared.config.max_message_size {
                     self.reply(552, "5.3.4", "message size exceeds fixed limit");
                 } else if from.size > self.shared.budget.available_for_buffers() {
@@ -197,15 +252,166 @@ impl Protocol {
                 self.reply(221, "2.0.0", &text);
                 return Flow::Quit;
             }
+            Request::StartTls => return self.start_tls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, &initial_response),
             Request::Lhlo { .. }
             | Request::Bdat { .. }
-            | Request::Auth { .. }
             | Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. }
-            | Request::StartTls => self.reply(502, "5.5.1", "command not implemented"),
+            | Request::Burl { .. } => self.reply(502, "5.5.1", "command not implemented"),
         }
+        Flow::Continue
+    }
+
+    /// The EHLO reply: STARTTLS when it can be used, AUTH when it may be.
+    fn ehlo(&mut self) {
+        self.out.extend_from_slice(&self.shared.ehlo);
+        if self.shared.tls.is_some() && !self.secure {
+            self.out.extend_from_slice(b"250-STARTTLS\r\n");
+        }
+        if self.auth_offered() {
+            self.out.extend_from_slice(b"250-AUTH PLAIN LOGIN\r\n");
+        }
+        self.out.extend_from_slice(b"250 ENHANCEDSTATUSCODES\r\n");
+    }
+
+    /// Whether AUTH is offered: there are users, and the connection is
+    /// encrypted or the client exempt.
+    fn auth_offered(&self) -> bool {
+        !self.shared.users.is_empty() && (self.secure || self.exempt)
+    }
+
+    /// STARTTLS (RFC 3207).
+    fn start_tls(&mut self) -> Flow {
+        if self.shared.tls.is_none() {
+            self.reply(502, "5.5.1", "command not implemented");
+        } else if self.secure {
+            self.reply(503, "5.5.1", "TLS already active");
+        } else {
+            self.reply(220, "2.0.0", "Ready to start TLS");
+            return Flow::StartTls;
+        }
+        Flow::Continue
+    }
+
+    /// AUTH (RFC 4954), PLAIN or LOGIN.
+    fn auth(&mut self, mechanism: u64, initial: &str) -> Flow {
+        if self.shared.users.is_empty() {
+            self.reply(502, "5.5.1", "command not implemented");
+        } else if !self.secure && !self.exempt {
+            self.reply(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+        } else if self.helo.is_none() {
+            self.reply(503, "5.5.1", "send EHLO first");
+        } else if self.auth_user.is_some() {
+            self.reply(503, "5.5.1", "already authenticated");
+        } else if self.mail_from.is_some() {
+            self.reply(503, "5.5.1", "AUTH not allowed during a mail transaction");
+        } else if mechanism == AUTH_PLAIN && initial.is_empty() {
+            self.auth_step = AuthStep::PlainResponse;
+            self.out.extend_from_slice(b"334 \r\n");
+        } else if mechanism == AUTH_PLAIN {
+            return self.credentials(auth::decode_plain(initial));
+        } else if mechanism == AUTH_LOGIN && initial.is_empty() {
+            self.auth_step = AuthStep::LoginUser;
+            self.out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+        } else if mechanism == AUTH_LOGIN {
+            return self.login_user(initial);
+        } else {
+            self.reply(504, "5.5.4", "unrecognized authentication mechanism");
+        }
+        Flow::Continue
+    }
+
+    /// A line of an AUTH exchange: never parsed as a command, never logged.
+    fn auth_line(&mut self, line: &[u8]) -> Flow {
+        let step = std::mem::take(&mut self.auth_step);
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line == "*" {
+            self.reply(501, "5.7.0", "authentication cancelled");
+            return Flow::Continue;
+        }
+        match step {
+            AuthStep::Idle => Flow::Continue,
+            AuthStep::PlainResponse => self.credentials(auth::decode_plain(line)),
+            AuthStep::LoginUser => self.login_user(line),
+            AuthStep::LoginPassword(user) => {
+                let credentials =
+                    auth::decode_text(line).map(|password| Credentials { user, password });
+                self.credentials(credentials)
+            }
+        }
+    }
+
+    /// LOGIN's user name: asks for the password.
+    fn login_user(&mut self, line: &str) -> Flow {
+        match auth::decode_text(line) {
+            Ok(user) => {
+                self.auth_step = AuthStep::LoginPassword(user);
+                self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+            }
+            Err(error) => self.reply(501, "5.5.2", &error.to_string()),
+        }
+        Flow::Continue
+    }
+
+    /// Credentials decoded (or not): queues them for checking.
+    fn credentials(&mut self, credentials: Result<Credentials, auth::DecodeError>) -> Flow {
+        match credentials {
+            Ok(credentials) => {
+                self.pending = Some(credentials);
+                Flow::Authenticate
+            }
+            Err(error) => {
+                self.reply(501, "5.5.2", &error.to_string());
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Checks the credentials read (off the async threads: argon2 is slow
+    /// by design): `235` and the session is authenticated, or `535`; the
+    /// third failure closes the session and locks the client's address out.
+    pub(super) async fn authenticate(&mut self) -> Flow {
+        let Some(credentials) = self.pending.take() else {
+            return Flow::Continue;
+        };
+        let user = credentials.user.clone();
+        let ok = self.shared.users.check(credentials).await;
+        if ok {
+            tracing::info!(peer = %self.peer, user = %Safe(&user), "SMTP AUTH succeeded");
+            self.auth_user = Some(user);
+            self.reply(235, "2.7.0", "Authentication successful");
+            return Flow::Continue;
+        }
+        self.auth_failures += 1;
+        tracing::info!(
+            peer = %self.peer,
+            user = %Safe(&user),
+            failures = self.auth_failures,
+            "SMTP AUTH failed"
+        );
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            tracing::warn!(
+                peer = %self.peer,
+                secs = self.shared.config.auth_lockout_secs,
+                "SMTP client locked out after too many authentication failures"
+            );
+            self.shared
+                .lockout
+                .lock_out(self.peer.ip(), std::time::Instant::now());
+            self.reply(421, "4.7.0", "too many authentication failures");
+            return Flow::Quit;
+        }
+        self.reply(535, "5.7.8", "Authentication credentials invalid");
         Flow::Continue
     }
 
@@ -250,7 +456,7 @@ impl Protocol {
             rcpt_to: self.rcpt_to.clone(),
             helo: self.helo.clone().unwrap_or_default(),
             peer: self.peer,
-            auth_user: None,
+            auth_user: self.auth_user.clone(),
         }
     }
 
@@ -263,7 +469,7 @@ impl Protocol {
             rcpt_to: std::mem::take(&mut self.rcpt_to),
             helo: self.helo.clone().unwrap_or_default(),
             peer: self.peer,
-            auth_user: None,
+            auth_user: self.auth_user.clone(),
         };
         let size = self.data.size();
         let (code, enhanced, text) = match self.data.take() {

@@ -30,6 +30,21 @@ pub(super) enum SessionError {
     WriteTimeout,
 }
 
+/// How a session that did not fail ended.
+pub(super) enum End<S> {
+    /// The connection is over.
+    Closed,
+    /// The client was told `220` to STARTTLS: the TLS handshake comes next
+    /// on this stream, then a fresh session (RFC 3207: all state forgotten).
+    /// Input the client sent after the STARTTLS line has been discarded.
+    StartTls {
+        /// The connection, plain still.
+        stream: S,
+        /// When the session's time is up, which the encrypted session keeps.
+        expires: Option<Instant>,
+    },
+}
+
 /// One client connection.
 pub(super) struct Session<S> {
     /// The connection to the client.
@@ -48,25 +63,53 @@ pub(super) struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session on a plain connection, which starts with the greeting.
     pub(super) fn new(
         stream: S,
         shared: Arc<Shared>,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let expires = Instant::now().checked_add(shared.max_session);
+        Self::start(stream, shared, peer, shutdown, false, expires)
+    }
+
+    /// A session on an encrypted connection; `expires` as for [`End::StartTls`]
+    /// (implicit TLS: from the connection's start).
+    pub(super) fn encrypted(
+        stream: S,
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+        expires: Option<Instant>,
+    ) -> Self {
+        Self::start(stream, shared, peer, shutdown, true, expires)
+    }
+
+    fn start(
+        stream: S,
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+        secure: bool,
+        expires: Option<Instant>,
+    ) -> Self {
         Self {
             stream,
             lines: LineReader::new(shared.config.max_line_length),
-            protocol: Protocol::new(shared.clone(), peer),
+            protocol: Protocol::new(shared.clone(), peer, secure),
             shutdown,
-            expires: Instant::now().checked_add(shared.max_session),
+            expires,
             shared,
         }
     }
 
-    /// Runs the session to its end.
-    pub(super) async fn run(mut self) -> Result<(), SessionError> {
-        self.protocol.greet();
+    /// Runs the session to its end. After STARTTLS no greeting is sent: the
+    /// client sends EHLO at once (RFC 3207).
+    pub(super) async fn run(mut self, greet: bool) -> Result<End<S>, SessionError> {
+        if greet {
+            self.protocol.greet();
+        }
         self.flush().await?;
         let mut input = vec![0; READ_BUFFER].into_boxed_slice();
         // When the DATA phase under way must be over.
@@ -97,7 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let Some(read) = read else {
                 self.protocol.shutting_down();
-                return self.flush().await;
+                self.flush().await?;
+                return Ok(End::Closed);
             };
             let Ok(read) = read else {
                 if data_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -110,12 +154,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let n = read?;
             if n == 0 {
-                return Ok(());
+                return Ok(End::Closed);
             }
             let flow = self.process(&input[..n]).await;
             self.flush().await?;
-            if flow == Flow::Quit {
-                return Ok(());
+            match flow {
+                Flow::Quit => return Ok(End::Closed),
+                Flow::StartTls => {
+                    return Ok(End::StartTls {
+                        stream: self.stream,
+                        expires: self.expires,
+                    });
+                }
+                Flow::Continue | Flow::Authenticate => {}
             }
         }
     }
@@ -140,11 +191,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let (used, frame) = self.lines.frame(input);
             input = &input[used..];
             match frame {
-                Frame::Line(line) => {
-                    if self.protocol.command(line) == Flow::Quit {
-                        return Flow::Quit;
+                Frame::Line(line) => match self.protocol.command(line) {
+                    Flow::Continue => {}
+                    Flow::Authenticate => {
+                        if self.protocol.authenticate().await == Flow::Quit {
+                            return Flow::Quit;
+                        }
                     }
-                }
+                    Flow::Quit => return Flow::Quit,
+                    Flow::StartTls => {
+                        // CVE-2011-0411: what was sent in clear after STARTTLS
+                        // must not be taken as sent over TLS.
+                        let left = input.len();
+                        if left > 0 {
+                            tracing::info!(
+                                peer = %self.protocol.peer(),
+                                bytes = left,
+                                "SMTP input pipelined after STARTTLS discarded"
+                            );
+                        }
+                        return Flow::StartTls;
+                    }
+                },
                 Frame::TooLong => self.protocol.line_too_long(),
                 Frame::Pending => {}
             }

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use super::session::{Session, SessionError};
 use super::{Envelope, Handler, LogLimiter, PerAddress, Refused, Reply, Shared, SmtpConfig, run};
 
+mod security;
+
 /// The text of the reply when the buffer budget is out.
 const INSUFFICIENT: &str = "insufficient system storage, try again later";
 
@@ -183,7 +185,8 @@ async fn start_on(
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (stop, stop_rx) = watch::channel(false);
     let peer: SocketAddr = "192.0.2.7:4321".parse().unwrap();
-    let session = tokio::spawn(Session::new(server, shared, peer, stop_rx).run());
+    let session = Session::new(server, shared, peer, stop_rx);
+    let session = tokio::spawn(async move { session.run(true).await.map(|_| ()) });
     let mut client = Client::new(client);
     client.stop = Some(stop);
     assert_eq!(client.reply().await, "220 localhost ESMTP mail2sms\r\n");

@@ -24,6 +24,7 @@ mod requests;
 mod restart;
 mod rules;
 mod smtp_memory;
+mod smtp_security;
 mod spec_examples;
 mod store_contract;
 mod store_faults;
