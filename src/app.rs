@@ -133,6 +133,12 @@ pub async fn start_with_listener(
             listen.clone(),
         ));
     }
+    if core.pipeline.has_groups_files() {
+        tasks.spawn(reread_groups_on_sighup(
+            core.pipeline.clone(),
+            listen.clone(),
+        ));
+    }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
     let mut smtp_stop: Shutdown = listen;
@@ -149,6 +155,33 @@ pub async fn start_with_listener(
         trigger,
         tasks,
     })
+}
+
+/// Re-reads the alert accounts' `groups_file`s at each SIGHUP until
+/// shutdown; a bad file keeps its account's old groups (logged by the
+/// pipeline). Another task may listen to SIGHUP too: tokio gives the
+/// signal to each.
+async fn reread_groups_on_sighup(pipeline: Arc<Pipeline>, mut stop: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen to SIGHUP: groups files will not be re-read");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            got = hangup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                let errors = pipeline.reload_groups();
+                tracing::info!(errors = errors.len(), "SIGHUP: groups files re-read");
+            }
+        }
+    }
 }
 
 impl Running {

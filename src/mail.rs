@@ -29,6 +29,10 @@ pub struct ParsedMail {
     pub from: Option<String>,
     /// The `Message-ID:` (without angle brackets), for logs and replies.
     pub message_id: Option<String>,
+    /// The `Subject:`, RFC 2047 decoded: the first line of an alert SMS.
+    pub subject: Option<String>,
+    /// The `Date:` header, when readable: the date an alert shows.
+    pub date: Option<jiff::Timestamp>,
     /// The body text in which to look for `<envoi>`.
     pub text: String,
     /// Text attachments (every text/* part and every `*.csv`/`*.txt` file),
@@ -107,6 +111,10 @@ pub fn read(raw: &[u8]) -> Result<(ParsedMail, Mime<'_>), MailError> {
         .and_then(|addr| addr.address())
         .map(str::to_owned);
     let message_id = message.message_id().map(str::to_owned);
+    let subject = message.subject().map(str::to_owned);
+    let date = message
+        .date()
+        .and_then(|d| jiff::Timestamp::from_second(d.to_timestamp()).ok());
 
     let mut text = join(
         message
@@ -134,6 +142,8 @@ pub fn read(raw: &[u8]) -> Result<(ParsedMail, Mime<'_>), MailError> {
     let mail = ParsedMail {
         from,
         message_id,
+        subject,
+        date,
         text,
         attachments: Vec::new(),
         html_only,
