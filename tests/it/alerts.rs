@@ -79,7 +79,10 @@ async fn a_number_looking_recipient_that_is_no_number_is_refused_at_rcpt() {
     let raw = alert("nagios@example.com", "disk", "full");
     let text = refused(send(&app, "nagios@example.com", &["0123@sms.example.com"], &raw).await);
     assert!(text.contains("550") || text.contains("5.1.1"), "{text}");
-    assert!(text.contains("5.1.1") && text.contains("not a valid phone number: too short"), "{text}");
+    assert!(
+        text.contains("5.1.1") && text.contains("not a valid phone number: too short"),
+        "{text}"
+    );
     assert_eq!(stored(&app).await, 0);
 }
 
@@ -88,7 +91,10 @@ async fn a_name_that_is_no_group_is_refused_naming_it() {
     let app = spawn("[accounts.ops.groups]\noncall = [\"0601020304\"]", |_| {}).await;
     let raw = alert("nagios@example.com", "disk", "full");
     let text = refused(send(&app, "nagios@example.com", &["oncal@sms.example.com"], &raw).await);
-    assert!(text.contains("5.6.0") && text.contains("no group named `oncal`"), "{text}");
+    assert!(
+        text.contains("5.6.0") && text.contains("no group named `oncal`"),
+        "{text}"
+    );
     // The group exists for another account only: the same refusal at DATA.
     let app = spawn("", |c| {
         let mut other = c.accounts["ops"].clone();
@@ -98,8 +104,19 @@ async fn a_name_that_is_no_group_is_refused_naming_it() {
         c.accounts.insert("other".into(), other);
     })
     .await;
-    let text = refused(send(&app, "nagios@example.com", &["oncall@sms.example.com"], &raw).await);
-    assert!(text.contains("5.6.0") && text.contains("no group named `oncall`"), "{text}");
+    let text = refused(
+        send(
+            &app,
+            "nagios@example.com",
+            &["oncall@sms.example.com"],
+            &raw,
+        )
+        .await,
+    );
+    assert!(
+        text.contains("5.6.0") && text.contains("no group named `oncall`"),
+        "{text}"
+    );
     assert_eq!(stored(&app).await, 0);
 }
 
@@ -112,11 +129,33 @@ async fn a_client_outside_the_alert_networks_is_refused_and_nothing_is_stored() 
     .await;
     let raw = alert("nagios@example.com", "disk", "full");
     // A number: refused at RCPT.
-    let text = refused(send(&app, "nagios@example.com", &["0601020304@sms.example.com"], &raw).await);
-    assert!(text.contains("5.7.1") && text.contains("not authorized"), "{text}");
+    let text = refused(
+        send(
+            &app,
+            "nagios@example.com",
+            &["0601020304@sms.example.com"],
+            &raw,
+        )
+        .await,
+    );
+    assert!(
+        text.contains("5.7.1") && text.contains("not authorized"),
+        "{text}"
+    );
     // A group passes RCPT (it could be an <envoi> address): refused at DATA.
-    let text = refused(send(&app, "nagios@example.com", &["oncall@sms.example.com"], &raw).await);
-    assert!(text.contains("5.7.1") && text.contains("not authorized"), "{text}");
+    let text = refused(
+        send(
+            &app,
+            "nagios@example.com",
+            &["oncall@sms.example.com"],
+            &raw,
+        )
+        .await,
+    );
+    assert!(
+        text.contains("5.7.1") && text.contains("not authorized"),
+        "{text}"
+    );
     settle().await;
     assert_eq!(stored(&app).await, 0);
     assert!(app.outbox().is_empty());
@@ -138,7 +177,11 @@ async fn envoi_mail_from_outside_the_account_networks_gets_code_14() {
         .expect("accepted, refused in etatNot");
     assert!(reply.is_positive());
     let ack = app.wait_reply_to("ack@masociete.com").await;
-    assert!(ack.text().contains("<emailId>net-1</emailId>"), "{}", ack.text());
+    assert!(
+        ack.text().contains("<emailId>net-1</emailId>"),
+        "{}",
+        ack.text()
+    );
     let not = app.wait_reply_to("not@masociete.com").await;
     assert!(not.text().contains("<code>14</code>"), "{}", not.text());
     settle().await;
@@ -150,11 +193,28 @@ async fn a_sender_no_alert_account_allows_is_refused() {
     let app = spawn("", |_| {}).await;
     let raw = alert("intruder@elsewhere.example", "disk", "full");
     let text = refused(
-        send(&app, "intruder@elsewhere.example", &["0601020304@sms.example.com"], &raw).await,
+        send(
+            &app,
+            "intruder@elsewhere.example",
+            &["0601020304@sms.example.com"],
+            &raw,
+        )
+        .await,
     );
-    assert!(text.contains("5.7.1") && text.contains("not authorized"), "{text}");
+    assert!(
+        text.contains("5.7.1") && text.contains("not authorized"),
+        "{text}"
+    );
     // The From: header is what is checked, not the envelope sender.
-    let text = refused(send(&app, "nagios@example.com", &["0601020304@sms.example.com"], &raw).await);
+    let text = refused(
+        send(
+            &app,
+            "nagios@example.com",
+            &["0601020304@sms.example.com"],
+            &raw,
+        )
+        .await,
+    );
     assert!(text.contains("5.7.1"), "{text}");
     assert_eq!(stored(&app).await, 0);
 }
@@ -166,40 +226,73 @@ async fn discard_answers_250_and_sends_nothing() {
     })
     .await;
     let stranger = alert("intruder@elsewhere.example", "disk", "full");
-    let reply = send(&app, "intruder@elsewhere.example", &["0601020304@sms.example.com"], &stranger)
-        .await
-        .expect("discarded with 250");
+    let reply = send(
+        &app,
+        "intruder@elsewhere.example",
+        &["0601020304@sms.example.com"],
+        &stranger,
+    )
+    .await
+    .expect("discarded with 250");
     assert_eq!(reply.code().to_string(), "250");
     // A client outside the networks: no 550 at RCPT either.
     let outside = alert("nagios@example.com", "disk", "full");
-    let reply = send(&app, "nagios@example.com", &["0601020304@sms.example.com"], &outside)
-        .await
-        .expect("discarded with 250");
+    let reply = send(
+        &app,
+        "nagios@example.com",
+        &["0601020304@sms.example.com"],
+        &outside,
+    )
+    .await
+    .expect("discarded with 250");
     assert_eq!(reply.code().to_string(), "250");
     // An unknown keyid too.
     let body = plain_email("ops@masociete.com", &envoi("0601020304", "x", "d-1"))
         .into_iter()
         .collect::<Vec<u8>>();
-    let body = String::from_utf8(body).expect("utf8").replace(KEYID, "not-a-key");
-    send(&app, "ops@masociete.com", &["sms@sms.example.com"], body.as_bytes())
-        .await
-        .expect("discarded with 250");
+    let body = String::from_utf8(body)
+        .expect("utf8")
+        .replace(KEYID, "not-a-key");
+    send(
+        &app,
+        "ops@masociete.com",
+        &["sms@sms.example.com"],
+        body.as_bytes(),
+    )
+    .await
+    .expect("discarded with 250");
     settle().await;
     assert_eq!(stored(&app).await, 0);
     assert!(app.outbox().is_empty());
     assert!(app.replies().is_empty());
     // An invalid number is still refused at once.
-    let text = refused(send(&app, "nagios@example.com", &["0123@sms.example.com"], &outside).await);
+    let text = refused(
+        send(
+            &app,
+            "nagios@example.com",
+            &["0123@sms.example.com"],
+            &outside,
+        )
+        .await,
+    );
     assert!(text.contains("5.1.1"), "{text}");
 }
 
 #[tokio::test]
 async fn envoi_mail_to_a_number_address_is_read_as_envoi() {
     let app = spawn("", |_| {}).await;
-    let body = plain_email("ops@masociete.com", &envoi("0601020304", "from envoi", "env-1"));
-    send(&app, "ops@masociete.com", &["0601020399@sms.example.com"], &body)
-        .await
-        .expect("accepted");
+    let body = plain_email(
+        "ops@masociete.com",
+        &envoi("0601020304", "from envoi", "env-1"),
+    );
+    send(
+        &app,
+        "ops@masociete.com",
+        &["0601020399@sms.example.com"],
+        &body,
+    )
+    .await
+    .expect("accepted");
     let lines = app.wait_outbox(1).await;
     assert_eq!(text_for(&lines, "+33601020304"), "from envoi");
     settle().await;
@@ -212,7 +305,11 @@ async fn envoi_mail_to_a_number_address_is_read_as_envoi() {
 #[ignore = "needs the alert store (branch storm)"]
 async fn numbers_in_every_form_reach_the_outbox_once_each() {
     let app = spawn("", |_| {}).await;
-    let raw = alert("nagios@example.com", "PROBLEM: disk", "host1 /var 95%\n\n-- \nNagios");
+    let raw = alert(
+        "nagios@example.com",
+        "PROBLEM: disk",
+        "host1 /var 95%\n\n-- \nNagios",
+    );
     send(
         &app,
         "nagios@example.com",
@@ -228,7 +325,12 @@ async fn numbers_in_every_form_reach_the_outbox_once_each() {
     .await
     .expect("accepted");
     let lines = app.wait_outbox(4).await;
-    for n in ["+33601020304", "+33601020305", "+33601020306", "+33601020307"] {
+    for n in [
+        "+33601020304",
+        "+33601020305",
+        "+33601020306",
+        "+33601020307",
+    ] {
         assert_eq!(text_for(&lines, n), "PROBLEM: disk\nhost1 /var 95%");
     }
     settle().await;
@@ -253,7 +355,10 @@ async fn a_group_reaches_each_of_its_numbers() {
     .await
     .expect("accepted");
     let lines = app.wait_outbox(2).await;
-    assert_eq!(text_for(&lines, "+33601020305"), "UPS on battery\n5 min left");
+    assert_eq!(
+        text_for(&lines, "+33601020305"),
+        "UPS on battery\n5 min left"
+    );
     settle().await;
     assert_eq!(app.outbox().len(), 2);
 }
@@ -263,9 +368,14 @@ async fn a_group_reaches_each_of_its_numbers() {
 async fn html_only_alerts_are_sent_as_text() {
     let app = spawn("", |_| {}).await;
     let raw = b"From: ups@example.com\r\nSubject: UPS\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>On <b>battery</b></p></body></html>\r\n";
-    send(&app, "ups@example.com", &["0601020304@sms.example.com"], raw)
-        .await
-        .expect("accepted");
+    send(
+        &app,
+        "ups@example.com",
+        &["0601020304@sms.example.com"],
+        raw,
+    )
+    .await
+    .expect("accepted");
     let lines = app.wait_outbox(1).await;
     assert_eq!(text_for(&lines, "+33601020304"), "UPS\nOn battery");
 }
@@ -274,10 +384,19 @@ async fn html_only_alerts_are_sent_as_text() {
 #[ignore = "needs the alert store (branch storm)"]
 async fn a_long_alert_is_cut_to_max_segments() {
     let app = spawn("max_segments = 2", |_| {}).await;
-    let raw = alert("nagios@example.com", "big", &"disk full on host1 ".repeat(50));
-    send(&app, "nagios@example.com", &["0601020304@sms.example.com"], &raw)
-        .await
-        .expect("accepted, never refused for length");
+    let raw = alert(
+        "nagios@example.com",
+        "big",
+        &"disk full on host1 ".repeat(50),
+    );
+    send(
+        &app,
+        "nagios@example.com",
+        &["0601020304@sms.example.com"],
+        &raw,
+    )
+    .await
+    .expect("accepted, never refused for length");
     let lines = app.wait_outbox(1).await;
     let text = text_for(&lines, "+33601020304");
     assert!(text.ends_with("...") && text.len() <= 2 * 153, "{text}");
@@ -292,7 +411,10 @@ async fn rfc2047_subjects_are_decoded() {
         .await
         .expect("accepted");
     let lines = app.wait_outbox(1).await;
-    assert_eq!(text_for(&lines, "+33601020304"), "Température élevée\nsalle 2");
+    assert_eq!(
+        text_for(&lines, "+33601020304"),
+        "Température élevée\nsalle 2"
+    );
 }
 
 #[tokio::test]

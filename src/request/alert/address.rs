@@ -22,7 +22,7 @@ pub fn split(address: &str) -> Option<(&str, &str)> {
 /// Whether `domain` is one of `domains` (already lowercased).
 pub fn is_ours(domain: &str, domains: &[String]) -> bool {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    domains.iter().any(|d| *d == domain)
+    domains.contains(&domain)
 }
 
 /// What `local` names.
