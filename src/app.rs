@@ -134,10 +134,20 @@ pub async fn start_with_listener(
         ));
     }
     if core.pipeline.has_groups_files() {
-        tasks.spawn(reread_groups_on_sighup(
-            core.pipeline.clone(),
-            listen.clone(),
-        ));
+        // Listening starts here, before `start` returns: a SIGHUP sent
+        // once the daemon is up is never missed.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => {
+                tasks.spawn(reread_groups_on_sighup(
+                    core.pipeline.clone(),
+                    hangup,
+                    listen.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen to SIGHUP: groups files will not be re-read");
+            }
+        }
     }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
@@ -161,15 +171,11 @@ pub async fn start_with_listener(
 /// shutdown; a bad file keeps its account's old groups (logged by the
 /// pipeline). Another task may listen to SIGHUP too: tokio gives the
 /// signal to each.
-async fn reread_groups_on_sighup(pipeline: Arc<Pipeline>, mut stop: Shutdown) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen to SIGHUP: groups files will not be re-read");
-            return;
-        }
-    };
+async fn reread_groups_on_sighup(
+    pipeline: Arc<Pipeline>,
+    mut hangup: tokio::signal::unix::Signal,
+    mut stop: Shutdown,
+) {
     loop {
         tokio::select! {
             () = stop.wait() => return,

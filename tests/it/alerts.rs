@@ -435,3 +435,102 @@ async fn the_template_shapes_the_text() {
         "[2026-07-01 14:05] disk (0601020304@sms.example.com)"
     );
 }
+
+/// `mail2sms deliver -f FROM TO` of `raw` with the test config plus an
+/// alert account `ops` (networks 192.0.2.0/24) and `smtp_keys` in
+/// `[smtp]`: its exit code and output.
+fn deliver(smtp_keys: &str, from: &str, to: &str, raw: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "{}\n[accounts.ops]\nkeyid = \"ops-key-0001\"\nsenders = [\"@example.com\"]\nproviders = [\"outbox\"]\nalerts = true\nnetworks = [\"192.0.2.0/24\"]\n",
+        test_toml(dir.path()).replace("[smtp]\n", &format!("[smtp]\n{smtp_keys}\n"))
+    );
+    let config = dir.path().join("mail2sms.toml");
+    std::fs::write(&config, toml).expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mail2sms"))
+        .args([
+            "deliver",
+            "--config",
+            config.to_str().expect("path"),
+            "-f",
+            from,
+            to,
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mail2sms");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(raw)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn deliver_hands_alerts_over_locally_past_networks_and_discards_strangers() {
+    let to = "0601020304@sms.example.com";
+    // No client address: a local hand-over is allowed by `networks`.
+    let ok = alert("nagios@example.com", "disk", "full");
+    let (code, out) = deliver("", "nagios@example.com", to, &ok);
+    assert_eq!(code, Some(0), "{out}");
+    let stranger = alert("intruder@elsewhere.example", "disk", "full");
+    let (code, out) = deliver("", "intruder@elsewhere.example", to, &stranger);
+    assert_eq!(code, Some(77), "{out}");
+    let (code, out) = deliver(
+        "unauthorized = \"discard\"",
+        "intruder@elsewhere.example",
+        to,
+        &stranger,
+    );
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[tokio::test]
+async fn sighup_re_reads_groups_files_and_a_bad_one_keeps_the_old_groups() {
+    let groups = tempfile::NamedTempFile::new().expect("groups file");
+    std::fs::write(groups.path(), "dba = [\"0601020307\"]\n").expect("write");
+    let keys = format!("groups_file = {:?}", groups.path().display().to_string());
+    let app = spawn(&keys, |_| {}).await;
+    let raw = alert("nagios@example.com", "db down", "db1");
+    let to_web = || send(&app, "nagios@example.com", &["web@sms.example.com"], &raw);
+    let text = refused(to_web().await);
+    assert!(text.contains("no group named `web`"), "{text}");
+    send(&app, "nagios@example.com", &["dba@sms.example.com"], &raw)
+        .await
+        .expect("dba is a group");
+
+    std::fs::write(groups.path(), "web = [\"0601020308\"]\n").expect("write");
+    // SAFETY: kill(2) on our own process; the daemon listens to SIGHUP
+    // from the moment it started (tokio's handler), so it is not fatal.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    let mut reread = false;
+    for _ in 0..100 {
+        if to_web().await.is_ok() {
+            reread = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reread, "web@ never became a group after SIGHUP");
+
+    std::fs::write(groups.path(), "web = [\"12\"]\n").expect("write");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    settle().await;
+    to_web()
+        .await
+        .expect("the old groups stay when the file is bad");
+}
