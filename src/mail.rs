@@ -711,4 +711,14 @@ Content-Type: text/html; charset=utf-8\r\n\
         let names: Vec<String> = mime.attachments().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["mobiles.csv", "MESSAGE.CSV"]);
     }
+    #[test]
+    fn the_subject_is_decoded_and_the_date_read() {
+        let raw = b"From: a@example.com\r\nSubject: =?ISO-8859-1?Q?Temp=E9rature?= =?UTF-8?B?4pyT?=\r\nDate: Wed, 01 Jul 2026 14:05:00 +0200\r\n\r\nbody\r\n";
+        let mail = parse(raw).expect("mail");
+        assert_eq!(mail.subject.as_deref(), Some("Température✓"));
+        let date: jiff::Timestamp = "2026-07-01T12:05:00Z".parse().expect("ts");
+        assert_eq!(mail.date, Some(date));
+        let bare = parse(b"From: a@example.com\r\nDate: not a date\r\n\r\nx\r\n").expect("mail");
+        assert_eq!((bare.subject, bare.date), (None, None));
+    }
 }
