@@ -176,8 +176,22 @@ pub async fn start_with_listener(
     }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
-    if let Some(tls) = &smtp_tls {
-        tasks.spawn(reload_tls_on_sighup(tls.clone(), listen.clone()));
+    if core.pipeline.has_groups_files() || smtp_tls.is_some() {
+        // Listening starts here, before `start` returns: a SIGHUP sent
+        // once the daemon is up is never missed.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => {
+                tasks.spawn(reload_on_sighup(
+                    core.pipeline.clone(),
+                    smtp_tls.clone(),
+                    hangup,
+                    listen.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen to SIGHUP: groups files and the TLS certificate will not be re-read");
+            }
+        }
     }
     let mut smtp_stop: Shutdown = listen;
     let listeners = crate::smtp::Listeners {
@@ -202,22 +216,28 @@ pub async fn start_with_listener(
     })
 }
 
-/// Re-reads the SMTP certificate and key at each SIGHUP until shutdown; a
-/// bad new pair is logged and the one in use kept.
-async fn reload_tls_on_sighup(tls: Arc<crate::smtp::ServerTls>, mut stop: Shutdown) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            stop.wait().await;
-            return;
-        }
-    };
+/// Re-reads what SIGHUP re-reads, at each one until shutdown: the alert
+/// accounts' `groups_file`s (a bad file keeps its account's old groups,
+/// logged by the pipeline) and the SMTP certificate and key (a bad new pair
+/// is logged and the one in use kept).
+async fn reload_on_sighup(
+    pipeline: Arc<Pipeline>,
+    tls: Option<Arc<crate::smtp::ServerTls>>,
+    mut hangup: tokio::signal::unix::Signal,
+    mut stop: Shutdown,
+) {
     loop {
         tokio::select! {
             () = stop.wait() => return,
-            _ = hangup.recv() => {
+            got = hangup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if pipeline.has_groups_files() {
+                    let errors = pipeline.reload_groups();
+                    tracing::info!(errors = errors.len(), "SIGHUP: groups files re-read");
+                }
+                let Some(tls) = &tls else { continue };
                 // Reading files blocks: not on the runtime's threads.
                 let reloading = tls.clone();
                 match tokio::task::spawn_blocking(move || reloading.reload()).await {

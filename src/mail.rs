@@ -29,6 +29,10 @@ pub struct ParsedMail {
     pub from: Option<String>,
     /// The `Message-ID:` (without angle brackets), for logs and replies.
     pub message_id: Option<String>,
+    /// The `Subject:`, RFC 2047 decoded: the first line of an alert SMS.
+    pub subject: Option<String>,
+    /// The `Date:` header, when readable: the date an alert shows.
+    pub date: Option<jiff::Timestamp>,
     /// The body text in which to look for `<envoi>`.
     pub text: String,
     /// Text attachments (every text/* part and every `*.csv`/`*.txt` file),
@@ -107,6 +111,10 @@ pub fn read(raw: &[u8]) -> Result<(ParsedMail, Mime<'_>), MailError> {
         .and_then(|addr| addr.address())
         .map(str::to_owned);
     let message_id = message.message_id().map(str::to_owned);
+    let subject = message.subject().map(str::to_owned);
+    let date = message
+        .date()
+        .and_then(|d| jiff::Timestamp::from_second(d.to_timestamp()).ok());
 
     let mut text = join(
         message
@@ -134,6 +142,8 @@ pub fn read(raw: &[u8]) -> Result<(ParsedMail, Mime<'_>), MailError> {
     let mail = ParsedMail {
         from,
         message_id,
+        subject,
+        date,
         text,
         attachments: Vec::new(),
         html_only,
@@ -700,5 +710,15 @@ Content-Type: text/html; charset=utf-8\r\n\
         assert!(mail.text.contains("<keyid>a296464ce012b8ab710a</keyid>"));
         let names: Vec<String> = mime.attachments().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["mobiles.csv", "MESSAGE.CSV"]);
+    }
+    #[test]
+    fn the_subject_is_decoded_and_the_date_read() {
+        let raw = b"From: a@example.com\r\nSubject: =?ISO-8859-1?Q?Temp=E9rature?= =?UTF-8?B?4pyT?=\r\nDate: Wed, 01 Jul 2026 14:05:00 +0200\r\n\r\nbody\r\n";
+        let mail = parse(raw).expect("mail");
+        assert_eq!(mail.subject.as_deref(), Some("Température✓"));
+        let date: jiff::Timestamp = "2026-07-01T12:05:00Z".parse().expect("ts");
+        assert_eq!(mail.date, Some(date));
+        let bare = parse(b"From: a@example.com\r\nDate: not a date\r\n\r\nx\r\n").expect("mail");
+        assert_eq!((bare.subject, bare.date), (None, None));
     }
 }

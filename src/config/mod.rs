@@ -137,6 +137,9 @@ impl Config {
                 max_csv_lines: self.limits.max_csv_lines,
             },
             clock: &self.clock,
+            domains: &self.smtp.domains,
+            users: &self.smtp.users,
+            unauthorized: self.smtp.unauthorized,
         }
     }
 

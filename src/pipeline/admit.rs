@@ -3,11 +3,14 @@
 
 use super::keyring::{Account, Keyring};
 use super::{KEYID_SHOWN, Verdict};
+use crate::codes::Code;
 use crate::logsafe::Safe;
 use crate::mail::{self, ParsedMail};
 use crate::request::{Envelope, Expansion, Limits, Readers, RequestHead};
-use crate::rules;
+use crate::rules::{self, AccountConfig};
 use crate::smtp::{GrowError, Share};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Copies of all numbers and texts that live at once while a request is
@@ -34,6 +37,11 @@ pub(super) struct Ingress {
     pub(super) readers: Readers,
     /// What one email may ask for.
     pub(super) limits: Limits,
+    /// The accounts by name, in name order: alert mail goes to the first
+    /// one that allows its sender and client.
+    pub(super) by_name: BTreeMap<String, Arc<Account>>,
+    /// The account of each SMTP AUTH user (`[smtp.users.NAME] account`).
+    pub(super) users: BTreeMap<String, String>,
 }
 
 /// What is known of an email once its account and sender are checked.
@@ -48,6 +56,11 @@ pub(super) struct Admitted {
     pub(super) head: Box<dyn RequestHead>,
     /// What building the request takes at most.
     pub(super) bound: Expansion,
+    /// Alert mail (no keyid): stored with the account's alert settings.
+    pub(super) alert: bool,
+    /// A refusal of the whole request, reported like codes 23/34/6: an
+    /// `<envoi>` client outside the account's `networks` (code 14).
+    pub(super) refusal: Option<Code>,
 }
 
 impl Ingress {
@@ -60,7 +73,8 @@ impl Ingress {
             .readers
             .head(envelope, &mail)
             .map_err(|e| unreadable(&e))?;
-        let (account, sender) = self.authorize(head.as_ref(), &mail, envelope)?;
+        let alert = head.keyid().is_none();
+        let (account, sender, refusal) = self.authorize(head.as_ref(), &mail, envelope)?;
         mail.attachments = mime.attachments();
         let bound = head.expansion_bound(&mail, &self.limits);
         Ok(Admitted {
@@ -69,18 +83,26 @@ impl Ingress {
             mail,
             head,
             bound,
+            alert,
+            refusal,
         })
     }
 
-    /// Who may send: the account the request names, and a sender that
-    /// account allows (else [`Verdict::Unauthorized`], the same for both).
+    /// Who may send: the account the request names by its keyid, and a
+    /// sender that account allows (else [`Verdict::Unauthorized`], the
+    /// same for both); a client outside its `networks` gets code 14. A
+    /// request without keyid is alert mail ([`Ingress::authorize_alert`]).
     fn authorize(
         &self,
         head: &dyn RequestHead,
         mail: &ParsedMail,
         envelope: &Envelope,
-    ) -> Result<(Arc<Account>, String), Verdict> {
-        let keyid = head.keyid().unwrap_or_default();
+    ) -> Result<(Arc<Account>, String, Option<Code>), Verdict> {
+        let Some(keyid) = head.keyid() else {
+            return self
+                .authorize_alert(mail, envelope)
+                .map(|(account, sender)| (account, sender, None));
+        };
         let Some(account) = self.keyring.get(keyid) else {
             let shown: String = keyid.trim().chars().take(KEYID_SHOWN).collect();
             tracing::info!(keyid = %Safe(&shown), "refused: unknown keyid");
@@ -93,7 +115,59 @@ impl Ingress {
             tracing::info!(account = %account.name, sender = %Safe(sender), "refused: sender not allowed for the keyid");
             return Err(Verdict::Unauthorized);
         }
-        Ok((account.clone(), sender.to_owned()))
+        let refusal = if allows(&account.config, envelope.client) {
+            None
+        } else {
+            tracing::info!(account = %account.name, client = ?envelope.client, "refused: client not in the account's networks (code 14)");
+            Some(Code::IP_NOT_ALLOWED)
+        };
+        Ok((account.clone(), sender.to_owned(), refusal))
+    }
+
+    /// Who may send alert mail: the account of the SMTP AUTH user (it must
+    /// take alerts and allow the client), else the first alert account in
+    /// name order whose `senders` match `From:` (else the envelope sender)
+    /// and whose `networks` allow the client.
+    fn authorize_alert(
+        &self,
+        mail: &ParsedMail,
+        envelope: &Envelope,
+    ) -> Result<(Arc<Account>, String), Verdict> {
+        let sender = mail.from.as_deref().unwrap_or(&envelope.mail_from);
+        if let Some(user) = &envelope.auth_user {
+            let account = self.users.get(user).and_then(|name| self.by_name.get(name));
+            return match account {
+                Some(a) if a.config.alerts && allows(&a.config, envelope.client) => {
+                    Ok((a.clone(), sender.to_owned()))
+                }
+                _ => {
+                    tracing::info!(user = %Safe(user), client = ?envelope.client, "refused: alert mail from an AUTH user whose account takes no alerts from this client");
+                    Err(Verdict::Unauthorized)
+                }
+            };
+        }
+        let found = self.by_name.values().find(|a| {
+            a.config.alerts
+                && rules::sender_allowed(&a.config.senders, sender)
+                && allows(&a.config, envelope.client)
+        });
+        match found {
+            Some(account) => Ok((account.clone(), sender.to_owned())),
+            None => {
+                tracing::info!(sender = %Safe(sender), client = ?envelope.client, "refused: no alert account allows this sender from this client");
+                Err(Verdict::Unauthorized)
+            }
+        }
+    }
+}
+
+/// Whether `account`'s `networks` allow `client`: any client when it has
+/// none; a message handed over locally (`mail2sms deliver`, no client
+/// address) is allowed, the local MTA having checked its own client.
+pub(super) fn allows(account: &AccountConfig, client: Option<IpAddr>) -> bool {
+    match (&account.networks, client) {
+        (Some(networks), Some(ip)) => networks.contains(ip),
+        _ => true,
     }
 }
 

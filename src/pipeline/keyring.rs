@@ -47,6 +47,14 @@ impl Keyring {
         Keyring { hasher, accounts }
     }
 
+    /// The accounts by name (the same ones the keyids find).
+    pub(super) fn by_name(&self) -> std::collections::BTreeMap<String, Arc<Account>> {
+        self.accounts
+            .iter()
+            .map(|(_, _, account)| (account.name.clone(), account.clone()))
+            .collect()
+    }
+
     /// The account of `keyid` (trimmed).
     pub(super) fn get(&self, keyid: &str) -> Option<&Arc<Account>> {
         let keyid = keyid.trim();

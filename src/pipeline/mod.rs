@@ -10,14 +10,17 @@
 mod admit;
 mod checks;
 mod keyring;
+mod rcpt;
 mod verdict;
 
 use crate::clock::Clock;
-use crate::request::{Envelope, Limits, Readers, Request, RequestHead};
+use crate::request::alert::AlertBook;
+use crate::request::{BuildContext, Envelope, Limits, Readers, Request, RequestHead};
 use crate::rules::AccountConfig;
 use crate::rules::volume::{self, Volume};
 use crate::smtp::Share;
-use crate::store::{Accepted, NewRequest, RequestBody, Store};
+use crate::smtp::{SmtpUser, Unauthorized};
+use crate::store::{Accepted, AlertInfo, NewRequest, RequestBody, Store};
 use crate::{logsafe::Safe, rules};
 use admit::{Admitted, Ingress};
 use jiff::Timestamp;
@@ -25,6 +28,7 @@ use keyring::{Account, Keyring};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 pub use verdict::Verdict;
@@ -57,6 +61,14 @@ pub struct Pipeline {
     volume: Volume,
     /// The time rules are checked at.
     clock: crate::clock::Clock,
+    /// The alert accounts (regions, groups, templates), shared with the
+    /// alert reader: the RCPT check reads them, SIGHUP re-reads groups.
+    alerts: Arc<AlertBook>,
+    /// What a message refused as not authorized gets (`smtp.unauthorized`).
+    unauthorized: Unauthorized,
+    /// Messages refused as not authorized and answered `250` (discard
+    /// mode): counted, since nothing else shows them but the log.
+    discarded: AtomicU64,
 }
 
 /// What the pipeline is built from: the accounts, the operator's bounds on
@@ -69,19 +81,28 @@ pub struct Setup<'a> {
     pub limits: Limits,
     /// The time the rules are checked at.
     pub clock: &'a Clock,
+    /// `smtp.domains`: alert mail is addressed to numbers and groups there.
+    pub domains: &'a [String],
+    /// `smtp.users`: the account each AUTH user sends alert mail for.
+    pub users: &'a BTreeMap<String, SmtpUser>,
+    /// `smtp.unauthorized`: refuse (`550 5.7.1`) or discard (`250`) what
+    /// is not authorized.
+    pub unauthorized: Unauthorized,
 }
 
 impl Pipeline {
     /// A pipeline for this setup and store, reading the protocol's requests
-    /// ([`Readers::standard`]).
+    /// and alert mail ([`Readers::standard`]).
     pub fn new(
         config: Setup<'_>,
         store: Arc<dyn Store>,
         dispatch_wake: Arc<Notify>,
         replies_wake: Arc<Notify>,
     ) -> Pipeline {
-        let readers = Readers::standard();
-        Pipeline::with_readers(config, store, dispatch_wake, replies_wake, readers)
+        let alerts = Arc::new(AlertBook::new(config.accounts, config.domains));
+        let readers = Readers::standard(alerts.clone());
+        let wakes = (dispatch_wake, replies_wake);
+        Pipeline::assemble(config, store, wakes, readers, alerts)
     }
 
     /// [`Pipeline::new`] reading requests with `readers`, tried in order.
@@ -92,12 +113,38 @@ impl Pipeline {
         replies_wake: Arc<Notify>,
         readers: Readers,
     ) -> Pipeline {
+        let alerts = Arc::new(AlertBook::new(config.accounts, config.domains));
+        let wakes = (dispatch_wake, replies_wake);
+        Pipeline::assemble(config, store, wakes, readers, alerts)
+    }
+
+    /// The pipeline of these parts; `wakes`: the dispatcher's and the
+    /// reply sender's.
+    fn assemble(
+        config: Setup<'_>,
+        store: Arc<dyn Store>,
+        (dispatch_wake, replies_wake): (Arc<Notify>, Arc<Notify>),
+        readers: Readers,
+        alerts: Arc<AlertBook>,
+    ) -> Pipeline {
+        let keyring = Keyring::new(config.accounts);
+        let by_name = keyring.by_name();
+        let users = config
+            .users
+            .iter()
+            .map(|(user, u)| (user.clone(), u.account.clone()))
+            .collect();
         Pipeline {
             ingress: Arc::new(Ingress {
-                keyring: Keyring::new(config.accounts),
+                keyring,
                 readers,
                 limits: config.limits,
+                by_name,
+                users,
             }),
+            alerts,
+            unauthorized: config.unauthorized,
+            discarded: AtomicU64::new(0),
             store,
             dispatch_wake,
             replies_wake,
@@ -156,9 +203,36 @@ impl Pipeline {
         raw: Vec<u8>,
         share: &mut Share,
     ) -> Verdict {
-        match self.stages(envelope, raw, share).await {
+        let verdict = match self.stages(envelope, raw, share).await {
             Ok(verdict) | Err(verdict) => verdict,
+        };
+        if verdict == Verdict::Unauthorized && self.unauthorized == Unauthorized::Discard {
+            let count = self.discarded.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(
+                client = ?envelope.client,
+                mail_from = %Safe(&envelope.mail_from),
+                discarded = count,
+                "not authorized: discarded (smtp.unauthorized = \"discard\"), answered 250"
+            );
+            return Verdict::Discarded;
         }
+        verdict
+    }
+
+    /// How many messages were discarded as not authorized since start.
+    pub fn discarded(&self) -> u64 {
+        self.discarded.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the alert accounts' `groups_file`s (on SIGHUP): a bad file
+    /// keeps its account's old groups. Returns the errors, one per account.
+    pub fn reload_groups(&self) -> Vec<String> {
+        self.alerts.reload_groups()
+    }
+
+    /// Whether some alert account reads its groups from a file.
+    pub fn has_groups_files(&self) -> bool {
+        self.alerts.has_groups_files()
     }
 
     /// The stages, in order; an early verdict ends them.
@@ -176,12 +250,24 @@ impl Pipeline {
             sender,
             mail,
             head,
+            alert,
+            refusal,
             ..
         } = admitted;
         let message_id = mail.message_id.clone();
-        let mut request = self.build(big, head, mail).await?;
         let now = self.clock.now();
+        let mut request = self.build(big, head, mail, &account.name, now).await?;
+        if let Some(code) = refusal {
+            request.recipients = Err(code);
+        }
         let (sender_id, body) = self.apply_rules(big, &account, &mut request, now).await?;
+        let alert = alert.then(|| AlertInfo {
+            return_path: envelope.mail_from.clone(),
+            dedup_secs: account.config.alert_dedup_secs,
+            max_per_hour: account.config.alert_max_per_hour,
+            failure_notice: account.config.alert_failure_notice,
+            max_segments: account.config.max_segments,
+        });
         let mut new = NewRequest {
             account: account.name.clone(),
             email_id: request.email_id,
@@ -192,7 +278,7 @@ impl Pipeline {
             email_ack: request.email_ack,
             email_not: request.email_not,
             body,
-            alert: None,
+            alert,
         };
         let taken = self.apply_limits(&account, &mut new, now);
         Ok(self.store(&account, new, taken).await)
@@ -214,17 +300,28 @@ impl Pipeline {
         .await?
     }
 
-    /// Builds the whole request from its head (attachments, recipients).
+    /// Builds the whole request from its head (attachments, recipients)
+    /// for `account`, received at `now`.
     async fn build(
         &self,
         big: bool,
         head: Box<dyn RequestHead>,
         mail: crate::mail::ParsedMail,
+        account: &str,
+        now: Timestamp,
     ) -> Result<Request, Verdict> {
         let limits = self.ingress.limits;
-        offload(big, "reading a message", move || head.build(&mail, &limits))
-            .await?
-            .map_err(|e| Verdict::Unreadable(e.to_string()))
+        let account = account.to_owned();
+        offload(big, "reading a message", move || {
+            let context = BuildContext {
+                limits,
+                account: &account,
+                received: now,
+            };
+            head.build(&mail, &context)
+        })
+        .await?
+        .map_err(|e| Verdict::Unreadable(e.to_string()))
     }
 
     /// The account's rules: its sender id, then each recipient's number,
@@ -364,6 +461,14 @@ impl crate::smtp::Handler for Pipeline {
         let verdict = self.process_within(&envelope.into(), data, share).await;
         let (code, enhanced, text) = verdict.smtp_reply();
         crate::smtp::Reply::new(code, enhanced, text)
+    }
+
+    fn recipient(
+        &self,
+        envelope: &crate::smtp::Envelope,
+        address: &str,
+    ) -> Result<(), crate::smtp::Reply> {
+        self.check_recipient(envelope, address)
     }
 }
 

@@ -119,7 +119,7 @@ async fn an_unknown_keyid_is_refused_before_the_request_is_built() {
         fn build(
             self: Box<Self>,
             _: &crate::mail::ParsedMail,
-            _: &Limits,
+            _: &BuildContext<'_>,
         ) -> Result<Request, RequestError> {
             panic!("built a stranger's request")
         }
@@ -142,4 +142,309 @@ async fn an_unknown_keyid_is_refused_before_the_request_is_built() {
     let pipeline = Pipeline::with_readers(config.pipeline_setup(), store, wake(), wake(), readers);
     let verdict = pipeline.process(&Envelope::default(), MAIL.to_vec()).await;
     assert_eq!(verdict, Verdict::Unauthorized);
+}
+
+/// A config with an `<envoi>` account `a` (keyid `k1`, networks
+/// 192.0.2.0/24), alert accounts `a-lan` (networks 192.0.2.0/24) and
+/// `b-any` (any client) for `@example.com`, `c-pager` (region CH, for
+/// `pager@pager.example` only), AUTH users `nagios` (→ `c-pager`) and
+/// `envoi` (→ `a`), then `extra`.
+fn alert_config(dir: &std::path::Path, extra: &str) -> Config {
+    let toml = format!(
+        r#"
+[smtp]
+domains = ["sms.example.com"]
+{extra}
+
+[smtp.users.nagios]
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+account = "c-pager"
+
+[smtp.users.envoi]
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+account = "a"
+
+[store]
+path = "{dir}/mail2sms.db"
+
+[replies]
+from = "mail2sms@sms.example.com"
+transport = "file://{dir}/replies"
+
+[accounts.a]
+keyid = "k1"
+senders = ["ops@masociete.com"]
+providers = ["outbox"]
+networks = ["192.0.2.0/24"]
+
+[accounts.a-lan]
+keyid = "k2"
+senders = ["@example.com"]
+providers = ["outbox"]
+alerts = true
+networks = ["192.0.2.0/24"]
+
+[accounts.b-any]
+keyid = "k3"
+senders = ["@example.com"]
+providers = ["outbox"]
+alerts = true
+groups = {{ oncall = ["0601020304"] }}
+
+[accounts.c-pager]
+keyid = "k4"
+senders = ["pager@pager.example"]
+providers = ["outbox"]
+alerts = true
+region = "CH"
+
+[providers.outbox]
+type = "outbox"
+path = "{dir}/outbox.jsonl"
+"#,
+        dir = dir.display()
+    );
+    Config::parse(&toml, std::path::Path::new("test")).expect("config")
+}
+
+/// The standard pipeline of [`alert_config`].
+async fn alert_pipeline(dir: &std::path::Path, extra: &str) -> Pipeline {
+    let config = alert_config(dir, extra);
+    let store = crate::store::open(&config.store).await.expect("store");
+    let wake = || Arc::new(Notify::new());
+    Pipeline::new(config.pipeline_setup(), store, wake(), wake())
+}
+
+const ALERT: &[u8] = b"From: nagios@example.com\r\nSubject: disk\r\n\r\ndisk full\r\n";
+
+/// An envelope from `client` (none: `deliver`) to `to`.
+fn alert_envelope(client: Option<&str>, auth_user: Option<&str>, to: &str) -> Envelope {
+    Envelope {
+        client: client.map(|c| c.parse().expect("ip")),
+        helo: None,
+        auth_user: auth_user.map(str::to_owned),
+        mail_from: "nagios@example.com".into(),
+        recipients: vec![to.to_owned()],
+    }
+}
+
+/// The account alert mail is admitted for, or the verdict.
+fn admitted_account(
+    pipeline: &Pipeline,
+    raw: &[u8],
+    envelope: &Envelope,
+) -> Result<String, Verdict> {
+    let admitted = pipeline.ingress.admit(raw, envelope)?;
+    assert!(admitted.alert);
+    assert_eq!(admitted.refusal, None);
+    Ok(admitted.account.name.clone())
+}
+
+#[tokio::test]
+async fn alert_mail_goes_to_the_first_account_allowing_sender_and_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = alert_pipeline(dir.path(), "").await;
+    let to = "0601020304@sms.example.com";
+    let lan = alert_envelope(Some("192.0.2.7"), None, to);
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &lan).as_deref(),
+        Ok("a-lan")
+    );
+    let outside = alert_envelope(Some("198.51.100.1"), None, to);
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &outside).as_deref(),
+        Ok("b-any")
+    );
+    // `deliver` has no client address: a local hand-over passes networks.
+    let local = alert_envelope(None, None, to);
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &local).as_deref(),
+        Ok("a-lan")
+    );
+    // The From: header is checked, else the envelope sender.
+    let stranger = b"From: someone@elsewhere.example\r\nSubject: x\r\n\r\ny\r\n";
+    assert_eq!(
+        admitted_account(&pipeline, stranger, &lan),
+        Err(Verdict::Unauthorized)
+    );
+    let no_from = b"Subject: x\r\n\r\ny\r\n";
+    assert_eq!(
+        admitted_account(&pipeline, no_from, &lan).as_deref(),
+        Ok("a-lan")
+    );
+}
+
+#[tokio::test]
+async fn an_auth_user_sends_alerts_for_its_own_account_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = alert_pipeline(dir.path(), "").await;
+    // nagios@example.com is not among c-pager's senders: AUTH names it.
+    let nagios = alert_envelope(
+        Some("198.51.100.1"),
+        Some("nagios"),
+        "0791234567@sms.example.com",
+    );
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &nagios).as_deref(),
+        Ok("c-pager")
+    );
+    // An AUTH user whose account takes no alerts is refused, even though
+    // another account would take this sender.
+    let envoi_user = alert_envelope(
+        Some("192.0.2.7"),
+        Some("envoi"),
+        "0601020304@sms.example.com",
+    );
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &envoi_user),
+        Err(Verdict::Unauthorized)
+    );
+    let unknown = alert_envelope(
+        Some("192.0.2.7"),
+        Some("nobody"),
+        "0601020304@sms.example.com",
+    );
+    assert_eq!(
+        admitted_account(&pipeline, ALERT, &unknown),
+        Err(Verdict::Unauthorized)
+    );
+}
+
+#[tokio::test]
+async fn envoi_mail_from_outside_the_networks_is_refused_with_code_14() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = alert_pipeline(dir.path(), "").await;
+    let raw = b"From: ops@masociete.com\r\n\r\n<envoi><keyid>k1</keyid><emailId>e1</emailId><num>0601020304</num><sms>hi</sms></envoi>\r\n";
+    let outside = alert_envelope(Some("198.51.100.1"), None, "sms@sms.example.com");
+    let admitted = pipeline.ingress.admit(raw, &outside).expect("admitted");
+    assert!(!admitted.alert);
+    assert_eq!(admitted.refusal, Some(crate::codes::Code::IP_NOT_ALLOWED));
+    let inside = alert_envelope(Some("192.0.2.1"), None, "sms@sms.example.com");
+    assert_eq!(
+        pipeline
+            .ingress
+            .admit(raw, &inside)
+            .expect("admitted")
+            .refusal,
+        None
+    );
+}
+
+#[tokio::test]
+async fn discard_answers_250_stores_nothing_and_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = alert_pipeline(dir.path(), "unauthorized = \"discard\"").await;
+    let stranger = b"From: someone@elsewhere.example\r\nSubject: x\r\n\r\ny\r\n";
+    let envelope = alert_envelope(Some("192.0.2.7"), None, "0601020304@sms.example.com");
+    let verdict = pipeline.process(&envelope, stranger.to_vec()).await;
+    assert_eq!(verdict, Verdict::Discarded);
+    assert_eq!(verdict.smtp_reply().0, 250);
+    assert_eq!(verdict.exit_code(), 0);
+    assert_eq!(pipeline.discarded(), 1);
+    let unknown_key = b"From: ops@masociete.com\r\n\r\n<envoi><keyid>nope</keyid></envoi>\r\n";
+    assert_eq!(
+        pipeline.process(&envelope, unknown_key.to_vec()).await,
+        Verdict::Discarded
+    );
+    assert_eq!(pipeline.discarded(), 2);
+    // What is readable but unreadable stays a 550.
+    let broken = b"From: ops@masociete.com\r\n\r\n<envoi><num>1</num></envoi>\r\n";
+    assert!(matches!(
+        pipeline.process(&envelope, broken.to_vec()).await,
+        Verdict::Unreadable(_)
+    ));
+}
+
+/// An SMTP envelope from `peer` (optionally authenticated).
+fn smtp_envelope(peer: &str, auth_user: Option<&str>) -> crate::smtp::Envelope {
+    crate::smtp::Envelope {
+        mail_from: "nagios@example.com".into(),
+        rcpt_to: Vec::new(),
+        helo: "nagios".into(),
+        peer: format!("{peer}:4000").parse().expect("peer"),
+        auth_user: auth_user.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn rcpt_refuses_invalid_numbers_and_clients_no_alert_account_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = alert_pipeline(dir.path(), "").await;
+    let any = smtp_envelope("198.51.100.1", None);
+    let reply = pipeline
+        .recipient(&any, "0123@sms.example.com")
+        .expect_err("short");
+    assert_eq!((reply.code, reply.enhanced.as_str()), (550, "5.1.1"));
+    assert_eq!(reply.text, "not a valid phone number: too short");
+    for fine in [
+        "0601020304@sms.example.com",
+        "+41791234567@sms.example.com",
+        "oncall@sms.example.com",
+        "sms@sms.example.com",
+        "0123@other.example",
+    ] {
+        assert_eq!(pipeline.recipient(&any, fine), Ok(()), "{fine}");
+    }
+    // Swiss national numbers are valid for the AUTH user's account only.
+    let nagios = smtp_envelope("198.51.100.1", Some("nagios"));
+    assert_eq!(
+        pipeline.recipient(&nagios, "0791234567@sms.example.com"),
+        Ok(())
+    );
+    let reply = pipeline
+        .recipient(&nagios, "0601020304@sms.example.com")
+        .expect_err("not CH");
+    assert_eq!(reply.enhanced, "5.1.1");
+    // The AUTH user's account takes no alerts: 5.7.1 for numbers.
+    let envoi_user = smtp_envelope("192.0.2.7", Some("envoi"));
+    let reply = pipeline
+        .recipient(&envoi_user, "0601020304@sms.example.com")
+        .expect_err("no alerts");
+    assert_eq!((reply.code, reply.enhanced.as_str()), (550, "5.7.1"));
+}
+
+#[tokio::test]
+async fn rcpt_refuses_a_client_outside_every_alert_accounts_networks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = "";
+    let config = alert_config(dir.path(), extra);
+    let mut accounts = config.accounts.clone();
+    accounts.get_mut("b-any").expect("b").networks = Some(crate::net::Networks::loopback());
+    accounts.get_mut("c-pager").expect("c").networks = Some(crate::net::Networks::loopback());
+    let setup = Setup {
+        accounts: &accounts,
+        ..config.pipeline_setup()
+    };
+    let store = crate::store::open(&config.store).await.expect("store");
+    let wake = || Arc::new(Notify::new());
+    let pipeline = Pipeline::new(setup, store, wake(), wake());
+    let outside = smtp_envelope("198.51.100.1", None);
+    let reply = pipeline
+        .recipient(&outside, "0601020304@sms.example.com")
+        .expect_err("outside");
+    assert_eq!(
+        (reply.code, reply.enhanced.as_str(), reply.text.as_str()),
+        (550, "5.7.1", NOT_AUTHORIZED)
+    );
+    assert_eq!(
+        pipeline.recipient(&outside, "oncall@sms.example.com"),
+        Ok(())
+    );
+    assert_eq!(
+        pipeline.recipient(
+            &smtp_envelope("192.0.2.9", None),
+            "0601020304@sms.example.com"
+        ),
+        Ok(())
+    );
+    let discard = Setup {
+        unauthorized: Unauthorized::Discard,
+        ..setup
+    };
+    let store = crate::store::open(&config.store).await.expect("store");
+    let pipeline = Pipeline::new(discard, store, wake(), wake());
+    assert_eq!(
+        pipeline.recipient(&outside, "0601020304@sms.example.com"),
+        Ok(())
+    );
 }

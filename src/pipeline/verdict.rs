@@ -26,6 +26,10 @@ pub enum Verdict {
     /// [`NOT_AUTHORIZED`]); no reply email, since answering unauthenticated
     /// mail would be backscatter.
     Unauthorized,
+    /// Not authorized, and `smtp.unauthorized = "discard"`: `250` as if
+    /// accepted (behind an MTA a `550` bounces to a possibly forged
+    /// sender), nothing stored or sent; logged and counted.
+    Discarded,
     /// The store could not commit (`451 4.3.0`): the sender retries later.
     Unavailable(String),
     /// The memory budget cannot take the request now (`451 4.3.1`): the
@@ -55,6 +59,7 @@ impl Verdict {
                 "2.0.0",
                 "Ok: no emailId, nothing sent (etatAck 2)".to_string(),
             ),
+            Verdict::Discarded => (250, "2.0.0", "Ok".to_string()),
             Verdict::Unreadable(reason) => (550, "5.6.0", reason.clone()),
             Verdict::Unauthorized => (550, "5.7.1", NOT_AUTHORIZED.to_string()),
             Verdict::Unavailable(reason) => (451, "4.3.0", reason.clone()),
@@ -65,7 +70,10 @@ impl Verdict {
     /// The `sysexits.h` exit code for `mail2sms deliver`.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Verdict::Queued { .. } | Verdict::Duplicate { .. } | Verdict::NoEmailId => 0,
+            Verdict::Queued { .. }
+            | Verdict::Duplicate { .. }
+            | Verdict::NoEmailId
+            | Verdict::Discarded => 0,
             Verdict::Unreadable(_) => 65, // EX_DATAERR
             Verdict::Unauthorized => 77,  // EX_NOPERM
             Verdict::Unavailable(_) | Verdict::Busy(_) => 75, // EX_TEMPFAIL

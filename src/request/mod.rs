@@ -12,6 +12,7 @@
 //!   (23, 34, 6): [`Request::recipients`] is `Err(code)`, reported to the
 //!   sender through `emailNot` like any other result.
 
+pub mod alert;
 mod csv;
 mod envoi;
 pub mod limits;
@@ -24,7 +25,7 @@ use crate::logsafe::Safe;
 use crate::mail::{Attachment, ParsedMail};
 
 pub use phone::{PhoneNumber, is_valid_region, warm_up};
-pub use reader::{Envelope, EnvoiReader, Readers, RequestHead, RequestReader};
+pub use reader::{BuildContext, Envelope, EnvoiReader, Readers, RequestHead, RequestReader};
 
 /// At most this many `numX` in one `<envoi>` (spec §2; code 23 beyond).
 pub const MAX_NUMBERS: usize = 500;
@@ -53,7 +54,8 @@ impl Default for Limits {
 /// One send request, as the sender wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    /// `<keyid>`: identifies the account (never empty).
+    /// `<keyid>`: identifies the account (never empty in `<envoi>`
+    /// mail; empty for alert mail, whose account is found otherwise).
     pub keyid: String,
     /// `<emailId>`: the sender's unique id, for duplicate detection and
     /// reports.
@@ -178,6 +180,23 @@ pub enum RequestError {
         /// The first control character found.
         code: u32,
     },
+    /// Alert mail to a name that is not a group of the account (nor an
+    /// `<envoi>` request in the body).
+    #[error(
+        "no <envoi> request found in the message body, and no group named `{}` exists for alert mail",
+        group_shown(name)
+    )]
+    NoSuchGroup {
+        /// The local part as given, lowercased.
+        name: String,
+    },
+    /// The account's `alert_template` could not be rendered for this
+    /// message.
+    #[error("alert_template cannot be rendered: {reason}")]
+    AlertTemplate {
+        /// minijinja's reason, on one line.
+        reason: String,
+    },
     /// A CSV attachment cannot be read.
     #[error("{file} cannot be read (line {line})")]
     Csv {
@@ -192,8 +211,26 @@ impl RequestError {
     /// The email holds no request of the kind its reader reads (rather
     /// than a broken one): another [`RequestReader`] may read it.
     pub fn is_absent(&self) -> bool {
-        matches!(self, RequestError::NoEnvoi | RequestError::HtmlOnly)
+        matches!(
+            self,
+            RequestError::NoEnvoi | RequestError::HtmlOnly | RequestError::NoSuchGroup { .. }
+        )
     }
+}
+
+/// A client's group name as an SMTP reply shows it: printable ASCII only
+/// (others escaped), at most 64 characters.
+fn group_shown(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .flat_map(|c| {
+            if c.is_ascii_graphic() {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            }
+        })
+        .collect()
 }
 
 /// `num` or `numX`, as the sender would write it.

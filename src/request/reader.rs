@@ -12,6 +12,11 @@
 
 use std::net::IpAddr;
 
+use jiff::Timestamp;
+
+use std::sync::Arc;
+
+use super::alert::{AlertBook, AlertReader};
 use super::{Expansion, Head, Limits, Request, RequestError};
 use crate::mail::ParsedMail;
 
@@ -34,6 +39,19 @@ pub struct Envelope {
     /// Every recipient (`RCPT TO`, `deliver`'s arguments), in order: what
     /// a reader that takes its numbers from the addresses reads.
     pub recipients: Vec<String>,
+}
+
+/// What building a request knows beyond the email: the operator's bounds,
+/// and, once who may send was checked, the account and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildContext<'a> {
+    /// What one email may ask for.
+    pub limits: Limits,
+    /// The name of the account the request was admitted for (an alert is
+    /// read with its account's region, groups and template).
+    pub account: &'a str,
+    /// When the email was received (an alert without `Date:` is dated so).
+    pub received: Timestamp,
 }
 
 /// One kind of request an email can hold (`<envoi>`, …): the first step of
@@ -62,8 +80,12 @@ pub trait RequestHead: Send {
     /// building. Linear in the input, allocates (almost) nothing.
     fn expansion_bound(&self, mail: &ParsedMail, limits: &Limits) -> Expansion;
 
-    /// The whole request, attachments read.
-    fn build(self: Box<Self>, mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError>;
+    /// The whole request, attachments read, for the account of `context`.
+    fn build(
+        self: Box<Self>,
+        mail: &ParsedMail,
+        context: &BuildContext<'_>,
+    ) -> Result<Request, RequestError>;
 }
 
 /// The `<envoi>` block of the body (and its attachments).
@@ -89,8 +111,12 @@ impl RequestHead for Head {
         super::expansion_bound(self, mail, limits)
     }
 
-    fn build(self: Box<Self>, mail: &ParsedMail, limits: &Limits) -> Result<Request, RequestError> {
-        super::build(*self, mail, limits)
+    fn build(
+        self: Box<Self>,
+        mail: &ParsedMail,
+        context: &BuildContext<'_>,
+    ) -> Result<Request, RequestError> {
+        super::build(*self, mail, &context.limits)
     }
 }
 
@@ -107,9 +133,14 @@ impl Readers {
         Readers { readers }
     }
 
-    /// The readers of the protocol: `<envoi>` only, today.
-    pub fn standard() -> Readers {
-        Readers::new(vec![Box::new(EnvoiReader)])
+    /// The readers of the protocol: `<envoi>` first (a body with
+    /// `<envoi>` is read as such whatever its recipients), then alert mail
+    /// for the accounts of `alerts`.
+    pub fn standard(alerts: Arc<AlertBook>) -> Readers {
+        Readers::new(vec![
+            Box::new(EnvoiReader),
+            Box::new(AlertReader::new(alerts)),
+        ])
     }
 
     /// The head of the first reader that finds its kind of request in
@@ -145,12 +176,15 @@ mod tests {
     /// A mail with this body.
     fn mail(text: &str) -> ParsedMail {
         ParsedMail {
-            from: None,
-            message_id: None,
             text: text.to_string(),
-            attachments: Vec::new(),
-            html_only: false,
+            ..ParsedMail::default()
         }
+    }
+
+    /// The standard readers without alert accounts.
+    fn standard() -> Readers {
+        let book = AlertBook::new(&std::collections::BTreeMap::new(), &[]);
+        Readers::standard(Arc::new(book))
     }
 
     /// A reader that takes every email, naming this keyid.
@@ -191,13 +225,16 @@ mod tests {
     #[test]
     fn the_envoi_reader_reads_the_keyid_and_builds_the_request() {
         let mail = mail("<envoi><keyid>k1</keyid><num>0601020304</num><sms>hi</sms></envoi>");
-        let head = Readers::standard()
-            .head(&Envelope::default(), &mail)
-            .expect("head");
+        let head = standard().head(&Envelope::default(), &mail).expect("head");
         assert_eq!(head.keyid(), Some("k1"));
         let limits = Limits::default();
         assert_eq!(head.expansion_bound(&mail, &limits).recipients, 1);
-        let request = head.build(&mail, &limits).expect("request");
+        let context = BuildContext {
+            limits,
+            account: "a",
+            received: Timestamp::UNIX_EPOCH,
+        };
+        let request = head.build(&mail, &context).expect("request");
         assert_eq!(request.keyid, "k1");
         assert_eq!(request.recipients.expect("recipients").len(), 1);
     }
@@ -236,7 +273,7 @@ mod tests {
             Some(RequestError::MissingKeyid)
         );
         assert_eq!(
-            Readers::standard().head(&Envelope::default(), &plain).err(),
+            standard().head(&Envelope::default(), &plain).err(),
             Some(RequestError::NoEnvoi)
         );
     }

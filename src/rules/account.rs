@@ -181,7 +181,24 @@ impl AccountConfig {
         if self.alert_max_per_hour == Some(0) {
             return Err(("alert_max_per_hour", "must be at least 1".into()));
         }
-        Ok(())
+        self.validate_alert_keys()
+    }
+
+    /// The alert keys: only on an alert account, with a template that
+    /// compiles and groups (table and file) whose numbers are valid.
+    fn validate_alert_keys(&self) -> Result<(), Invalid> {
+        if !self.alerts {
+            let set = [
+                ("groups", !self.groups.is_empty()),
+                ("groups_file", self.groups_file.is_some()),
+                ("alert_template", self.alert_template.is_some()),
+            ];
+            if let Some((key, _)) = set.into_iter().find(|(_, set)| *set) {
+                return Err((key, "only alert accounts use it: set alerts = true".into()));
+            }
+            return Ok(());
+        }
+        request::alert::check_account(self)
     }
 
     /// Who may send: addresses or `@domain`s, at least one.

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alerts;
 mod bodies;
 mod cli;
 mod crash;
