@@ -189,12 +189,13 @@ mod tests {
             let e = bad.parse::<Network>().unwrap_err().to_string();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
-        let list: Result<Networks, _> = toml::from_str::<toml::Value>("n = [\"10.0.0.0/8\", \"bad\"]")
-            .unwrap()
-            .get("n")
-            .unwrap()
-            .clone()
-            .try_into();
+        let list: Result<Networks, _> =
+            toml::from_str::<toml::Value>("n = [\"10.0.0.0/8\", \"bad\"]")
+                .unwrap()
+                .get("n")
+                .unwrap()
+                .clone()
+                .try_into();
         assert!(list.unwrap_err().to_string().contains("`bad`"));
     }
 }

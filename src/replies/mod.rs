@@ -9,19 +9,23 @@
 //! - [`xml`]: the escaping every template value goes through.
 //! - [`latin1`]: the ISO-8859-1 encoding of the rendered text.
 //! - [`message`]: the MIME message around it.
+//! - [`dsn`]: the failure notice of an alert (RFC 3464), not templated.
 //! - [`transport`]: parsing `replies.transport`.
+//! - [`sendmail`]: the `sendmail` transport, with a null envelope sender.
 //! - [`spool`]: the `file://` transport's atomic writes.
 //! - [`mailer`]: sending one reply.
 //! - [`sender`]: the task that sends the queued replies, with retries.
 //! - [`error`]: what can go wrong, and whether retrying can help.
 
 pub mod config;
+pub mod dsn;
 pub mod error;
 pub mod latin1;
 pub mod mailer;
 pub mod message;
 pub mod render;
 pub mod sender;
+pub mod sendmail;
 pub mod spool;
 pub mod transport;
 pub mod xml;

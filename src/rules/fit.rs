@@ -20,9 +20,8 @@ pub fn fit(text: &str, tail: &str, max_segments: u32) -> String {
     if gsm::segments(&whole).count <= max_segments {
         return whole;
     }
-    let fits = |prefix: &str| {
-        gsm::segments(&format!("{prefix}{ELLIPSIS}{tail}")).count <= max_segments
-    };
+    let fits =
+        |prefix: &str| gsm::segments(&format!("{prefix}{ELLIPSIS}{tail}")).count <= max_segments;
     let bounds: Vec<usize> = text
         .char_indices()
         .map(|(i, _)| i)

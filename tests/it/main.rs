@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alert_store;
 mod bodies;
 mod cli;
 mod crash;

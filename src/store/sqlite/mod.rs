@@ -33,11 +33,13 @@ macro_rules! job_columns {
          provider_attempts, MAX(received_at, COALESCE(held_until, received_at)) AS age_from,
          (SELECT r.sender_id FROM requests r WHERE r.id = jobs.request_id) AS sender_id,
          (SELECT r.tracker FROM requests r WHERE r.id = jobs.request_id) AS tracker,
-         (SELECT r.email_id FROM requests r WHERE r.id = jobs.request_id) AS email_id"
+         COALESCE((SELECT r.email_id FROM requests r WHERE r.id = jobs.request_id), '')
+             AS email_id"
     };
 }
 
 mod accept;
+mod alerts;
 mod credits;
 mod jobs;
 mod purge;
@@ -46,7 +48,7 @@ mod writer;
 
 use jobs::job_from_row;
 pub use purge::PURGE_CHUNK;
-use replies::etats;
+use replies::{delivery_report, etats};
 use writer::{Faults, Writer, writer_task};
 
 /// The SQLite implementation of [`Store`].
@@ -133,7 +135,7 @@ struct ClaimedReply {
 
 /// The schema's migrations, embedded from `migrations/sqlite/`: version,
 /// name, SQL. A new one is a new line; an applied one is never edited.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "init",
@@ -153,6 +155,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "request_values_once",
         include_str!("../../../migrations/sqlite/0004_request_values_once.sql"),
+    ),
+    (
+        5,
+        "alerts",
+        include_str!("../../../migrations/sqlite/0005_alerts.sql"),
     ),
 ];
 
@@ -258,6 +265,14 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn fail_next_commits(&self, count: u32) {
         self.faults.failing_commits.store(count, Ordering::Release);
+    }
+
+    /// Stamps later accepts with `clock`'s time instead of the system
+    /// clock's, so that tests can move through the alert windows
+    /// (Message-ID, same text, per hour) without waiting.
+    #[doc(hidden)]
+    pub fn set_clock(&self, clock: crate::clock::Clock) {
+        *self.faults.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
     }
 
     async fn submit(&self, kind: OpKind) -> Result<OpResult, StoreError> {
@@ -419,11 +434,18 @@ impl Store for SqliteStore {
             request_id,
         } in claimed
         {
-            if let (Some(request_id), ReplyContent::Not { etats: lines, .. }) =
-                (request_id, &mut reply.content)
-            {
-                match etats(&self.readers, request_id).await {
-                    Ok(read) => *lines = read,
+            if let Some(request_id) = request_id {
+                let read = match &mut reply.content {
+                    ReplyContent::Not { etats: lines, .. } => etats(&self.readers, request_id)
+                        .await
+                        .map(|read| *lines = read),
+                    ReplyContent::Dsn(report) => delivery_report(&self.readers, request_id)
+                        .await
+                        .map(|read| *report = read),
+                    ReplyContent::Ack { .. } => Ok(()),
+                };
+                match read {
+                    Ok(()) => {}
                     Err(e) => {
                         // Give the claimed replies back rather than leave
                         // them "being sent" until the next start.
@@ -607,7 +629,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::accept::accept_all;
     use super::*;
-    use crate::store::NewMessage;
+    use crate::store::{NewMessage, now_millis};
 
     fn request(account: &str, email_id: Option<&str>, numbers: &[&str]) -> NewRequest {
         let messages = numbers.iter().map(|n| NewMessage::to(n, "t")).collect();
@@ -669,16 +691,22 @@ mod tests {
         let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
         migrator().run(&mut conn).await.unwrap();
         let earlier = request("acme", Some("seen"), &["+33600000000"]);
-        accept_all(&mut conn, &[&earlier]).await.unwrap();
+        accept_all(&mut conn, &[&earlier], now_millis())
+            .await
+            .unwrap();
 
         let first = request("acme", Some("x"), &["+33600000001", "+33600000002"]);
         let again = request("acme", Some("x"), &["+33600000003"]);
         let no_id = request("acme", None, &["+33600000004"]);
         let other_account = request("other", Some("x"), &["+33600000005"]);
         let seen = request("acme", Some("seen"), &["+33600000006"]);
-        let results = accept_all(&mut conn, &[&first, &again, &no_id, &other_account, &seen])
-            .await
-            .unwrap();
+        let results = accept_all(
+            &mut conn,
+            &[&first, &again, &no_id, &other_account, &seen],
+            now_millis(),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(results[0], Accepted::Queued { jobs: 2, .. }),
             "{results:?}"
