@@ -1,8 +1,9 @@
 //! The reply emails of the iSendPro protocol (spec §5 "Réponses par e-mail"):
 //! `etatAck` (was the email processed?) and `etatNot` (what happened to each
-//! SMS), rendered from operator-editable templates, encoded in ISO-8859-1 as
-//! their XML declaration says, and sent over SMTP, sendmail or into a
-//! directory of `.eml` files.
+//! SMS), rendered from operator-editable templates and encoded in ISO-8859-1
+//! as their XML declaration says; and the failure notice of an alert
+//! (issue 10). All are sent with a null envelope sender, over SMTP,
+//! sendmail or into a directory of `.eml` files.
 //!
 //! - [`config`]: the `[replies]` table.
 //! - [`render`]: the templates and the XML they produce.

@@ -466,7 +466,7 @@ fn one_notice(sink: &ReplySink) -> (Delivery, String, String) {
                 .is_some_and(|c| c.ctype() == "message" && c.subtype() == Some("delivery-status"))
         })
         .expect("a message/delivery-status part");
-    assert!(status.len() > 0, "an empty delivery-status part");
+    assert!(!status.is_empty(), "an empty delivery-status part");
     let first = parsed.body_text(0).expect("a text part").into_owned();
     let raw = String::from_utf8_lossy(&d.data).into_owned();
     (d, first, raw)

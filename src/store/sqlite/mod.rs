@@ -72,7 +72,9 @@ struct Op {
 }
 
 enum OpKind {
-    Accept(NewRequest),
+    /// Records an accepted email (boxed: a request is far larger than any
+    /// other operation).
+    Accept(Box<NewRequest>),
     ClaimJobs {
         now: Millis,
         limit: usize,
@@ -125,11 +127,13 @@ enum OpResult {
     Done,
 }
 
-/// A reply claimed by the writer; an etatNot's lines are read afterwards,
-/// outside the writer's transaction (a large request has many).
+/// A reply claimed by the writer; an etatNot's lines and a failure
+/// notice's report are read afterwards, outside the writer's transaction
+/// (a large request has many).
 struct ClaimedReply {
     reply: PendingReply,
-    /// For an etatNot: its request, whose jobs give the lines.
+    /// For an etatNot or a failure notice: its request, whose jobs give
+    /// the lines.
     request_id: Option<i64>,
 }
 
@@ -387,7 +391,7 @@ const QUEUED_SINCE_SQL: &str = "SELECT account, COUNT(*) FROM jobs
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError> {
-        match self.submit(OpKind::Accept(request)).await? {
+        match self.submit(OpKind::Accept(Box::new(request))).await? {
             OpResult::Accepted(a) => Ok(a),
             _ => unreachable!("accept returns Accepted"),
         }

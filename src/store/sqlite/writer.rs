@@ -231,7 +231,7 @@ async fn run_ops(
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match &op.kind {
-            OpKind::Accept(r) => Some((i, r)),
+            OpKind::Accept(r) => Some((i, &**r)),
             _ => None,
         })
         .unzip();
@@ -258,7 +258,7 @@ pub(super) async fn apply(
 ) -> Result<OpResult, StoreError> {
     Ok(match kind {
         OpKind::Accept(request) => OpResult::Accepted(
-            accept_all(conn, &[request], now)
+            accept_all(conn, &[&**request], now)
                 .await?
                 .pop()
                 .unwrap_or(Accepted::Duplicate),
