@@ -136,6 +136,9 @@ pub enum RequestBody {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// The number as the sender wrote it: what etatNot reports in `<tel>`.
+    /// For an alert, the recipient address as given (`0601020304@domain`,
+    /// or the group's address): a failure notice names it in
+    /// `Final-Recipient`.
     pub tel: String,
     /// The E.164 number to send to, or the code that refuses this recipient
     /// before any provider is asked.

@@ -475,6 +475,83 @@ mod tests {
         );
     }
 
+    /// One group commit: each alert sees what the ones before it stored
+    /// (its Message-ID, its SMS, what it held back), and `<envoi>`
+    /// requests beside them keep their emailId de-duplication.
+    #[tokio::test]
+    async fn alerts_of_one_group_see_each_other() {
+        use crate::store::NewMessage;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        super::super::migrator().run(&mut conn).await.unwrap();
+        let info = AlertInfo {
+            return_path: "ops@x.example".into(),
+            dedup_secs: 60,
+            max_per_hour: None,
+            failure_notice: true,
+            max_segments: 1,
+        };
+        let alert = |id: &str, text: &str| NewRequest {
+            message_id: Some(id.into()),
+            alert: Some(info.clone()),
+            ..NewRequest::new(
+                "acme",
+                None,
+                "ops@x.example",
+                vec![NewMessage::to("+33600000001", text)],
+            )
+        };
+        let envoi = |id: &str| {
+            NewRequest::new(
+                "acme",
+                Some(id),
+                "ops@x.example",
+                vec![NewMessage::to("+33600000002", "t")],
+            )
+        };
+        let (a1, a1_again, a2, a3, e1, e1_again) = (
+            alert("m1", "down"),
+            alert("m1", "down"),
+            alert("m2", "down"),
+            alert("m3", "up"),
+            envoi("e1"),
+            envoi("e1"),
+        );
+        let results = super::super::accept::accept_all(
+            &mut conn,
+            &[&a1, &e1, &a1_again, &a2, &e1_again, &a3],
+            1_000_000,
+        )
+        .await
+        .unwrap();
+        let jobs: Vec<Option<usize>> = results
+            .iter()
+            .map(|r| match r {
+                Accepted::Queued { jobs, .. } => Some(*jobs),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(jobs, [Some(1), Some(1), None, Some(0), None, Some(1)]);
+        assert_eq!(results[2], Accepted::Duplicate);
+        assert_eq!(results[4], Accepted::Duplicate);
+        let texts: Vec<String> =
+            sqlx::query_scalar("SELECT text FROM jobs WHERE status = 'queued' ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(texts, ["t", "down", "up\n(+1 similar alerts held back)"]);
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_held")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(held, 0, "the count went back to 0");
+    }
+
     #[test]
     fn text_hashes_are_stable() {
         // FNV-1a 64 of "" and "a", as published.

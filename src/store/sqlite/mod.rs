@@ -685,6 +685,90 @@ mod tests {
         );
     }
 
+    /// Migration 0005 rebuilds `requests`, `jobs` and `replies` (issue 10):
+    /// on a database with data, nothing is lost (the foreign keys' cascade
+    /// must not fire), the job id counter keeps its place (a purged job's
+    /// id is never reused) and the cascade still works afterwards.
+    #[tokio::test]
+    async fn migration_5_keeps_every_row_and_the_job_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        let mut before = migrator();
+        before.migrations = Cow::Owned(before.migrations[..4].to_vec());
+        before.run(&mut conn).await.unwrap();
+        let old = request("acme", Some("old"), &["+33600000001", "+33600000002"]);
+        accept_all(&mut conn, &[&old], now_millis()).await.unwrap();
+        sqlx::query(
+            "INSERT INTO replies (kind, request_id, recipient, status, next_attempt_at, created_at)
+             SELECT 'not', id, 'not@b.c', 'pending', 0, 0 FROM requests",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // The last job purged: the counter is ahead of max(id).
+        sqlx::query("DELETE FROM jobs WHERE seq = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        migrator().run(&mut conn).await.unwrap();
+
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM replies")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            2
+        );
+        let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(fk.is_empty());
+        let new = request("acme", Some("new"), &["+33600000003"]);
+        accept_all(&mut conn, &[&new], now_millis()).await.unwrap();
+        assert_eq!(
+            count("SELECT MAX(id) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            3,
+            "job 2's id is not reused"
+        );
+        // The duplicate check and the cascade still work.
+        let again = accept_all(&mut conn, &[&old], now_millis()).await.unwrap();
+        assert_eq!(again, [Accepted::Duplicate]);
+        sqlx::query("DELETE FROM requests WHERE email_id = 'old'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM replies WHERE kind = 'not'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
     #[tokio::test]
     async fn one_group_commit_dedupes_within_itself_and_against_the_table() {
         let dir = tempfile::tempdir().unwrap();
