@@ -7,7 +7,7 @@ use crate::codes::Code;
 use crate::store::{Accepted, AlertInfo, Millis, NewMessage, NewRequest, RequestBody, StoreError};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The rolling window of `max_per_hour`.
 const HOUR_MS: Millis = 3_600_000;
@@ -18,11 +18,11 @@ pub(super) const SEEN_MESSAGE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM requests
      WHERE account = ?1 AND message_id = ?2 AND received_at > ?3
        AND return_path IS NOT NULL AND message_id IS NOT NULL)";
 
-/// Per number of ?1 (a JSON array of `[number, text hash]`), for account
-/// ?2: alert SMS queued since ?3 (the last hour), whether one with the same
-/// text was queued since ?4 (the de-duplication window), and how many were
-/// held back since the last that went. Read from the `jobs_alert_number`
-/// index and `alert_held`'s primary key.
+/// Per `[number, text hash]` of ?1 (a JSON array), for account ?2: the
+/// number, alert SMS queued to it since ?3 (the last hour), whether one
+/// with that text was queued since ?4 (the de-duplication window), the
+/// hash, and how many were held back since the last that went. Read from
+/// the `jobs_alert_number` index and `alert_held`'s primary key.
 pub(super) const NUMBER_STATE_SQL: &str = "SELECT n.value ->> 0,
        (SELECT COUNT(*) FROM jobs j
         WHERE j.account = ?2 AND j.number = n.value ->> 0 AND j.received_at > ?3
@@ -30,17 +30,19 @@ pub(super) const NUMBER_STATE_SQL: &str = "SELECT n.value ->> 0,
        EXISTS (SELECT 1 FROM jobs j
                WHERE j.account = ?2 AND j.number = n.value ->> 0 AND j.received_at > ?4
                  AND j.alert_text_hash IS NOT NULL AND j.alert_text_hash = n.value ->> 1),
+       n.value ->> 1,
        COALESCE((SELECT h.held FROM alert_held h
                  WHERE h.account = ?2 AND h.number = n.value ->> 0), 0)
      FROM json_each(?1) AS n";
 
 /// What the store knows about one number when an alert arrives.
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct NumberState {
     /// Alert SMS queued to it in the last hour (this alert's included).
     last_hour: u32,
-    /// Whether the same text went to it within the de-duplication window.
-    same_text: bool,
+    /// The hashes of this alert's texts that went to it within the
+    /// de-duplication window (and of those this alert queues).
+    sent_texts: HashSet<i64>,
     /// Alert SMS held back since the last one that went.
     held: i64,
     /// Whether `held` changed and must be written back.
@@ -145,14 +147,16 @@ async fn number_states(
         let number: String = row.try_get(0)?;
         let last_hour: i64 = row.try_get(1)?;
         let same_text: bool = row.try_get(2)?;
-        let held: i64 = row.try_get(3)?;
-        let state = states.entry(number).or_insert(NumberState {
+        let hash: i64 = row.try_get(3)?;
+        let held: i64 = row.try_get(4)?;
+        let state = states.entry(number).or_insert_with(|| NumberState {
             last_hour: u32::try_from(last_hour).unwrap_or(u32::MAX),
             held,
             ..NumberState::default()
         });
-        // The same number may come with several texts: any match counts.
-        state.same_text |= same_text;
+        if same_text {
+            state.sent_texts.insert(hash);
+        }
     }
     Ok(states)
 }
@@ -183,7 +187,8 @@ fn plan(
         (Ok(number), None) => number,
     };
     let state = states.entry(number.clone()).or_default();
-    let held = if window > 0 && state.same_text {
+    let hash = text_hash(&m.text);
+    let held = if window > 0 && state.sent_texts.contains(&hash) {
         Some(format!(
             "held back: the same text went to this number less than {} s ago",
             alert.dedup_secs
@@ -210,12 +215,12 @@ fn plan(
     state.last_hour = state.last_hour.saturating_add(1);
     if window > 0 {
         // A second SMS of the same text in this alert is held back too.
-        state.same_text = true;
+        state.sent_texts.insert(hash);
     }
     Plan::Queue {
         number: number.clone(),
         text,
-        hash: text_hash(&m.text),
+        hash,
     }
 }
 
