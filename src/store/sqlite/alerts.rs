@@ -102,6 +102,15 @@ pub(super) async fn accept_alert(
         .filter(|p| matches!(p, Plan::Queue { .. }))
         .count();
     let request_id = insert_request(conn, r, alert, queued, now).await?;
+    let held = plans
+        .iter()
+        .filter(|p| matches!(p, Plan::Held { .. }))
+        .count();
+    if held > 0 {
+        // Logged inside the transaction: should the commit fail, the
+        // retry of the same alert logs it again.
+        tracing::info!(account = %r.account, request_id, held, queued, "alert SMS held back (storm control)");
+    }
     insert_jobs(conn, r, request_id, messages, &plans, now).await?;
     write_held(conn, &r.account, &states).await?;
     if queued == 0 {
