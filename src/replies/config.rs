@@ -15,8 +15,10 @@ use super::transport::redact_url;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepliesConfig {
-    /// The address replies are sent from (`From:` and envelope sender); its
-    /// domain also names the replies' Message-IDs. `Name <addr>` is accepted.
+    /// The address replies are sent from (`From:`; the envelope sender is
+    /// null, `MAIL FROM:<>`, so their bounces come back to nobody); its
+    /// domain also names the replies' Message-IDs and the failure notices'
+    /// `Reporting-MTA`. `Name <addr>` is accepted.
     pub from: String,
     /// Where replies go: `smtp://[user:password@]host[:port][?tls=starttls|required|none]`,
     /// `smtps://[user:password@]host[:port]`, `file://DIR` (one `.eml` per

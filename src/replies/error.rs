@@ -53,9 +53,6 @@ pub enum ReplyError {
     /// The SMTP server refused the reply or could not be talked to.
     #[error("smtp: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
-    /// The sendmail command failed.
-    #[error("sendmail: {0}")]
-    Sendmail(#[from] lettre::transport::sendmail::Error),
     /// Writing the `.eml` file failed.
     #[error("writing {}: {source}", path.display())]
     File {
@@ -74,6 +71,13 @@ pub enum ReplyError {
         /// The length of its longest line.
         octets: usize,
     },
+    /// A reply that is not made from a template (a failure notice) was
+    /// given to the templates.
+    #[error("a {0} reply has no template")]
+    NotTemplated(&'static str),
+    /// The sendmail command could not be run, or failed.
+    #[error("sendmail: {0}")]
+    SendmailCommand(String),
     /// The delivery took longer than `replies.timeout_secs`.
     #[error("delivery timed out after {0} s")]
     Timeout(u64),
@@ -86,13 +90,16 @@ impl ReplyError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReplyError::Smtp(e) => !e.is_permanent(),
-            ReplyError::Sendmail(_) | ReplyError::File { .. } | ReplyError::Timeout(_) => true,
+            ReplyError::SendmailCommand(_) | ReplyError::File { .. } | ReplyError::Timeout(_) => {
+                true
+            }
             ReplyError::Config { .. }
             | ReplyError::TemplateRead { .. }
             | ReplyError::Template { .. }
             | ReplyError::Recipient { .. }
             | ReplyError::Id(_)
             | ReplyError::Build(_)
+            | ReplyError::NotTemplated(_)
             | ReplyError::HeaderTooLong { .. } => false,
         }
     }

@@ -6,22 +6,23 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::config::RepliesConfig;
 use super::error::ReplyError;
 use super::render::Templates;
 use super::transport::{SmtpSecurity, SmtpSpec, TransportSpec};
-use super::{ReplyContent, message, spool};
+use super::{ReplyContent, dsn, message, sendmail, spool};
 use crate::logsafe::Safe;
 
 /// Sends replies as configured by `[replies]`.
 pub struct Mailer {
-    /// `From:` and envelope sender of every reply.
+    /// `From:` of every reply (the envelope sender is null).
     from: Mailbox,
     /// The domain of `from`: right-hand side of the Message-IDs and our
     /// EHLO name.
@@ -48,8 +49,9 @@ enum Backend {
         /// The transport, shared by all sends so connections are reused.
         transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
     },
-    /// A sendmail-compatible command, run once per reply.
-    Sendmail(AsyncSendmailTransport<Tokio1Executor>),
+    /// A sendmail-compatible command, run once per reply (`sendmail` from
+    /// `PATH` by default).
+    Sendmail(PathBuf),
     /// One `.eml` file per reply in this directory.
     File(PathBuf),
 }
@@ -72,12 +74,9 @@ impl Mailer {
                 builder: smtp_builder(smtp, &domain, timeout)?,
                 transport: OnceLock::new(),
             },
-            TransportSpec::Sendmail { command: None } => {
-                Backend::Sendmail(AsyncSendmailTransport::new())
+            TransportSpec::Sendmail { command } => {
+                Backend::Sendmail(command.clone().unwrap_or_else(|| PathBuf::from("sendmail")))
             }
-            TransportSpec::Sendmail {
-                command: Some(command),
-            } => Backend::Sendmail(AsyncSendmailTransport::new_with_command(command)),
             TransportSpec::File { dir } => Backend::File(dir.clone()),
         };
         Ok(Mailer {
@@ -94,8 +93,19 @@ impl Mailer {
     /// the file name, so retrying after a crash overwrites rather than
     /// duplicates with file://).
     pub async fn send(&self, id: &str, to: &str, body: &ReplyContent) -> Result<(), ReplyError> {
-        let xml = self.templates.render(body)?;
-        let message = message::build(&self.from, &self.domain, id, to, body, &xml)?;
+        let message = match body {
+            ReplyContent::Dsn(report) => dsn::build(&self.from, &self.domain, id, to, report)?,
+            _ => {
+                let xml = self.templates.render(body)?;
+                message::build(&self.from, &self.domain, id, to, body, &xml)?
+            }
+        };
+        // RFC 3834 / RFC 3464: automatic replies and delivery notices go
+        // with a null envelope sender, so that their own bounces come back
+        // to nobody (a bounce to `replies.from`, in the SMS domain, would
+        // be refused and lost, or loop); `From:` stays `replies.from`.
+        let recipient = message::parse_recipient(to)?.email;
+        let envelope = Envelope::new(None, vec![recipient.clone()])?;
         let secs = self.timeout.as_secs();
         match &self.backend {
             Backend::Smtp { builder, transport } => {
@@ -106,10 +116,12 @@ impl Mailer {
                 // our last line, so the server stores exactly the message.
                 let formatted = message.formatted();
                 let data = formatted.strip_suffix(b"\r\n").unwrap_or(&formatted);
-                transport.send_raw(message.envelope(), data).await?;
+                transport.send_raw(&envelope, data).await?;
             }
-            Backend::Sendmail(sendmail) => {
-                tokio::time::timeout(self.timeout, sendmail.send(message))
+            Backend::Sendmail(command) => {
+                let formatted = message.formatted();
+                let run = sendmail::run(command, recipient.as_ref(), &formatted);
+                tokio::time::timeout(self.timeout, run)
                     .await
                     .map_err(|_| ReplyError::Timeout(secs))??;
             }
@@ -392,7 +404,8 @@ mod tests {
         assert_eq!(received.len(), 1);
         let mail = &received[0];
         assert_eq!(mail.auth.as_deref(), Some("\0bob@corp\0p@ss:word"));
-        assert_eq!(mail.mail_from, "<sms@gw.example>");
+        // A null envelope sender (RFC 3834): bounces of replies go nowhere.
+        assert_eq!(mail.mail_from, "<>");
         assert_eq!(mail.rcpt_to, ["<not@client.example>"]);
         assert_eq!(mail.ehlo, "gw.example");
         let (headers, body) = split(&mail.data);
@@ -487,7 +500,8 @@ mod tests {
         assert_eq!(body, ACK_BYTES);
         assert!(headers.contains("Subject: etatAck 1548\r\n"), "{headers}");
         let args = std::fs::read_to_string(format!("{}.args", out.display())).expect("args");
-        assert_eq!(args.trim(), "-i -f sms@gw.example -- ack@client.example");
+        // The null envelope sender, as sendmail(1) takes it.
+        assert_eq!(args.trim(), "-i -f <> -- ack@client.example");
 
         // A failing sendmail is worth retrying.
         let failing = dir.path().join("failing-sendmail");

@@ -43,10 +43,7 @@ pub fn build(
     body: &ReplyContent,
     xml: &str,
 ) -> Result<Message, ReplyError> {
-    let to_mailbox: Mailbox = to.trim().parse().map_err(|source| ReplyError::Recipient {
-        address: to.to_owned(),
-        source,
-    })?;
+    let to_mailbox = parse_recipient(to)?;
     let message = Message::builder()
         .from(from.clone())
         .to(to_mailbox)
@@ -71,6 +68,15 @@ pub fn build(
     Ok(message)
 }
 
+/// A reply's recipient as a mailbox; an address that is not one is a
+/// permanent error naming it.
+pub(super) fn parse_recipient(to: &str) -> Result<Mailbox, ReplyError> {
+    to.trim().parse().map_err(|source| ReplyError::Recipient {
+        address: to.to_owned(),
+        source,
+    })
+}
+
 /// `etatAck 1548`: the kind and the emailId, cut to
 /// [`SUBJECT_EMAIL_ID_CHARS`] characters (`...` marks the cut), control
 /// characters shown as `?`. lettre folds what is left at its spaces, or
@@ -91,7 +97,7 @@ fn subject(body: &ReplyContent) -> String {
 /// Refuses a message with a header line longer than [`MAX_LINE_OCTETS`]
 /// (one that lettre could not fold: a long value without spaces), naming
 /// the header but not quoting its value.
-fn check_header_lines(message: &Message) -> Result<(), ReplyError> {
+pub(super) fn check_header_lines(message: &Message) -> Result<(), ReplyError> {
     let headers = message.headers().to_string();
     let mut name = "";
     for line in headers.split("\r\n") {

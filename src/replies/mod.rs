@@ -1,27 +1,32 @@
 //! The reply emails of the iSendPro protocol (spec §5 "Réponses par e-mail"):
 //! `etatAck` (was the email processed?) and `etatNot` (what happened to each
-//! SMS), rendered from operator-editable templates, encoded in ISO-8859-1 as
-//! their XML declaration says, and sent over SMTP, sendmail or into a
-//! directory of `.eml` files.
+//! SMS), rendered from operator-editable templates and encoded in ISO-8859-1
+//! as their XML declaration says; and the failure notice of an alert
+//! (issue 10). All are sent with a null envelope sender, over SMTP,
+//! sendmail or into a directory of `.eml` files.
 //!
 //! - [`config`]: the `[replies]` table.
 //! - [`render`]: the templates and the XML they produce.
 //! - [`xml`]: the escaping every template value goes through.
 //! - [`latin1`]: the ISO-8859-1 encoding of the rendered text.
 //! - [`message`]: the MIME message around it.
+//! - [`dsn`]: the failure notice of an alert (RFC 3464), not templated.
 //! - [`transport`]: parsing `replies.transport`.
+//! - [`sendmail`]: the `sendmail` transport, with a null envelope sender.
 //! - [`spool`]: the `file://` transport's atomic writes.
 //! - [`mailer`]: sending one reply.
 //! - [`sender`]: the task that sends the queued replies, with retries.
 //! - [`error`]: what can go wrong, and whether retrying can help.
 
 pub mod config;
+pub mod dsn;
 pub mod error;
 pub mod latin1;
 pub mod mailer;
 pub mod message;
 pub mod render;
 pub mod sender;
+pub mod sendmail;
 pub mod spool;
 pub mod transport;
 pub mod xml;

@@ -140,6 +140,7 @@ impl Templates {
                     etats: etat_contexts(etats),
                 })),
             ),
+            ReplyContent::Dsn(_) => return Err(ReplyError::NotTemplated(body.kind())),
         };
         let rendered = self
             .env

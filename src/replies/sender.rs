@@ -1,4 +1,5 @@
-//! Sends the etatAck / etatNot emails queued in the store, retrying
+//! Sends the etatAck / etatNot emails and alert failure notices queued in
+//! the store, retrying
 //! transient failures with backoff; a reply is never dropped: a permanent
 //! failure stays in the store with its error.
 //!

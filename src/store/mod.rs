@@ -136,6 +136,9 @@ pub enum RequestBody {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// The number as the sender wrote it: what etatNot reports in `<tel>`.
+    /// For an alert, the recipient address as given (`0601020304@domain`,
+    /// or the group's address): a failure notice names it in
+    /// `Final-Recipient`.
     pub tel: String,
     /// The E.164 number to send to, or the code that refuses this recipient
     /// before any provider is asked.
@@ -201,7 +204,9 @@ pub enum Accepted {
         jobs: usize,
     },
     /// Another email with the same (account, emailId) was processed before:
-    /// nothing queued, etatAck code 1.
+    /// nothing queued, etatAck code 1. For an alert: an email with the same
+    /// Message-ID was accepted for the account within `dedup_secs` (an
+    /// MTA's retry): nothing queued, nothing counted as held back.
     Duplicate,
     /// No emailId: nothing queued, etatAck code 2.
     NoEmailId,
@@ -345,21 +350,60 @@ pub enum ReplyContent {
         /// One outcome per recipient, in the request's order.
         etats: Vec<Etat>,
     },
+    /// A delivery status notification (RFC 3464) for an alert of which an
+    /// SMS failed, sent to its envelope sender (issue 10).
+    Dsn(DeliveryReport),
+}
+
+/// What a failure notice reports: the alert, and each SMS of it that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The alert email's Message-ID, without angle brackets: the notice's
+    /// `In-Reply-To`, so the sender can match it to what it sent.
+    pub message_id: Option<String>,
+    /// When the alert was accepted (`Arrival-Date`).
+    pub received_at: Millis,
+    /// How many SMS the alert was to make (sent or failed; held-back ones
+    /// and repeats excluded): the "n of m" of the subject.
+    pub total: usize,
+    /// The SMS that failed, in the alert's order.
+    pub failures: Vec<FailedSms>,
+}
+
+/// One SMS of an alert that will not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedSms {
+    /// The recipient as the alert gave it (a number, or an address).
+    pub tel: String,
+    /// The E.164 number, when the SMS got that far (`None`: the number
+    /// itself was refused).
+    pub number: Option<String>,
+    /// The annex code of the failure.
+    pub code: Code,
+    /// Why, in words: the provider's answer or the rule's reason, else the
+    /// code's annex message.
+    pub reason: String,
 }
 
 impl ReplyContent {
     /// The `emailId` as the reply writes it: the value, or `?` when absent.
+    /// A failure notice has none: `?`.
     pub fn email_id(&self) -> &str {
-        let (ReplyContent::Ack { email_id, .. } | ReplyContent::Not { email_id, .. }) = self;
-        email_id.as_deref().unwrap_or("?")
+        match self {
+            ReplyContent::Ack { email_id, .. } | ReplyContent::Not { email_id, .. } => {
+                email_id.as_deref().unwrap_or("?")
+            }
+            ReplyContent::Dsn(_) => "?",
+        }
     }
 
     /// The root element's name, `etatAck` or `etatNot` (also the subject's
-    /// first word).
+    /// first word); `dsn` for a failure notice.
     pub fn kind(&self) -> &'static str {
         match self {
             ReplyContent::Ack { .. } => "etatAck",
             ReplyContent::Not { .. } => "etatNot",
+            ReplyContent::Dsn(_) => "dsn",
         }
     }
 }

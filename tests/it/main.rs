@@ -5,6 +5,7 @@
 mod common;
 
 mod alerts;
+mod alert_store;
 mod bodies;
 mod cli;
 mod crash;

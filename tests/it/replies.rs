@@ -268,3 +268,42 @@ async fn leftover_temporary_reply_files_are_removed_at_start() {
         .unwrap_or_else(|| panic!("left: {:?}", names()));
     drop(app);
 }
+
+/// Issue 10: etatAck and etatNot go with a null envelope sender
+/// (`MAIL FROM:<>`, RFC 3834), so that their bounces do not come back to
+/// `replies.from` in the SMS domain (refused, and lost); the `From:` header
+/// stays `replies.from`.
+#[tokio::test]
+async fn replies_go_with_a_null_envelope_sender() {
+    let sink = ReplySink::start().await;
+    let app = TestApp::spawn_with(|c| c.replies.transport = sink.transport()).await;
+    app.send(
+        "ops@masociete.com",
+        &plain_email("ops@masociete.com", &envoi("0601020304", "x", "null-1")),
+    )
+    .await
+    .expect("accepted");
+    wait_until(|| (sink.deliveries().len() == 2).then_some(()))
+        .await
+        .expect("etatAck and etatNot delivered");
+    let mut deliveries = sink.deliveries();
+    deliveries.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let seen: Vec<(&str, &str, &str)> = deliveries
+        .iter()
+        .map(|d| (d.subject.as_str(), d.to.as_str(), d.mail_from.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("etatAck null-1", "ack@masociete.com", ""),
+            ("etatNot null-1", "not@masociete.com", "")
+        ]
+    );
+    for d in &deliveries {
+        let text = String::from_utf8_lossy(&d.data);
+        assert!(
+            text.contains("From: mail2sms@sms.example.com\r\n"),
+            "{text}"
+        );
+    }
+}

@@ -199,7 +199,7 @@ mod cases {
             .iter()
             .filter_map(|r| match &r.content {
                 ReplyContent::Not { etats, .. } => Some(etats.clone()),
-                ReplyContent::Ack { .. } => None,
+                ReplyContent::Ack { .. } | ReplyContent::Dsn(_) => None,
             })
             .collect();
         assert_eq!(

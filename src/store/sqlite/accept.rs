@@ -1,7 +1,8 @@
 //! Accepting requests: a handful of multi-row statements per group commit.
 
+use super::alerts::accept_alert;
 use crate::codes::AckCode;
-use crate::store::{Accepted, Millis, NewMessage, NewRequest, RequestBody, StoreError, now_millis};
+use crate::store::{Accepted, Millis, NewMessage, NewRequest, RequestBody, StoreError};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
@@ -35,16 +36,19 @@ pub(super) const ROWS_PER_INSERT: usize = 500;
 /// group commit, not a few per email (each statement is a round trip to
 /// SQLite's thread). Results are in the order of `requests`; of two emails
 /// with the same (account, emailId), the first is queued, the second is a
-/// duplicate.
+/// duplicate. Alerts (issue 10) come after, one at a time in their order,
+/// each seeing what the ones before it stored (their Message-IDs, the SMS
+/// they queued, what they held back).
 pub(super) async fn accept_all(
     conn: &mut SqliteConnection,
     requests: &[&NewRequest],
+    now: Millis,
 ) -> Result<Vec<Accepted>, StoreError> {
-    let now = now_millis();
     let mut results: Vec<Option<Accepted>> = vec![None; requests.len()];
     // Acks to queue: (position, code).
     let mut acks: Vec<(usize, AckCode)> = Vec::new();
     let with_id: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].alert.is_none())
         .filter(|&i| {
             let has_id = requests[i].email_id.is_some();
             if !has_id {
@@ -80,6 +84,11 @@ pub(super) async fn accept_all(
             && let (Some(to), Some(email_id)) = (&r.email_not, &r.email_id)
         {
             insert_not(conn, request_id, to, email_id, now).await?;
+        }
+    }
+    for (i, r) in requests.iter().enumerate() {
+        if let Some(alert) = &r.alert {
+            results[i] = Some(accept_alert(conn, r, alert, now).await?);
         }
     }
     Ok(results

@@ -1,6 +1,7 @@
 //! SMS jobs: claims and outcomes, in set-based statements.
 
 use super::accept::insert_not;
+use super::alerts::queue_failure_notice;
 use crate::store::{Job, JobOutcome, Millis, StoreError, now_millis};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -223,7 +224,7 @@ async fn finish(
 }
 
 /// Lowers each request's count of pending jobs; a request whose last job
-/// ended gets its etatNot queued.
+/// ended gets its etatNot queued, or, for an alert, its failure notice.
 async fn complete_requests(
     conn: &mut SqliteConnection,
     per_request: std::collections::BTreeMap<i64, i64>,
@@ -235,7 +236,8 @@ async fn complete_requests(
                 completed_at = CASE WHEN pending_jobs = d.value ->> 1 THEN ?2 ELSE NULL END
          FROM json_each(?1) AS d
          WHERE requests.id = d.value ->> 0
-         RETURNING requests.id, requests.pending_jobs, requests.email_not, requests.email_id",
+         RETURNING requests.id, requests.pending_jobs, requests.email_not, requests.email_id,
+                   requests.return_path, requests.failure_notice",
     )
     .bind(serde_json::to_string(&counts).unwrap_or_default())
     .bind(now)
@@ -244,11 +246,17 @@ async fn complete_requests(
     for row in completed {
         let pending: i64 = row.try_get(1)?;
         let email_not: Option<String> = row.try_get(2)?;
-        if pending == 0
-            && let Some(to) = email_not
-        {
+        let return_path: Option<String> = row.try_get(4)?;
+        if pending != 0 {
+            continue;
+        }
+        if let Some(to) = email_not {
             let email_id: String = row.try_get(3)?;
             insert_not(conn, row.try_get(0)?, &to, &email_id, now).await?;
+        }
+        if let Some(to) = return_path {
+            let notice: bool = row.try_get(5)?;
+            queue_failure_notice(conn, row.try_get(0)?, &to, notice, now).await?;
         }
     }
     Ok(())

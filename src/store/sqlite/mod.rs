@@ -33,11 +33,13 @@ macro_rules! job_columns {
          provider_attempts, MAX(received_at, COALESCE(held_until, received_at)) AS age_from,
          (SELECT r.sender_id FROM requests r WHERE r.id = jobs.request_id) AS sender_id,
          (SELECT r.tracker FROM requests r WHERE r.id = jobs.request_id) AS tracker,
-         (SELECT r.email_id FROM requests r WHERE r.id = jobs.request_id) AS email_id"
+         COALESCE((SELECT r.email_id FROM requests r WHERE r.id = jobs.request_id), '')
+             AS email_id"
     };
 }
 
 mod accept;
+mod alerts;
 mod credits;
 mod jobs;
 mod purge;
@@ -46,7 +48,7 @@ mod writer;
 
 use jobs::job_from_row;
 pub use purge::PURGE_CHUNK;
-use replies::etats;
+use replies::{delivery_report, etats};
 use writer::{Faults, Writer, writer_task};
 
 /// The SQLite implementation of [`Store`].
@@ -70,7 +72,9 @@ struct Op {
 }
 
 enum OpKind {
-    Accept(NewRequest),
+    /// Records an accepted email (boxed: a request is far larger than any
+    /// other operation).
+    Accept(Box<NewRequest>),
     ClaimJobs {
         now: Millis,
         limit: usize,
@@ -123,17 +127,19 @@ enum OpResult {
     Done,
 }
 
-/// A reply claimed by the writer; an etatNot's lines are read afterwards,
-/// outside the writer's transaction (a large request has many).
+/// A reply claimed by the writer; an etatNot's lines and a failure
+/// notice's report are read afterwards, outside the writer's transaction
+/// (a large request has many).
 struct ClaimedReply {
     reply: PendingReply,
-    /// For an etatNot: its request, whose jobs give the lines.
+    /// For an etatNot or a failure notice: its request, whose jobs give
+    /// the lines.
     request_id: Option<i64>,
 }
 
 /// The schema's migrations, embedded from `migrations/sqlite/`: version,
 /// name, SQL. A new one is a new line; an applied one is never edited.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "init",
@@ -153,6 +159,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "request_values_once",
         include_str!("../../../migrations/sqlite/0004_request_values_once.sql"),
+    ),
+    (
+        5,
+        "alerts",
+        include_str!("../../../migrations/sqlite/0005_alerts.sql"),
     ),
 ];
 
@@ -258,6 +269,14 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn fail_next_commits(&self, count: u32) {
         self.faults.failing_commits.store(count, Ordering::Release);
+    }
+
+    /// Stamps later accepts with `clock`'s time instead of the system
+    /// clock's, so that tests can move through the alert windows
+    /// (Message-ID, same text, per hour) without waiting.
+    #[doc(hidden)]
+    pub fn set_clock(&self, clock: crate::clock::Clock) {
+        *self.faults.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
     }
 
     async fn submit(&self, kind: OpKind) -> Result<OpResult, StoreError> {
@@ -372,7 +391,7 @@ const QUEUED_SINCE_SQL: &str = "SELECT account, COUNT(*) FROM jobs
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, request: NewRequest) -> Result<Accepted, StoreError> {
-        match self.submit(OpKind::Accept(request)).await? {
+        match self.submit(OpKind::Accept(Box::new(request))).await? {
             OpResult::Accepted(a) => Ok(a),
             _ => unreachable!("accept returns Accepted"),
         }
@@ -419,11 +438,18 @@ impl Store for SqliteStore {
             request_id,
         } in claimed
         {
-            if let (Some(request_id), ReplyContent::Not { etats: lines, .. }) =
-                (request_id, &mut reply.content)
-            {
-                match etats(&self.readers, request_id).await {
-                    Ok(read) => *lines = read,
+            if let Some(request_id) = request_id {
+                let read = match &mut reply.content {
+                    ReplyContent::Not { etats: lines, .. } => etats(&self.readers, request_id)
+                        .await
+                        .map(|read| *lines = read),
+                    ReplyContent::Dsn(report) => delivery_report(&self.readers, request_id)
+                        .await
+                        .map(|read| *report = read),
+                    ReplyContent::Ack { .. } => Ok(()),
+                };
+                match read {
+                    Ok(()) => {}
                     Err(e) => {
                         // Give the claimed replies back rather than leave
                         // them "being sent" until the next start.
@@ -607,7 +633,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::accept::accept_all;
     use super::*;
-    use crate::store::NewMessage;
+    use crate::store::{NewMessage, now_millis};
 
     fn request(account: &str, email_id: Option<&str>, numbers: &[&str]) -> NewRequest {
         let messages = numbers.iter().map(|n| NewMessage::to(n, "t")).collect();
@@ -659,6 +685,90 @@ mod tests {
         );
     }
 
+    /// Migration 0005 rebuilds `requests`, `jobs` and `replies` (issue 10):
+    /// on a database with data, nothing is lost (the foreign keys' cascade
+    /// must not fire), the job id counter keeps its place (a purged job's
+    /// id is never reused) and the cascade still works afterwards.
+    #[tokio::test]
+    async fn migration_5_keeps_every_row_and_the_job_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        let mut before = migrator();
+        before.migrations = Cow::Owned(before.migrations[..4].to_vec());
+        before.run(&mut conn).await.unwrap();
+        let old = request("acme", Some("old"), &["+33600000001", "+33600000002"]);
+        accept_all(&mut conn, &[&old], now_millis()).await.unwrap();
+        sqlx::query(
+            "INSERT INTO replies (kind, request_id, recipient, status, next_attempt_at, created_at)
+             SELECT 'not', id, 'not@b.c', 'pending', 0, 0 FROM requests",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // The last job purged: the counter is ahead of max(id).
+        sqlx::query("DELETE FROM jobs WHERE seq = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        migrator().run(&mut conn).await.unwrap();
+
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM replies")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            2
+        );
+        let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(fk.is_empty());
+        let new = request("acme", Some("new"), &["+33600000003"]);
+        accept_all(&mut conn, &[&new], now_millis()).await.unwrap();
+        assert_eq!(
+            count("SELECT MAX(id) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            3,
+            "job 2's id is not reused"
+        );
+        // The duplicate check and the cascade still work.
+        let again = accept_all(&mut conn, &[&old], now_millis()).await.unwrap();
+        assert_eq!(again, [Accepted::Duplicate]);
+        sqlx::query("DELETE FROM requests WHERE email_id = 'old'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM jobs")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM replies WHERE kind = 'not'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
     #[tokio::test]
     async fn one_group_commit_dedupes_within_itself_and_against_the_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -669,16 +779,22 @@ mod tests {
         let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
         migrator().run(&mut conn).await.unwrap();
         let earlier = request("acme", Some("seen"), &["+33600000000"]);
-        accept_all(&mut conn, &[&earlier]).await.unwrap();
+        accept_all(&mut conn, &[&earlier], now_millis())
+            .await
+            .unwrap();
 
         let first = request("acme", Some("x"), &["+33600000001", "+33600000002"]);
         let again = request("acme", Some("x"), &["+33600000003"]);
         let no_id = request("acme", None, &["+33600000004"]);
         let other_account = request("other", Some("x"), &["+33600000005"]);
         let seen = request("acme", Some("seen"), &["+33600000006"]);
-        let results = accept_all(&mut conn, &[&first, &again, &no_id, &other_account, &seen])
-            .await
-            .unwrap();
+        let results = accept_all(
+            &mut conn,
+            &[&first, &again, &no_id, &other_account, &seen],
+            now_millis(),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(results[0], Accepted::Queued { jobs: 2, .. }),
             "{results:?}"

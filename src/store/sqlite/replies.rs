@@ -3,7 +3,8 @@
 use super::ClaimedReply;
 use crate::codes::{AckCode, Code};
 use crate::store::{
-    Etat, Millis, PendingReply, ReplyContent, ReplyOutcome, StoreError, now_millis,
+    DeliveryReport, Etat, FailedSms, Millis, PendingReply, ReplyContent, ReplyOutcome, StoreError,
+    now_millis,
 };
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, SqlitePool};
@@ -31,6 +32,16 @@ pub(super) async fn claim_replies(
             let code: i64 = row.try_get("ack_code")?;
             let code = AckCode::from_number(code as u16).unwrap_or(AckCode::Processed);
             (ReplyContent::Ack { email_id, code }, None)
+        } else if kind == "dsn" {
+            // Filled in from the request by `delivery_report`.
+            let report = DeliveryReport {
+                message_id: None,
+                received_at: 0,
+                total: 0,
+                failures: Vec::new(),
+            };
+            let request_id: i64 = row.try_get("request_id")?;
+            (ReplyContent::Dsn(report), Some(request_id))
         } else {
             let etats = Vec::new();
             let request_id: i64 = row.try_get("request_id")?;
@@ -82,6 +93,57 @@ pub(super) async fn etats(readers: &SqlitePool, request_id: i64) -> Result<Vec<E
             ))
         })
         .collect()
+}
+
+/// What the failure notice of alert request `request_id` reports: the
+/// alert's Message-ID and arrival, how many SMS it was to make, and each
+/// that failed (in the alert's order) with its reason.
+pub(super) async fn delivery_report(
+    readers: &SqlitePool,
+    request_id: i64,
+) -> Result<DeliveryReport, StoreError> {
+    let request = sqlx::query("SELECT message_id, received_at FROM requests WHERE id = ?")
+        .bind(request_id)
+        .fetch_one(readers)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT tel, number, status, code, detail FROM jobs
+         WHERE request_id = ? AND status IN ('sent', 'failed') ORDER BY seq",
+    )
+    .bind(request_id)
+    .fetch_all(readers)
+    .await?;
+    let mut failures = Vec::new();
+    for row in &rows {
+        if row.try_get::<String, _>(2)? != "failed" {
+            continue;
+        }
+        let code = Code(
+            row.try_get::<Option<i64>, _>(3)?
+                .unwrap_or(i64::from(Code::INTERNAL.0)) as u16,
+        );
+        let detail: Option<String> = row.try_get(4)?;
+        failures.push(FailedSms {
+            tel: row.try_get(0)?,
+            number: row.try_get(1)?,
+            code,
+            reason: detail
+                .filter(|d| !d.trim().is_empty())
+                .unwrap_or_else(|| code.message().to_owned()),
+        });
+    }
+    let message_id: Option<String> = request.try_get(0)?;
+    Ok(DeliveryReport {
+        message_id: message_id.map(|m| {
+            m.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        }),
+        received_at: request.try_get(1)?,
+        total: rows.len(),
+        failures,
+    })
 }
 
 /// Records reply outcomes in one statement (they travel as one JSON

@@ -7,7 +7,8 @@ use super::jobs::{claim_jobs, record_outcomes};
 use super::purge::purge;
 use super::replies::{claim_replies, record_replies};
 use super::{Op, OpKind, OpResult, connect};
-use crate::store::{Accepted, NewRequest, StoreError, now_millis};
+use crate::clock::Clock;
+use crate::store::{Accepted, Millis, NewRequest, StoreError, now_millis};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::sync::Arc;
@@ -67,6 +68,21 @@ pub(super) struct Faults {
     pub(super) max_page_count: AtomicU64,
     /// How many of the next commits the commit hook turns into rollbacks.
     pub(super) failing_commits: AtomicU32,
+    /// The time accepts are stamped with, which the alert windows
+    /// (Message-ID, same text, per hour) count in: the system clock, or a
+    /// clock a test moves.
+    pub(super) clock: std::sync::Mutex<Clock>,
+}
+
+impl Faults {
+    /// The accept time, in milliseconds.
+    pub(super) fn now(&self) -> Millis {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .now()
+            .as_millisecond()
+    }
 }
 
 /// Why a group of operations failed, and so how far the failure reaches.
@@ -114,12 +130,13 @@ impl Writer {
     /// One transaction over `ops`; on any failure it is rolled back and the
     /// connection made clean (or dropped) before this returns.
     async fn transaction(&mut self, ops: &[Op]) -> Result<Vec<OpResult>, BatchError> {
+        let now = self.faults.now();
         let conn = self.connection().await.map_err(BatchError::Database)?;
         if let Err(error) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
             self.recover().await;
             return Err(BatchError::Database(error.into()));
         }
-        let result = match run_ops(conn, ops).await {
+        let result = match run_ops(conn, ops, now).await {
             Ok(results) => match sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
                 Ok(_) => return Ok(results),
                 Err(error) => BatchError::Database(error.into()),
@@ -203,28 +220,32 @@ async fn set_max_page_count(conn: &mut SqliteConnection, pages: u64) -> Result<u
 const UNLIMITED_PAGES: u64 = 0xffff_fffe;
 
 /// Runs the operations of one transaction (already begun on `conn`).
-async fn run_ops(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult>, StoreError> {
+async fn run_ops(
+    conn: &mut SqliteConnection,
+    ops: &[Op],
+    now: Millis,
+) -> Result<Vec<OpResult>, StoreError> {
     let mut results: Vec<Option<OpResult>> = ops.iter().map(|_| None).collect();
     // Every accepted email of the group in a few statements.
     let (positions, requests): (Vec<usize>, Vec<&NewRequest>) = ops
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match &op.kind {
-            OpKind::Accept(r) => Some((i, r)),
+            OpKind::Accept(r) => Some((i, &**r)),
             _ => None,
         })
         .unzip();
     if !requests.is_empty() {
         for (i, accepted) in positions
             .into_iter()
-            .zip(accept_all(&mut *conn, &requests).await?)
+            .zip(accept_all(&mut *conn, &requests, now).await?)
         {
             results[i] = Some(OpResult::Accepted(accepted));
         }
     }
     for (op, result) in ops.iter().zip(results.iter_mut()) {
         if result.is_none() {
-            *result = Some(apply(&mut *conn, &op.kind).await?);
+            *result = Some(apply(&mut *conn, &op.kind, now).await?);
         }
     }
     Ok(results.into_iter().flatten().collect())
@@ -233,10 +254,11 @@ async fn run_ops(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<OpResult
 pub(super) async fn apply(
     conn: &mut SqliteConnection,
     kind: &OpKind,
+    now: Millis,
 ) -> Result<OpResult, StoreError> {
     Ok(match kind {
         OpKind::Accept(request) => OpResult::Accepted(
-            accept_all(conn, &[request])
+            accept_all(conn, &[&**request], now)
                 .await?
                 .pop()
                 .unwrap_or(Accepted::Duplicate),

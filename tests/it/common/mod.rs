@@ -470,6 +470,10 @@ pub struct Delivery {
     pub to: String,
     /// The round ([`ReplySink::set_round`]) in which its DATA ended.
     pub round: usize,
+    /// The envelope sender (`MAIL FROM`), `""` for the null sender `<>`.
+    pub mail_from: String,
+    /// The message as received.
+    pub data: Vec<u8>,
 }
 
 /// What a [`ReplySink`] shares with its SMTP handler.
@@ -541,6 +545,8 @@ impl mail2sms::smtp::Handler for SinkHandler {
             subject: header(head, "Subject"),
             to,
             round,
+            mail_from: envelope.mail_from.clone(),
+            data: data.clone(),
         });
         state.in_progress.fetch_sub(1, SeqCst);
         mail2sms::smtp::Reply::new(250, "2.0.0", "ok")
