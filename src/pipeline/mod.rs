@@ -373,6 +373,11 @@ impl Pipeline {
     /// use (a duplicate, a failure).
     async fn store(&self, account: &Account, new: NewRequest, taken: usize) -> Verdict {
         let email_id = new.email_id.clone();
+        // An alert's repeat is told by its Message-ID, not an emailId.
+        let alert_message_id = new
+            .alert
+            .is_some()
+            .then(|| new.message_id.clone().unwrap_or_default());
         let accepted = self.store.accept(new).await;
         let queued = match &accepted {
             Ok(Accepted::Queued { jobs, .. }) => *jobs,
@@ -383,7 +388,7 @@ impl Pipeline {
         match accepted {
             Ok(accepted) => {
                 self.replies_wake.notify_one();
-                self.verdict_of(account, accepted, email_id)
+                self.verdict_of(account, accepted, email_id, alert_message_id)
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a request");
@@ -398,6 +403,7 @@ impl Pipeline {
         account: &Account,
         accepted: Accepted,
         email_id: Option<String>,
+        alert_message_id: Option<String>,
     ) -> Verdict {
         match accepted {
             Accepted::Queued { request_id, jobs } => {
@@ -406,6 +412,11 @@ impl Pipeline {
                 }
                 tracing::debug!(account = %account.name, request_id, jobs, "request queued");
                 Verdict::Queued { request_id, jobs }
+            }
+            Accepted::Duplicate if alert_message_id.is_some() => {
+                let message_id = alert_message_id.unwrap_or_default();
+                tracing::info!(account = %account.name, message_id = %Safe(&message_id), "alert already accepted (an MTA retry)");
+                Verdict::AlertRetry { message_id }
             }
             Accepted::Duplicate => {
                 let email_id = email_id.unwrap_or_default();

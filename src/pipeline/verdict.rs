@@ -18,6 +18,12 @@ pub enum Verdict {
         /// The repeated emailId.
         email_id: String,
     },
+    /// An alert whose Message-ID the account accepted within
+    /// `alert_dedup_secs` (an MTA retrying): `250`, no SMS (issue 10).
+    AlertRetry {
+        /// The repeated Message-ID.
+        message_id: String,
+    },
     /// No emailId: etatAck code 2, no SMS.
     NoEmailId,
     /// Not a request we can read (`550 5.6.0`).
@@ -54,6 +60,14 @@ impl Verdict {
                     format!("Ok: emailId {shown} already processed, nothing sent (etatAck 1)"),
                 )
             }
+            Verdict::AlertRetry { message_id } => {
+                let shown: String = message_id.chars().take(64).collect();
+                (
+                    250,
+                    "2.0.0",
+                    format!("Ok: message {shown} already accepted, nothing sent again"),
+                )
+            }
             Verdict::NoEmailId => (
                 250,
                 "2.0.0",
@@ -72,6 +86,7 @@ impl Verdict {
         match self {
             Verdict::Queued { .. }
             | Verdict::Duplicate { .. }
+            | Verdict::AlertRetry { .. }
             | Verdict::NoEmailId
             | Verdict::Discarded => 0,
             Verdict::Unreadable(_) => 65, // EX_DATAERR

@@ -302,7 +302,6 @@ async fn envoi_mail_to_a_number_address_is_read_as_envoi() {
 // ---- Through to the outbox: needs the alert store (branch storm). ----
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn numbers_in_every_form_reach_the_outbox_once_each() {
     let app = spawn("", |_| {}).await;
     let raw = alert(
@@ -338,7 +337,6 @@ async fn numbers_in_every_form_reach_the_outbox_once_each() {
 }
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn a_group_reaches_each_of_its_numbers() {
     let app = spawn(
         "[accounts.ops.groups]\noncall = [\"+33601020304\", \"0601020305\"]",
@@ -364,7 +362,6 @@ async fn a_group_reaches_each_of_its_numbers() {
 }
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn html_only_alerts_are_sent_as_text() {
     let app = spawn("", |_| {}).await;
     let raw = b"From: ups@example.com\r\nSubject: UPS\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>On <b>battery</b></p></body></html>\r\n";
@@ -381,7 +378,6 @@ async fn html_only_alerts_are_sent_as_text() {
 }
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn a_long_alert_is_cut_to_max_segments() {
     let app = spawn("max_segments = 2", |_| {}).await;
     let raw = alert(
@@ -403,7 +399,6 @@ async fn a_long_alert_is_cut_to_max_segments() {
 }
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn rfc2047_subjects_are_decoded() {
     let app = spawn("", |_| {}).await;
     let raw = b"From: a@example.com\r\nSubject: =?ISO-8859-1?Q?Temp=E9rature_=E9lev=E9e?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsalle 2\r\n";
@@ -418,7 +413,6 @@ async fn rfc2047_subjects_are_decoded() {
 }
 
 #[tokio::test]
-#[ignore = "needs the alert store (branch storm)"]
 async fn the_template_shapes_the_text() {
     let app = spawn(
         "alert_template = \"[{{ date }}] {{ subject }} ({{ to }})\"",

@@ -4,8 +4,9 @@
 
 mod common;
 
-mod alerts;
+mod alert_e2e;
 mod alert_store;
+mod alerts;
 mod bodies;
 mod cli;
 mod crash;

@@ -25,12 +25,13 @@ pub(crate) async fn read_store(db: &Path) -> Result<StoreFigures> {
     let mut conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .with_context(|| format!("open the store {} read-only", db.display()))?;
-    let stored: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT email_id FROM requests")
-        .fetch_all(&mut conn)
-        .await
-        .with_context(|| format!("{}: read requests.email_id", db.display()))?
-        .into_iter()
-        .collect();
+    let stored: HashSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT email_id FROM requests WHERE email_id IS NOT NULL")
+            .fetch_all(&mut conn)
+            .await
+            .with_context(|| format!("{}: read requests.email_id", db.display()))?
+            .into_iter()
+            .collect();
     let jobs: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
             .fetch_all(&mut conn)
