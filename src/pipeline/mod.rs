@@ -99,7 +99,7 @@ impl Pipeline {
         dispatch_wake: Arc<Notify>,
         replies_wake: Arc<Notify>,
     ) -> Pipeline {
-        let alerts = Arc::new(AlertBook::new(config.accounts, config.domains));
+        let alerts = alert_book(&config);
         let readers = Readers::standard(alerts.clone());
         let wakes = (dispatch_wake, replies_wake);
         Pipeline::assemble(config, store, wakes, readers, alerts)
@@ -113,7 +113,7 @@ impl Pipeline {
         replies_wake: Arc<Notify>,
         readers: Readers,
     ) -> Pipeline {
-        let alerts = Arc::new(AlertBook::new(config.accounts, config.domains));
+        let alerts = alert_book(&config);
         let wakes = (dispatch_wake, replies_wake);
         Pipeline::assemble(config, store, wakes, readers, alerts)
     }
@@ -426,6 +426,17 @@ impl Pipeline {
             Accepted::NoEmailId => Verdict::NoEmailId,
         }
     }
+}
+
+/// The alert accounts of `config` (`alerts = true`), as the alert reader
+/// and the RCPT check read them.
+fn alert_book(config: &Setup<'_>) -> Arc<AlertBook> {
+    let accounts = config
+        .accounts
+        .iter()
+        .filter(|(_, a)| a.alerts)
+        .map(|(name, a)| (name.clone(), a.alert_settings()));
+    Arc::new(AlertBook::new(accounts, config.domains))
 }
 
 /// Runs `work` on the blocking pool when `big`, else right here; a task

@@ -183,7 +183,7 @@ mod tests {
 
     /// The standard readers without alert accounts.
     fn standard() -> Readers {
-        let book = AlertBook::new(&std::collections::BTreeMap::new(), &[]);
+        let book = AlertBook::new(Vec::new(), &[]);
         Readers::standard(Arc::new(book))
     }
 

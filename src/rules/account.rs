@@ -116,16 +116,7 @@ fn default_true() -> bool {
     true
 }
 
-/// `unicode` of an account.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnicodeMode {
-    /// Texts outside GSM-7 go in UCS-2.
-    #[default]
-    Auto,
-    /// Texts are brought to GSM-7.
-    Transliterate,
-}
+pub use crate::gsm::UnicodeMode;
 
 /// `quiet_hours` of an account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -198,7 +189,19 @@ impl AccountConfig {
             }
             return Ok(());
         }
-        request::alert::check_account(self)
+        request::alert::check_account(&self.alert_settings())
+    }
+
+    /// What the alert reader needs of this account.
+    pub fn alert_settings(&self) -> request::alert::AlertSettings {
+        request::alert::AlertSettings {
+            region: self.region.clone(),
+            unicode: self.unicode,
+            max_segments: self.max_segments,
+            groups: self.groups.clone(),
+            groups_file: self.groups_file.clone(),
+            alert_template: self.alert_template.clone(),
+        }
     }
 
     /// Who may send: addresses or `@domain`s, at least one.

@@ -8,7 +8,6 @@
 //! (11) and credits (12), since those can change while an SMS waits.
 
 pub mod account;
-pub mod fit;
 pub mod volume;
 
 use crate::codes::Code;

@@ -118,7 +118,7 @@ pub struct AlertInfo {
     /// every SMS has its outcome and one failed.
     pub failure_notice: bool,
     /// The account's `max_segments`: the note of alerts held back is fitted
-    /// within it (`rules::fit::fit`).
+    /// within it (`gsm::fit::fit`).
     pub max_segments: u32,
 }
 

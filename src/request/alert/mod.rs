@@ -19,10 +19,9 @@ use std::sync::{Arc, RwLock};
 use super::{BuildContext, Envelope, Expansion, Limits, RawRecipient, Request, RequestError};
 use super::{PhoneNumber, RequestHead, RequestReader};
 use crate::codes::Code;
+use crate::gsm::UnicodeMode;
 use crate::logsafe::Safe;
 use crate::mail::ParsedMail;
-use crate::rules::AccountConfig;
-use crate::rules::account::UnicodeMode;
 use address::Local;
 use groups::Groups;
 use text::{Fields, Template};
@@ -61,16 +60,41 @@ pub struct AlertAccount {
     groups: RwLock<Arc<Groups>>,
 }
 
+/// What the alert reader needs of one account's `[accounts.NAME]` table:
+/// built by `rules` (`AccountConfig::alert_settings`), so that reading a
+/// request stays upstream of the rules.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// The country national numbers are read in.
+    pub region: String,
+    /// Whether texts are transliterated to GSM-7 (before the cut).
+    pub unicode: UnicodeMode,
+    /// The most segments one alert SMS takes: longer texts are cut.
+    pub max_segments: u32,
+    /// The `groups` table.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// `groups_file`, re-read on SIGHUP.
+    pub groups_file: Option<PathBuf>,
+    /// `alert_template`'s source.
+    pub alert_template: Option<String>,
+}
+
 impl AlertBook {
-    /// The book of `accounts`' alert accounts (`alerts = true`) for these
-    /// recipient domains. The config was validated: a template or groups
-    /// that fail now (a file changed since) are logged, and that account
-    /// falls back to the default text or its `groups` table alone.
-    pub fn new(accounts: &BTreeMap<String, AccountConfig>, domains: &[String]) -> AlertBook {
+    /// The book of these alert accounts (those with `alerts = true`, by
+    /// name) for these recipient domains. The config was validated: a
+    /// template or groups that fail now (a file changed since) are logged,
+    /// and that account falls back to the default text or its `groups`
+    /// table alone.
+    pub fn new(
+        accounts: impl IntoIterator<Item = (String, AlertSettings)>,
+        domains: &[String],
+    ) -> AlertBook {
         let accounts = accounts
-            .iter()
-            .filter(|(_, a)| a.alerts)
-            .map(|(name, a)| (name.clone(), AlertAccount::new(name, a)))
+            .into_iter()
+            .map(|(name, a)| {
+                let account = AlertAccount::new(&name, a);
+                (name, account)
+            })
             .collect();
         AlertBook {
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
@@ -145,7 +169,7 @@ impl AlertBook {
 
 impl AlertAccount {
     /// The alert side of account `name`.
-    fn new(name: &str, config: &AccountConfig) -> AlertAccount {
+    fn new(name: &str, config: AlertSettings) -> AlertAccount {
         let template = config.alert_template.as_deref().and_then(|source| {
             Template::compile(source)
                 .inspect_err(|e| {
@@ -159,12 +183,12 @@ impl AlertAccount {
             groups::check(&config.groups, &config.region).unwrap_or_default()
         });
         AlertAccount {
-            region: config.region.clone(),
+            region: config.region,
             unicode: config.unicode,
             max_segments: config.max_segments,
             template,
-            inline: config.groups.clone(),
-            groups_file: config.groups_file.clone(),
+            inline: config.groups,
+            groups_file: config.groups_file,
             groups: RwLock::new(Arc::new(groups)),
         }
     }
@@ -192,7 +216,7 @@ impl AlertAccount {
 
 /// Checks an account's alert keys (compiled template, groups and their
 /// file): the error names the key, for the configuration check.
-pub fn check_account(config: &AccountConfig) -> Result<(), (&'static str, String)> {
+pub fn check_account(config: &AlertSettings) -> Result<(), (&'static str, String)> {
     if let Some(source) = &config.alert_template {
         Template::compile(source).map_err(|e| ("alert_template", e))?;
     }

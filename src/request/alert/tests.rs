@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::request::{EnvoiReader, Readers};
+use crate::rules::AccountConfig;
 use jiff::Timestamp;
 
 /// An account from its TOML keys (keyid, senders and providers given).
@@ -12,6 +13,15 @@ fn account(keys: &str) -> AccountConfig {
     account
 }
 
+/// The alert settings of the accounts that take alerts.
+fn settings(accounts: &BTreeMap<String, AccountConfig>) -> Vec<(String, AlertSettings)> {
+    accounts
+        .iter()
+        .filter(|(_, a)| a.alerts)
+        .map(|(name, a)| (name.clone(), a.alert_settings()))
+        .collect()
+}
+
 /// A book of one alert account `ops` (groups `oncall` and `night`) for
 /// `sms.example.com`, with these extra keys.
 fn book_with(keys: &str) -> Arc<AlertBook> {
@@ -19,7 +29,10 @@ fn book_with(keys: &str) -> Arc<AlertBook> {
         "alerts = true\n{keys}\n[groups]\noncall = [\"+33601020304\", \"0601020305\"]\nnight = [\"06 01 02 03 06\"]\n"
     ));
     let accounts = BTreeMap::from([("ops".to_string(), ops), ("plain".to_string(), account(""))]);
-    Arc::new(AlertBook::new(&accounts, &["SMS.example.com".to_string()]))
+    Arc::new(AlertBook::new(
+        settings(&accounts),
+        &["SMS.example.com".to_string()],
+    ))
 }
 
 fn book() -> Arc<AlertBook> {
@@ -154,7 +167,10 @@ fn a_name_that_is_no_group_is_refused_naming_it() {
 #[test]
 fn without_alert_accounts_mail_without_envoi_is_refused_as_before() {
     let accounts = BTreeMap::from([("plain".to_string(), account(""))]);
-    let book = Arc::new(AlertBook::new(&accounts, &["sms.example.com".to_string()]));
+    let book = Arc::new(AlertBook::new(
+        settings(&accounts),
+        &["sms.example.com".to_string()],
+    ));
     let reader = AlertReader::new(book);
     let envelope = to(&["0601020304@sms.example.com"]);
     assert_eq!(

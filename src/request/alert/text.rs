@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use crate::gsm;
-use crate::rules::account::UnicodeMode;
+use crate::gsm::UnicodeMode;
 
 /// What a template sees of one alert, for one recipient address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub fn cut(text: &str, unicode: UnicodeMode, max_segments: u32) -> String {
         UnicodeMode::Auto => text.to_owned(),
         UnicodeMode::Transliterate => gsm::transliterate(text),
     };
-    crate::rules::fit::fit(&text, "", max_segments)
+    crate::gsm::fit::fit(&text, "", max_segments)
 }
 
 #[cfg(test)]

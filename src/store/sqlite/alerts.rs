@@ -215,7 +215,7 @@ fn plan(
     }
     let text = if state.held > 0 {
         let note = format!("\n(+{} similar alerts held back)", state.held);
-        crate::rules::fit::fit(&m.text, &note, alert.max_segments)
+        crate::gsm::fit::fit(&m.text, &note, alert.max_segments)
     } else {
         m.text.clone()
     };

@@ -17,6 +17,19 @@
 //! the capacity per credit) by replacing every other character with its
 //! nearest GSM-7 equivalent, or `?` when there is none.
 
+pub mod fit;
+
+/// `unicode` of an account: what becomes of characters outside GSM-7.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnicodeMode {
+    /// Texts outside GSM-7 go in UCS-2.
+    #[default]
+    Auto,
+    /// Texts are brought to GSM-7.
+    Transliterate,
+}
+
 /// How an SMS text is encoded on the air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
