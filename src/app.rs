@@ -176,9 +176,11 @@ pub async fn start_with_listener(
     }
     let smtp_config = Arc::new(config.smtp.clone());
     let handler: Arc<dyn crate::smtp::Handler> = core.pipeline.clone();
-    if core.pipeline.has_groups_files() || smtp_tls.is_some() {
-        // Listening starts here, before `start` returns: a SIGHUP sent
-        // once the daemon is up is never missed.
+    {
+        // Always listened to (SIGHUP's default action would end the
+        // daemon: `systemctl reload` must never do that), from here, before
+        // `start` returns: a SIGHUP sent once the daemon is up is never
+        // missed.
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hangup) => {
                 tasks.spawn(reload_on_sighup(
@@ -234,8 +236,14 @@ async fn reload_on_sighup(
                     return;
                 }
                 if pipeline.has_groups_files() {
-                    let errors = pipeline.reload_groups();
-                    tracing::info!(errors = errors.len(), "SIGHUP: groups files re-read");
+                    // Reading files blocks: not on the runtime's threads.
+                    let rereading = pipeline.clone();
+                    match tokio::task::spawn_blocking(move || rereading.reload_groups()).await {
+                        Ok(errors) => tracing::info!(errors = errors.len(), "SIGHUP: groups files re-read"),
+                        Err(error) => tracing::error!(%error, "SIGHUP: re-reading groups files failed"),
+                    }
+                } else if tls.is_none() {
+                    tracing::info!("SIGHUP: nothing to re-read (no groups_file, no TLS certificate)");
                 }
                 let Some(tls) = &tls else { continue };
                 // Reading files blocks: not on the runtime's threads.

@@ -358,6 +358,14 @@ async fn deliver(
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
+    // The RCPT check an SMTP client gets (a number-like address that is no
+    // number): the MTA bounces it at once instead of an SMS failing later.
+    for to in &recipients {
+        if let Err(reply) = core.pipeline.check_recipient(None, to) {
+            eprintln!("{} {} {}", reply.code, reply.enhanced, reply.text);
+            return Ok(ExitCode::from(65)); // EX_DATAERR
+        }
+    }
     let envelope = Envelope {
         mail_from: from,
         recipients,

@@ -176,6 +176,17 @@ impl Config {
                 return Err(invalid(key("keyid"), "another account has the same keyid"));
             }
             account.validate().map_err(|(k, r)| invalid(key(k), r))?;
+            // The de-duplication of alerts reads stored requests: the purge
+            // must not forget them sooner.
+            let kept_secs = self.store.retention_days.saturating_mul(86_400);
+            if account.alerts && kept_secs > 0 && account.alert_dedup_secs > kept_secs {
+                return Err(invalid(
+                    key("alert_dedup_secs"),
+                    format!(
+                        "must be at most store.retention_days × 86400 ({kept_secs}): purged alerts cannot be recognised"
+                    ),
+                ));
+            }
             for provider in &account.providers {
                 if !self.providers.contains_key(provider) {
                     return Err(invalid(
@@ -361,15 +372,10 @@ impl Config {
     }
 }
 
-/// Keys whose values are secrets wherever they appear.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "pass",
-    "access_token",
-    "token",
-    "secret",
-    "keyid",
-];
+/// What the name of a key whose value is a secret contains, wherever it
+/// appears (`password`, `password_hash` and a misspelt `pasword_hash`,
+/// `access_token`, `callback_secret`, `keyid`, …).
+const SECRET_KEYS: &[&str] = &["pass", "token", "secret", "keyid", "hash"];
 
 /// Hides secrets in a parser message, which quotes the offending line: the
 /// password of any `scheme://user:password@host` URL, and the value of any
@@ -385,7 +391,7 @@ pub fn redact(message: &str) -> String {
                         left.trim_end()
                             .rsplit(|c: char| c.is_whitespace() || c == '|' || c == '.')
                             .next()
-                            .is_some_and(|key| key.eq_ignore_ascii_case(k))
+                            .is_some_and(|key| key.to_ascii_lowercase().contains(k))
                     }) =>
                 {
                     format!("{left}= \"***\"")
@@ -563,6 +569,25 @@ mod tests {
             let e = parse(&text).unwrap_err().to_string();
             assert!(!e.contains("s3cr3tP4ss"), "{e}");
             assert!(e.contains("line"), "{e}");
+        }
+        // Review of issue 10: alerts remembered longer than they are kept.
+        let text = with(
+            "",
+            &format!("{ACCOUNT}\nalerts = true\nalert_dedup_secs = 90000"),
+        )
+        .replace("[replies]", "[store]\nretention_days = 1\n[replies]");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("accounts.acme.alert_dedup_secs"), "{e}");
+        // Review of issue 10: a password hash on a line the parser quotes
+        // (a syntax error, a misspelt key) is hidden too.
+        for bad in [
+            "[smtp.users.nagios]\npassword_hash = \"$argon2id$v=19$SALTHASH\" x\naccount = \"acme\"",
+            "[smtp.users.nagios]\npasword_hash = \"$argon2id$v=19$SALTHASH\"\naccount = \"acme\"",
+        ] {
+            let text =
+                with("", ACCOUNT).replace("[accounts.acme]", &format!("{bad}\n[accounts.acme]"));
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(!e.contains("SALTHASH"), "{e}");
         }
         assert_eq!(
             redact("  7 | password = \"hunter2\"\nsmtps://a:b@c/ and ftp://x@y"),

@@ -490,7 +490,7 @@ impl crate::smtp::Handler for Pipeline {
         envelope: &crate::smtp::Envelope,
         address: &str,
     ) -> Result<(), crate::smtp::Reply> {
-        self.check_recipient(envelope, address)
+        self.check_recipient(envelope.auth_user.as_deref(), address)
     }
 }
 

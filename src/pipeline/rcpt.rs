@@ -1,19 +1,24 @@
 //! The RCPT check of alert mail (issue 10): a local part that looks like a
-//! phone number must be one (`550 5.1.1` naming the reason), and a client
-//! that no alert account allows is refused at once (`550 5.7.1`), so the
-//! sending MTA bounces at once rather than after DATA. Cheap: it runs on
-//! the session's task (libphonenumber is warmed at start).
+//! phone number must be one (`550 5.1.1` naming the reason), so the sending
+//! MTA bounces at once rather than after DATA; `mail2sms deliver` applies
+//! it to its recipients too. Who may send is not checked here: a message to
+//! a number may still carry an `<envoi>` block (read as today whatever its
+//! recipients, code 14 from outside the account's `networks`), which only
+//! DATA shows. Cheap: it runs on the session's task (libphonenumber is
+//! warmed at start).
 
-use super::{NOT_AUTHORIZED, Pipeline, admit};
+use super::Pipeline;
 use crate::logsafe::Safe;
 use crate::request::alert::address;
-use crate::smtp::{Envelope, Reply, Unauthorized};
+use crate::smtp::Reply;
 
 impl Pipeline {
-    /// Checks one RCPT address of our domains; anything that does not
-    /// look like a number passes (it may be a group or an `<envoi>`
-    /// address, read at the end of DATA).
-    pub(super) fn check_recipient(&self, envelope: &Envelope, to: &str) -> Result<(), Reply> {
+    /// Checks one recipient address of our domains, for a client
+    /// authenticated as `auth_user` (its account's region reads national
+    /// numbers; else any alert account's); anything that does not look like
+    /// a number passes (it may be a group or an `<envoi>` address, read at
+    /// the end of DATA).
+    pub fn check_recipient(&self, auth_user: Option<&str>, to: &str) -> Result<(), Reply> {
         if self.alerts.is_empty() {
             return Ok(());
         }
@@ -22,9 +27,7 @@ impl Pipeline {
         };
         // The AUTH user's account, if it names one; else every alert
         // account is a candidate.
-        let user_account = envelope
-            .auth_user
-            .as_ref()
+        let user_account = auth_user
             .and_then(|user| self.ingress.users.get(user))
             .and_then(|name| self.ingress.by_name.get(name));
         let candidates: Vec<_> = match user_account {
@@ -51,18 +54,6 @@ impl Pipeline {
                 "5.1.1",
                 format!("not a valid phone number: {reason}"),
             ));
-        }
-        if self.unauthorized == Unauthorized::Discard {
-            // Refusing here would bounce: the message is discarded at DATA.
-            return Ok(());
-        }
-        let client = Some(envelope.peer.ip());
-        let allowed = candidates
-            .iter()
-            .any(|a| a.config.alerts && admit::allows(&a.config, client));
-        if !allowed {
-            tracing::info!(to = %Safe(to), ?client, "RCPT refused: no alert account allows this client");
-            return Err(Reply::new(550, "5.7.1", NOT_AUTHORIZED));
         }
         Ok(())
     }

@@ -395,22 +395,27 @@ async fn rcpt_refuses_invalid_numbers_and_clients_no_alert_account_allows() {
         .recipient(&nagios, "0601020304@sms.example.com")
         .expect_err("not CH");
     assert_eq!(reply.enhanced, "5.1.1");
-    // The AUTH user's account takes no alerts: 5.7.1 for numbers.
+    // Who may send is decided at DATA (the message may carry <envoi>):
+    // an AUTH user whose account takes no alerts passes RCPT.
     let envoi_user = smtp_envelope("192.0.2.7", Some("envoi"));
-    let reply = pipeline
-        .recipient(&envoi_user, "0601020304@sms.example.com")
-        .expect_err("no alerts");
-    assert_eq!((reply.code, reply.enhanced.as_str()), (550, "5.7.1"));
+    assert_eq!(
+        pipeline.recipient(&envoi_user, "0601020304@sms.example.com"),
+        Ok(())
+    );
 }
 
+/// Review of issue 10: a client outside every alert account's networks is
+/// not refused at RCPT, since the message may be `<envoi>` mail (read as
+/// today whatever its recipients); an alert from it is refused at DATA
+/// (tests/it/alerts.rs).
 #[tokio::test]
-async fn rcpt_refuses_a_client_outside_every_alert_accounts_networks() {
+async fn rcpt_leaves_networks_to_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra = "";
-    let config = alert_config(dir.path(), extra);
+    let config = alert_config(dir.path(), "");
     let mut accounts = config.accounts.clone();
-    accounts.get_mut("b-any").expect("b").networks = Some(crate::net::Networks::loopback());
-    accounts.get_mut("c-pager").expect("c").networks = Some(crate::net::Networks::loopback());
+    for account in accounts.values_mut() {
+        account.networks = Some(crate::net::Networks::loopback());
+    }
     let setup = Setup {
         accounts: &accounts,
         ..config.pipeline_setup()
@@ -419,32 +424,12 @@ async fn rcpt_refuses_a_client_outside_every_alert_accounts_networks() {
     let wake = || Arc::new(Notify::new());
     let pipeline = Pipeline::new(setup, store, wake(), wake());
     let outside = smtp_envelope("198.51.100.1", None);
-    let reply = pipeline
-        .recipient(&outside, "0601020304@sms.example.com")
-        .expect_err("outside");
-    assert_eq!(
-        (reply.code, reply.enhanced.as_str(), reply.text.as_str()),
-        (550, "5.7.1", NOT_AUTHORIZED)
-    );
-    assert_eq!(
-        pipeline.recipient(&outside, "oncall@sms.example.com"),
-        Ok(())
-    );
-    assert_eq!(
-        pipeline.recipient(
-            &smtp_envelope("192.0.2.9", None),
-            "0601020304@sms.example.com"
-        ),
-        Ok(())
-    );
-    let discard = Setup {
-        unauthorized: Unauthorized::Discard,
-        ..setup
-    };
-    let store = crate::store::open(&config.store).await.expect("store");
-    let pipeline = Pipeline::new(discard, store, wake(), wake());
     assert_eq!(
         pipeline.recipient(&outside, "0601020304@sms.example.com"),
         Ok(())
     );
+    let reply = pipeline
+        .recipient(&outside, "0123@sms.example.com")
+        .expect_err("still no number");
+    assert_eq!(reply.enhanced, "5.1.1");
 }

@@ -104,6 +104,12 @@ impl Users {
             .unwrap_or(false)
     }
 
+    /// Whether `user` is a configured user: only those are named in the log
+    /// of a failure (a password typed as a user name must not be logged).
+    pub(super) fn knows(&self, user: &str) -> bool {
+        self.hashes.contains_key(user)
+    }
+
     /// Whether any user is configured (AUTH is offered only then).
     pub(super) fn is_empty(&self) -> bool {
         self.hashes.is_empty()

@@ -43,9 +43,6 @@ enum AuthStep {
     LoginPassword(String),
 }
 
-/// AUTH failures in one session that close it and lock its address out.
-const MAX_AUTH_FAILURES: u8 = 3;
-
 /// The text of the `452 4.3.1` given when the buffer budget is out.
 const INSUFFICIENT_STORAGE: &str = "insufficient system storage, try again later";
 
@@ -393,21 +390,23 @@ impl Protocol {
             return Flow::Continue;
         }
         self.auth_failures += 1;
+        // A password typed as the user name must not reach the log.
+        let known = self.shared.users.knows(&user);
         tracing::info!(
             peer = %self.peer,
-            user = %Safe(&user),
+            user = %Safe(if known { &user } else { "(not a user)" }),
             failures = self.auth_failures,
             "SMTP AUTH failed"
         );
-        if self.auth_failures >= MAX_AUTH_FAILURES {
+        let now = std::time::Instant::now();
+        let locked = self.shared.lockout.fail(self.peer.ip(), now);
+        if locked || self.auth_failures >= super::lockout::MAX_FAILURES {
             tracing::warn!(
                 peer = %self.peer,
                 secs = self.shared.config.auth_lockout_secs,
                 "SMTP client locked out after too many authentication failures"
             );
-            self.shared
-                .lockout
-                .lock_out(self.peer.ip(), std::time::Instant::now());
+            self.shared.lockout.lock_out(self.peer.ip(), now);
             self.reply(421, "4.7.0", "too many authentication failures");
             return Flow::Quit;
         }

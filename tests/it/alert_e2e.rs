@@ -78,6 +78,34 @@ async fn an_mta_retry_is_sent_once_even_across_a_restart() {
     assert!(out[0]["text"].as_str().unwrap().starts_with("db1 down\n"));
 }
 
+/// An MTA that splits one message's recipients over several transactions
+/// (Postfix does, past its recipient limit) sends them all with the same
+/// Message-ID: each new recipient gets its SMS, and only a recipient
+/// already reached is a retry (review of issue 10).
+#[tokio::test]
+async fn a_message_split_over_transactions_reaches_every_recipient_once() {
+    let app = TestApp::spawn_with(alerts).await;
+    let mail = alert("split-1@monitoring.example", "ups on battery", "x");
+    accepted(&app, NAGIOS, "0601020304@sms.example.com", &mail).await;
+    accepted(&app, NAGIOS, "0601020305@sms.example.com", &mail).await;
+    let both = app.wait_outbox(2).await;
+    let mut to: Vec<&str> = both.iter().filter_map(|l| l["to"].as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["+33601020304", "+33601020305"]);
+    // The group holds the first number and a new one: only the new one goes.
+    accepted(&app, NAGIOS, "oncall@sms.example.com", &mail).await;
+    let out = app.wait_outbox(3).await;
+    assert_eq!(out[2]["to"], "+447911123456", "{out:?}");
+    // Everything reached: the whole message is a retry.
+    let again = app
+        .send_to(NAGIOS, "0601020305@sms.example.com", &mail)
+        .await
+        .expect("250");
+    let text = again.message().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("already accepted"), "{text}");
+    assert_eq!(settled(&app).await.len(), 3);
+}
+
 /// The same text to the same number is sent once; what is held back is
 /// counted in the next SMS that goes to that number — but an MTA retry
 /// (same Message-ID) is not counted.

@@ -161,6 +161,25 @@ async fn a_client_outside_the_alert_networks_is_refused_and_nothing_is_stored() 
     assert!(app.outbox().is_empty());
 }
 
+/// Review of issue 10: `<envoi>` mail addressed to a number is read as
+/// `<envoi>` whatever its recipients, so a client that no alert account
+/// allows is not refused at RCPT for it.
+#[tokio::test]
+async fn envoi_mail_to_a_number_from_outside_the_alert_networks_is_read_as_envoi() {
+    let app = spawn("networks = [\"192.0.2.0/24\"]", |_| {}).await;
+    let body = plain_email("ops@masociete.com", &envoi("0601020304", "hello", "net-2"));
+    let reply = send(
+        &app,
+        "ops@masociete.com",
+        &["0601020304@sms.example.com"],
+        &body,
+    )
+    .await
+    .expect("accepted as <envoi> mail");
+    assert!(reply.is_positive());
+    app.wait_outbox(1).await;
+}
+
 #[tokio::test]
 async fn envoi_mail_from_outside_the_account_networks_gets_code_14() {
     let app = spawn("", |c| {
@@ -483,6 +502,10 @@ fn deliver_hands_alerts_over_locally_past_networks_and_discards_strangers() {
     let stranger = alert("intruder@elsewhere.example", "disk", "full");
     let (code, out) = deliver("", "intruder@elsewhere.example", to, &stranger);
     assert_eq!(code, Some(77), "{out}");
+    // The RCPT check of SMTP, for deliver's recipients too (review).
+    let (code, out) = deliver("", "nagios@example.com", "0123@sms.example.com", &ok);
+    assert_eq!(code, Some(65), "{out}");
+    assert!(out.contains("5.1.1"), "{out}");
     let (code, out) = deliver(
         "unauthorized = \"discard\"",
         "intruder@elsewhere.example",

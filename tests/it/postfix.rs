@@ -182,6 +182,69 @@ async fn the_pipe_transport_turns_a_request_into_one_sms() {
     app.stop().await;
 }
 
+/// An alert as a monitoring server sends it: no `<envoi>`, to the group.
+fn alert_mail() -> Vec<u8> {
+    b"From: Nagios <nagios@monitoring.example.com>\r\nTo: oncall@sms.example.com\r\n\
+      Subject: PROBLEM db1/disk is CRITICAL\r\nMessage-ID: <pf-alert-1@monitoring.example.com>\r\n\
+      \r\nDISK CRITICAL - free space: / 312 MB (2%)\r\n\r\n-- \r\nNagios\r\n"
+        .to_vec()
+}
+
+/// The two SMS of [`alert_mail`], one per number of `oncall`.
+fn assert_alert_sms(lines: &[serde_json::Value]) {
+    let mut to: Vec<&str> = lines.iter().filter_map(|l| l["to"].as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["+33601020304", "+33601020305"], "{lines:?}");
+    for line in lines {
+        assert_eq!(
+            line["text"], "PROBLEM db1/disk is CRITICAL\nDISK CRITICAL - free space: / 312 MB (2%)",
+            "subject, then the body without its signature: {lines:?}"
+        );
+    }
+}
+
+/// Issue 10's "done when": a monitoring server pointed at
+/// `oncall@sms.example.com` through Postfix (relay over SMTP) gets one SMS
+/// per number of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_to_a_group_through_the_relay_reaches_each_number() {
+    skip_without_postfix!();
+    let root = test_root();
+    let port = free_port();
+    let mail2sms = Mail2sms::write(root.path(), &format!("127.0.0.1:{port}"), "reject");
+    let mut app = mail2sms.start().await;
+    let postfix = Postfix::start(root.path(), &relay(port, ""));
+    postfix.sendmail(
+        "nagios@monitoring.example.com",
+        "oncall@sms.example.com",
+        &alert_mail(),
+    );
+    postfix.wait_log("status=sent", 1).await;
+    postfix.wait_queue_empty().await;
+    assert_alert_sms(&mail2sms.exactly(2).await);
+    app.stop().await;
+}
+
+/// The same through the pipe transport (`mail2sms deliver`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_to_a_group_through_the_pipe_reaches_each_number() {
+    skip_without_postfix!();
+    let root = test_root();
+    let mail2sms = Mail2sms::write(root.path(), "127.0.0.1:0", "reject");
+    mail2sms.give_state_to_pipe_user();
+    let postfix = Postfix::start(root.path(), &pipe(&mail2sms, ""));
+    postfix.sendmail(
+        "nagios@monitoring.example.com",
+        "oncall@sms.example.com",
+        &alert_mail(),
+    );
+    postfix.wait_log("status=sent", 1).await;
+    postfix.wait_queue_empty().await;
+    let mut app = mail2sms.start().await;
+    assert_alert_sms(&mail2sms.exactly(2).await);
+    app.stop().await;
+}
+
 /// Sends a request with an unknown keyid through `postfix` and checks that
 /// Postfix's bounce reaches the sender's domain (`sink`) and no SMS is sent.
 async fn check_bounce(postfix: &Postfix, sink: &ReplySink, mail2sms: &Mail2sms) {

@@ -12,11 +12,15 @@ use std::collections::{HashMap, HashSet};
 /// The rolling window of `max_per_hour`.
 const HOUR_MS: Millis = 3_600_000;
 
-/// Whether an alert with this Message-ID was accepted for `account` after
-/// `since` (an MTA's retry). Read from the `requests_alert_message` index.
-pub(super) const SEEN_MESSAGE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM requests
-     WHERE account = ?1 AND message_id = ?2 AND received_at > ?3
-       AND return_path IS NOT NULL AND message_id IS NOT NULL)";
+/// The recipients (as written, and E.164 when sent) of the alerts with this
+/// Message-ID accepted for `account` after `since`: an MTA's retry, or the
+/// other part of a message it split into several transactions (one row
+/// with NULLs for an earlier alert without recipients). Read from the
+/// `requests_alert_message` and `jobs_request` indexes.
+pub(super) const SEEN_MESSAGE_SQL: &str = "SELECT j.tel, j.number FROM requests r
+     LEFT JOIN jobs j ON j.request_id = r.id
+     WHERE r.account = ?1 AND r.message_id = ?2 AND r.received_at > ?3
+       AND r.return_path IS NOT NULL AND r.message_id IS NOT NULL";
 
 /// Per `[number, text hash]` of ?1 (a JSON array), for account ?2: the
 /// number, alert SMS queued to it since ?3 (the last hour), whether one
@@ -64,10 +68,31 @@ enum Plan {
     Refused { code: Code, detail: String },
     /// The same number earlier in the alert (its 1-based position).
     Repeat { first: i64 },
+    /// Already reached by an earlier delivery of the same message (same
+    /// Message-ID): an MTA retry, neither sent again nor counted as held.
+    Retried,
 }
 
-/// Records one alert request: `Duplicate` for a Message-ID accepted within
-/// the window, else the request with each SMS queued, held back or refused.
+/// The recipients earlier deliveries of an alert's message reached.
+struct Reached {
+    /// The numbers as written.
+    tels: HashSet<String>,
+    /// The E.164 numbers.
+    numbers: HashSet<String>,
+}
+
+impl Reached {
+    /// Whether `m` is one of them.
+    fn covers(&self, m: &NewMessage) -> bool {
+        self.tels.contains(&m.tel) || m.number.as_ref().is_ok_and(|n| self.numbers.contains(n))
+    }
+}
+
+/// Records one alert request: `Duplicate` when earlier alerts with its
+/// Message-ID (within the window) reached every recipient, else the request
+/// with each SMS queued, held back, refused, or already reached by an
+/// earlier delivery of the same message (an MTA that split the recipients
+/// over several transactions: only the new ones are sent).
 pub(super) async fn accept_alert(
     conn: &mut SqliteConnection,
     r: &NewRequest,
@@ -75,27 +100,23 @@ pub(super) async fn accept_alert(
     now: Millis,
 ) -> Result<Accepted, StoreError> {
     let window = i64::try_from(alert.dedup_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    if let Some(message_id) = r.message_id.as_deref()
-        && window > 0
-    {
-        let seen: bool = sqlx::query_scalar(SEEN_MESSAGE_SQL)
-            .bind(&r.account)
-            .bind(message_id)
-            .bind(now.saturating_sub(window))
-            .fetch_one(&mut *conn)
-            .await?;
-        if seen {
-            return Ok(Accepted::Duplicate);
-        }
-    }
     let messages = match &r.body {
         RequestBody::Messages(m) => &m[..],
         RequestBody::Refused(_) => &[][..],
     };
+    let reached = reached(conn, r, window, now).await?;
+    if let Some(reached) = &reached
+        && messages.iter().all(|m| reached.covers(m))
+    {
+        return Ok(Accepted::Duplicate);
+    }
     let mut states = number_states(conn, r, messages, window, now).await?;
     let plans: Vec<Plan> = messages
         .iter()
-        .map(|m| plan(m, alert, window, &mut states))
+        .map(|m| match &reached {
+            Some(reached) if reached.covers(m) => Plan::Retried,
+            _ => plan(m, alert, window, &mut states),
+        })
         .collect();
     let queued = plans
         .iter()
@@ -121,6 +142,33 @@ pub(super) async fn accept_alert(
         request_id,
         jobs: queued,
     })
+}
+
+/// What earlier alerts with `r`'s Message-ID reached within the window;
+/// `None` when there is none (or no Message-ID, or no window).
+async fn reached(
+    conn: &mut SqliteConnection,
+    r: &NewRequest,
+    window: Millis,
+    now: Millis,
+) -> Result<Option<Reached>, StoreError> {
+    let Some(message_id) = r.message_id.as_deref().filter(|_| window > 0) else {
+        return Ok(None);
+    };
+    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(SEEN_MESSAGE_SQL)
+        .bind(&r.account)
+        .bind(message_id)
+        .bind(now.saturating_sub(window))
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let (tels, numbers): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+    Ok(Some(Reached {
+        tels: tels.into_iter().flatten().collect(),
+        numbers: numbers.into_iter().flatten().collect(),
+    }))
 }
 
 /// The state of every number the alert would send to, one query.
@@ -317,6 +365,17 @@ async fn insert_jobs(
                     "failed",
                     Some(i64::from(code.0)),
                     Some(detail.as_str()),
+                    None,
+                    None,
+                ),
+                Plan::Retried => (
+                    None,
+                    m.text.as_str(),
+                    "held",
+                    None,
+                    Some(
+                        "already reached by an earlier delivery of this message (same Message-ID)",
+                    ),
                     None,
                     None,
                 ),
