@@ -118,10 +118,13 @@ CREATE INDEX jobs_received ON jobs (received_at, account, number) WHERE number I
 CREATE INDEX replies_due ON replies (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX replies_request ON replies (request_id) WHERE request_id IS NOT NULL;
 
--- Storm control at accept: alert SMS queued to one number of one account,
--- by time (how many in the last hour; the same text lately), from the
--- index alone.
+-- Storm control at accept, from the indexes alone: alert SMS queued to one
+-- number of one account in the last hour (a range of received_at), and
+-- whether one had the same text lately (the hash first, then the range:
+-- a number that got 20 000 alerts is not scanned for each new one).
 CREATE INDEX jobs_alert_number ON jobs (account, number, received_at, alert_text_hash)
+    WHERE alert_text_hash IS NOT NULL;
+CREATE INDEX jobs_alert_text ON jobs (account, number, alert_text_hash, received_at)
     WHERE alert_text_hash IS NOT NULL;
 
 -- Message-ID de-duplication of alerts: an MTA's retry of a message

@@ -60,7 +60,7 @@ impl TailState {
             }
         }
         let id = match (v.get("email_id"), v.get("text")) {
-            (Some(Value::String(s)), _) => s.clone(),
+            (Some(Value::String(s)), _) if !s.is_empty() => s.clone(),
             (Some(Value::Number(n)), _) => n.to_string(),
             // An alert: its text starts with the subject naming it.
             (_, Some(Value::String(text))) => {
